@@ -1,0 +1,56 @@
+"""``edge-mimo info``: what a model is and what it costs per width."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("info", help="describe a model: architecture, widths, parameters, MACs, accuracy")
+    p.add_argument("model", nargs="?", default="default", help="model directory, or 'default'")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=run)
+
+
+def describe(model_dir: Path) -> dict:
+    from ..models.weights import count_macs, load_model
+
+    model = load_model(model_dir)
+    cfg = model.config
+    training = model_dir / "training.json"
+    recorded = json.loads(training.read_text()).get("test", {}) if training.exists() else {}
+    return {
+        "path": str(model_dir),
+        "arch": cfg.arch,
+        "capacity": cfg.capacity,
+        "trunk": f"WRN-{cfg.depth}-{cfg.widen}",
+        "stem_channels": cfg.stem_channels,
+        "input": [cfg.in_channels, cfg.image_size, cfg.image_size],
+        "classes": list(cfg.class_names) or cfg.num_classes,
+        "widths": list(cfg.widths),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "macs_per_image": {str(n): count_macs(model, n) // n for n in cfg.widths},
+        "recorded_test": recorded,
+    }
+
+
+def run(args) -> int:
+    from ..models.default import resolve_model
+
+    info = describe(resolve_model(args.model))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"model       {info['path']}")
+    print(f"arch        {info['arch']}  N={info['capacity']}  trunk {info['trunk']}  stem {info['stem_channels']}")
+    print(f"input       {'x'.join(map(str, info['input']))}   classes {len(info['classes'])}")
+    print(f"parameters  {info['parameters']:,}")
+    base = info["macs_per_image"][str(min(info["widths"]))]
+    print("width  MMAC/image  vs n=1   test acc    NLL     ECE")
+    for n in info["widths"]:
+        macs = info["macs_per_image"][str(n)]
+        r = info["recorded_test"].get(str(n))
+        acc = f"{r['accuracy']:.4f}  {r['nll']:.4f}  {r['ece']:.4f}" if r else "(not recorded)"
+        print(f"{n:>5}  {macs / 1e6:>10.1f}  {macs / base:>6.3f}   {acc}")
+    return 0

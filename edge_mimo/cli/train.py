@@ -1,0 +1,90 @@
+"""``edge-mimo train``: train a superposed classifier and save it as a model directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a MIMOConv / MIMO / MixMo classifier",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", default="fashion-mnist",
+                   help="fashion-mnist[:ROOT], cifar10:ROOT, or an image folder ROOT/<class>/<image> "
+                        "(with train/ and test/ subfolders if it has them)")
+    p.add_argument("--arch", default="mimoconv", choices=["mimoconv", "mimo", "mixmo"])
+    p.add_argument("--capacity", type=int, default=4, help="N: slots per superposed pass")
+    p.add_argument("--depth", type=int, default=16, help="WideResNet depth (6k+4)")
+    p.add_argument("--widen", type=int, default=4, help="WideResNet widening factor")
+    p.add_argument("--stem-channels", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=28, help="for image folders: resize to this size")
+    p.add_argument("--channels", type=int, default=1, choices=[1, 3], help="for image folders")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch", type=int, default=64, help="superposed groups per step")
+    p.add_argument("--lr", type=float, default=0.1, help="one-cycle peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--single-prob", type=float, default=0.2, help="share of steps at width 1")
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta alpha (0: off)")
+    p.add_argument("--no-augment", action="store_true", help="no random shifts / flips")
+    p.add_argument("--limit", type=int, default=0, help="train on the first LIMIT images only (smoke runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--checkpoint", type=Path, help="resumable checkpoint file (resumes if it exists)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="model directory to write")
+    p.set_defaults(run=run)
+
+
+def _load(args):
+    from ..datasets import load_dataset, load_fashion_mnist
+
+    train = load_dataset(args.dataset, "train", args.image_size, args.channels)
+    if args.dataset.startswith("fashion-mnist"):
+        root = args.dataset.partition(":")[2] or None
+        val = load_fashion_mnist("val", root) if root else load_fashion_mnist("val")
+    else:
+        val = None
+    test = load_dataset(args.dataset, "test", args.image_size, args.channels)
+    return train, val, test
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from ..models import build_model
+    from ..models.config import ModelConfig
+    from ..models.weights import save_model
+    from ..train import TrainConfig, evaluate, train
+
+    data, val, test = _load(args)
+    if args.limit:
+        data = data.subset(slice(0, args.limit))
+    x = data.images.astype(np.float32) / 255.0
+    channels = data.images.shape[1]
+    config = ModelConfig(
+        arch=args.arch, capacity=args.capacity, in_channels=channels, image_size=data.images.shape[-1],
+        num_classes=int(data.labels.max()) + 1, class_names=data.class_names,
+        mean=tuple(round(float(v), 4) for v in x.mean((0, 2, 3))),
+        std=tuple(round(float(v), 4) for v in x.std((0, 2, 3))),
+        stem_channels=args.stem_channels, depth=args.depth, widen=args.widen,
+    )
+    del x
+    model = build_model(config)
+    cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay,
+                      single_prob=args.single_prob, mixup=args.mixup, augment=not args.no_augment,
+                      seed=args.seed, threads=args.threads)
+    print(f"training {config.arch} N={config.capacity} WRN-{config.depth}-{config.widen} on {len(data)} images")
+    history = train(model, data, cfg, checkpoint=args.checkpoint, val=val)
+    results = evaluate(model.eval(), test.images, test.labels)
+    for n, r in results.items():
+        print(f"test n={n}: accuracy {r['accuracy']:.4f}  NLL {r['nll']:.4f}  ECE {r['ece']:.4f}")
+    save_model(model, args.output)
+    record = {
+        "dataset": args.dataset, "test_images": len(test), "train_images": len(data),
+        "test": {str(k): v for k, v in results.items()}, "history": history,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (args.output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,14 @@
+"""The superposed classifier family. ``ModelConfig`` is torch-free; the modules need torch."""
+
+from .config import ARCHITECTURES, FASHION_MNIST_CLASSES, ModelConfig, default_fashion_mnist_config
+
+__all__ = ["ARCHITECTURES", "FASHION_MNIST_CLASSES", "ModelConfig", "default_fashion_mnist_config", "build_model"]
+
+
+def build_model(config: ModelConfig):
+    """Instantiate the torch module a config describes."""
+    from .mimo import MIMO
+    from .mimoconv import MIMOConv
+    from .mixmo import MixMo
+
+    return {"mimoconv": MIMOConv, "mimo": MIMO, "mixmo": MixMo}[config.arch](config)

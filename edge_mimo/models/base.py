@@ -1,0 +1,47 @@
+"""What every superposed classifier shares: slot layout, replication and the output shape."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+
+def replicate(x: torch.Tensor, capacity: int) -> torch.Tensor:
+    """[B, n, ...] -> [B, N, ...]: image j fills slots j, j+n, j+2n, ... (slot s holds image s % n)."""
+    n = x.shape[1]
+    return x.repeat(1, capacity // n, *([1] * (x.dim() - 2)))
+
+
+class SuperposedClassifier(nn.Module):
+    """Base class: ``forward`` maps images [B, n, C, H, W] to per-replica logits [B, N/n, n, classes].
+
+    Replica r of image j sits in slot r*n + j. The averaged prediction is ``logits.mean(1)``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def check_width(self, n: int) -> None:
+        if n not in self.config.widths:
+            raise ValueError(
+                f"width {n} does not divide the capacity {self.config.capacity}: use one of {self.config.widths}"
+            )
+
+    def slot_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [B, n, C, H, W] -> logits per slot [B, N, classes]."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"expected images shaped [batch, width, C, H, W], got {tuple(x.shape)}")
+        n = x.shape[1]
+        self.check_width(n)
+        logits = self.slot_logits(x)
+        return logits.view(x.shape[0], self.config.capacity // n, n, -1)
+
+    def regularizer(self) -> torch.Tensor:
+        """Extra training loss of the architecture (zero unless overridden)."""
+        return torch.zeros(())

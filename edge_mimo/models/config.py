@@ -1,0 +1,100 @@
+"""Model description stored next to the weights (``config.json``). Torch-free."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+ARCHITECTURES = ("mimoconv", "mimo", "mixmo")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model and to feed it images.
+
+    ``capacity`` is N, the number of slots; a pass of width n (a divisor of N) holds n distinct images,
+    each in N/n replica slots.
+    """
+
+    arch: str = "mimoconv"
+    capacity: int = 4
+    in_channels: int = 1
+    image_size: int = 28
+    num_classes: int = 10
+    class_names: tuple[str, ...] = ()
+    mean: tuple[float, ...] = (0.2860,)
+    std: tuple[float, ...] = (0.3530,)
+    stem_channels: int = 32
+    depth: int = 10
+    widen: int = 4
+    base_width: int = 16
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+        if self.capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {self.capacity}")
+        if (self.depth - 4) % 6:
+            raise ValueError(f"WideResNet depth must be 6k+4 (10, 16, 22, 28), got {self.depth}")
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise ValueError("mean and std need one value per input channel")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Superposition widths this model can run: the divisors of its capacity."""
+        return tuple(n for n in range(1, self.capacity + 1) if self.capacity % n == 0)
+
+    @property
+    def stage_widths(self) -> tuple[int, int, int]:
+        w = self.base_width * self.widen
+        return (w, 2 * w, 4 * w)
+
+    @property
+    def blocks_per_stage(self) -> int:
+        return (self.depth - 4) // 6
+
+    @property
+    def feature_dim(self) -> int:
+        return self.stage_widths[-1]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}: is this config from a newer edge-mimo?")
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**kwargs)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+
+def default_fashion_mnist_config(**overrides) -> ModelConfig:
+    """The configuration of the shipped default model."""
+    base = dict(class_names=FASHION_MNIST_CLASSES)
+    base.update(overrides)
+    return ModelConfig(**base)
+
+
+__all__ = ["ModelConfig", "ARCHITECTURES", "FASHION_MNIST_CLASSES", "default_fashion_mnist_config"]

@@ -1,0 +1,1 @@
+"""Deployment target profiles (TOML), one per target."""
