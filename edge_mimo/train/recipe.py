@@ -34,6 +34,7 @@ class TrainConfig:
     augment: bool = True  # random 2-pixel shifts and horizontal flips
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    bn_batches: int = 100  # batches for the final BatchNorm re-estimate (0: keep the running averages)
 
 
 class SlotSampler:
@@ -78,6 +79,38 @@ def slot_loss(model: SuperposedClassifier, logits: torch.Tensor, labels: torch.T
     if weights is not None:
         ce = ce * weights * weights.shape[1]
     return ce.mean()
+
+
+def next_width(cfg: TrainConfig, capacity: int, gen: torch.Generator) -> int:
+    """The recipe's dynamic widths: 1 with probability ``single_prob``, else the full capacity."""
+    return 1 if torch.rand((), generator=gen).item() < cfg.single_prob else capacity
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: SuperposedClassifier, images: torch.Tensor, cfg: TrainConfig,
+                          gen: torch.Generator) -> None:
+    """Re-estimate BatchNorm statistics with the final weights ("precise BN").
+
+    The running averages collected during training lag behind weights that move fast at high learning
+    rates; an exact average over ``cfg.bn_batches`` fresh batches, drawn with the same width mix as
+    training, replaces them.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns or cfg.bn_batches <= 0:
+        return
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the batches below
+    model.train()
+    mc = model.config
+    for _ in range(cfg.bn_batches):
+        n = next_width(cfg, mc.capacity, gen)
+        idx = torch.randint(len(images), (cfg.batch * n,), generator=gen)
+        x = normalize(images[idx], mc.mean, mc.std).view(cfg.batch, n, *images.shape[1:])
+        model(x)
+    for bn in bns:
+        bn.momentum = 0.1
+    model.eval()
 
 
 def _save_checkpoint(path: Path, model, opt, sched, step: int, gen: torch.Generator, sampler: SlotSampler) -> None:
@@ -146,7 +179,7 @@ def train(
     run_loss, run_acc = 0.0, 0.0
     while step < total:
         model.train()
-        n = 1 if torch.rand((), generator=gen).item() < cfg.single_prob else n_full
+        n = next_width(cfg, n_full, gen)
         idx = sampler.take(cfg.batch * n)
         x = images[idx]
         if cfg.augment:
@@ -185,5 +218,6 @@ def train(
             if ckpt:
                 _save_checkpoint(ckpt, model, opt, sched, step, gen, sampler)
     bar.close()
+    recalibrate_batchnorm(model, images, cfg, gen)
     history["seconds"] = time.time() - start
     return history

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up edge-mimo from scratch in ./.venv: Fashion-MNIST from Debian, PyTorch CPU, the package with its
+# compile and dev extras. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get install -y -q dataset-fashion-mnist \
+    || { $SUDO apt-get update -q && $SUDO apt-get install -y -q dataset-fashion-mnist; }
+fi
+
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# The CPU build of torch first: a bare `torch` requirement may otherwise pull a multi-GB CUDA build.
+.venv/bin/pip install -q "torch==2.13.0"
+.venv/bin/pip install -q -e ".[compile,dev]"
+.venv/bin/python -c "import edge_mimo, torch, onnxruntime; print('edge-mimo', edge_mimo.__version__, '| torch', torch.__version__, '| onnxruntime', onnxruntime.__version__)"
