@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -83,8 +84,11 @@ def run(args) -> int:
     record = {
         "dataset": args.dataset, "test_images": len(test), "train_images": len(data),
         "test": {str(k): v for k, v in results.items()}, "history": history,
+        "command": "edge-mimo train " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train"] else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if val is not None:
+        record["validation"] = {str(k): v for k, v in evaluate(model, val.images, val.labels).items()}
     (args.output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.output}")
     return 0
