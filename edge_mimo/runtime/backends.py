@@ -1,0 +1,59 @@
+"""Inference backends: one loaded graph or engine per width, called with superposed groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, BundleIntegrityError
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime sessions, one per width, loaded once. ``run`` is thread-safe (ORT sessions are)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, graphs: dict[int, Path], threads: int | None = None, providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        available = ort.get_available_providers()
+        providers = providers or ["CPUExecutionProvider"]
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise BackendUnavailableError(
+                f"ONNX Runtime here lacks {missing} (available: {available}): "
+                "pass providers it has, or install the matching onnxruntime build"
+            )
+        self.sessions = {}
+        self.fixed_batch: dict[int, int | None] = {}
+        for n, path in graphs.items():
+            try:
+                session = ort.InferenceSession(str(path), options, providers=providers)
+            except Exception as e:  # ORT raises its own exception types for malformed graphs
+                raise BundleIntegrityError(
+                    f"ONNX Runtime cannot load {path.name} ({type(e).__name__}: {e}): recompile the bundle"
+                ) from e
+            inp = session.get_inputs()[0]
+            if len(inp.shape) != 5 or inp.shape[1] != n:
+                raise BundleIntegrityError(
+                    f"{path.name} takes input {inp.shape}, expected [B, {n}, C, H, W]: recompile the bundle"
+                )
+            self.sessions[n] = (session, inp.name, session.get_outputs()[0].name)
+            self.fixed_batch[n] = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+    def run(self, width: int, groups: np.ndarray) -> np.ndarray:
+        """groups float32 [G, n, C, H, W] -> per-replica logits [G, N/n, n, K]."""
+        session, inp, out = self.sessions[width]
+        fixed = self.fixed_batch[width]
+        if fixed is None or fixed == len(groups):
+            return session.run([out], {inp: groups})[0]
+        pad = (-len(groups)) % fixed  # a fixed-batch graph: pad the last chunk, drop its outputs
+        padded = np.concatenate([groups, np.repeat(groups[-1:], pad, axis=0)]) if pad else groups
+        outs = [session.run([out], {inp: padded[i : i + fixed]})[0] for i in range(0, len(padded), fixed)]
+        return np.concatenate(outs)[: len(groups)]

@@ -1,0 +1,193 @@
+"""Camera frames -> model input: validation, colour, region of interest, resize, normalisation.
+
+Each frame is checked on its own (a bad frame raises :class:`FrameError` naming the problem and the fix, and
+only its stream is affected). Geometry and colour use one OpenCV call per frame; normalisation runs once,
+vectorised, over the whole batch. No per-pixel Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..errors import ConfigError, FrameError
+
+RESIZE_MODES = ("center-crop", "stretch", "letterbox")
+ROI = tuple[int, int, int, int]  # x, y, width, height in frame pixels
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model eats: ``channels`` x ``height`` x ``width``, colour order, mean/std in 0..1 units."""
+
+    channels: int
+    height: int
+    width: int
+    color: str  # "gray" | "rgb"
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: str = "center-crop"
+
+    def __post_init__(self) -> None:
+        if self.color not in ("gray", "rgb"):
+            raise ConfigError(f"input colour {self.color!r} is not supported: use 'gray' or 'rgb'")
+        if (self.color == "gray") != (self.channels == 1):
+            raise ConfigError(f"input colour {self.color!r} does not fit {self.channels} channels: fix the manifest")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"resize mode {self.resize!r} is unknown: choose one of {', '.join(RESIZE_MODES)}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ConfigError("input mean and std need one value per channel: fix the manifest")
+
+    @classmethod
+    def from_manifest(cls, spec: dict) -> "InputSpec":
+        return cls(
+            channels=int(spec["channels"]),
+            height=int(spec["height"]),
+            width=int(spec["width"]),
+            color=spec.get("color", "gray" if int(spec["channels"]) == 1 else "rgb"),
+            mean=tuple(float(v) for v in spec["mean"]),
+            std=tuple(float(v) for v in spec["std"]),
+            resize=spec.get("resize", "center-crop"),
+        )
+
+
+def check_frame(frame) -> np.ndarray:
+    """A frame as OpenCV gives it -> uint8 HxW or HxWxC (C in 1, 3, 4: gray, BGR, BGRA).
+
+    Accepted: uint8; uint16 (scaled by 1/257); float in 0..1 (scaled by 255). Anything else raises FrameError.
+    """
+    if frame is None:
+        raise FrameError("frame is None (the camera returned nothing): skip it or check the source")
+    if not isinstance(frame, np.ndarray):
+        raise FrameError(f"frame is a {type(frame).__name__}, not a numpy array: pass images as OpenCV gives them")
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
+        raise FrameError(
+            f"frame has shape {frame.shape}: expected HxW (gray), HxWx3 (BGR) or HxWx4 (BGRA); "
+            "convert planar CxHxW images with frame.transpose(1, 2, 0)"
+        )
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise FrameError(f"frame is empty (shape {frame.shape}): the camera delivered no pixels, skip it")
+    if frame.dtype == np.uint8:
+        return frame
+    if frame.dtype == np.uint16:
+        return (frame // 257).astype(np.uint8)
+    if frame.dtype in (np.float16, np.float32, np.float64):
+        if not np.isfinite(frame).all():
+            raise FrameError("frame has NaN or infinite values: fix the producer, or pass uint8 images")
+        lo, hi = float(frame.min()), float(frame.max())
+        if lo < 0.0 or hi > 1.0:
+            raise FrameError(
+                f"float frame has values in [{lo:.3g}, {hi:.3g}]: float frames must be in 0..1; "
+                "divide by 255 or pass uint8 images"
+            )
+        return np.rint(frame.astype(np.float32) * 255.0).astype(np.uint8)
+    raise FrameError(f"frame dtype {frame.dtype} is not supported: pass uint8 (OpenCV's default), uint16 or float 0..1")
+
+
+def check_roi(roi) -> ROI:
+    """Validate an ``(x, y, width, height)`` region of interest given by the caller."""
+    try:
+        x, y, w, h = (int(v) for v in roi)
+    except (TypeError, ValueError):
+        raise ConfigError(f"region of interest {roi!r} must be four integers (x, y, width, height)") from None
+    if x < 0 or y < 0 or w <= 0 or h <= 0:
+        raise ConfigError(f"region of interest {roi!r} needs x, y >= 0 and width, height > 0")
+    return x, y, w, h
+
+
+def _convert_color(img: np.ndarray, color: str) -> np.ndarray:
+    if color == "gray":
+        if img.ndim == 2:
+            return img
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY if img.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB if img.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
+
+
+def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    shrink = img.shape[1] >= width and img.shape[0] >= height
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def fit_frame(img: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Colour-converted frame -> ``spec.height x spec.width`` following ``spec.resize``.
+
+    center-crop: the largest centred window with the model's aspect, then resize (as torchvision classifiers);
+    stretch: resize the whole frame; letterbox: fit the whole frame, pad with black (the models' background).
+    """
+    h, w = img.shape[:2]
+    th, tw = spec.height, spec.width
+    if spec.resize == "stretch":
+        return _resize(img, tw, th)
+    if spec.resize == "center-crop":
+        if w * th > h * tw:  # too wide
+            cw = max(1, round(h * tw / th))
+            x0 = (w - cw) // 2
+            img = img[:, x0 : x0 + cw]
+        else:
+            ch = max(1, round(w * th / tw))
+            y0 = (h - ch) // 2
+            img = img[y0 : y0 + ch]
+        return _resize(img, tw, th)
+    scale = min(tw / w, th / h)
+    nw, nh = max(1, min(tw, round(w * scale))), max(1, min(th, round(h * scale)))
+    inner = _resize(img, nw, nh)
+    out = np.zeros((th, tw) + img.shape[2:], dtype=np.uint8)
+    y0, x0 = (th - nh) // 2, (tw - nw) // 2
+    out[y0 : y0 + nh, x0 : x0 + nw] = inner
+    return out
+
+
+def crop_roi(img: np.ndarray, roi: ROI) -> np.ndarray:
+    x, y, w, h = roi
+    crop = img[y : y + h, x : x + w]
+    if crop.shape[0] == 0 or crop.shape[1] == 0:
+        raise FrameError(
+            f"region of interest {roi} lies outside the {img.shape[1]}x{img.shape[0]} frame: "
+            "give a region inside the frame (x, y, width, height in pixels)"
+        )
+    return crop
+
+
+def prepare_frame(frame, spec: InputSpec, roi: ROI | None = None) -> np.ndarray:
+    """One frame -> uint8 [C, H, W] in the model's colour order and size (raises FrameError)."""
+    img = check_frame(frame)
+    if roi is not None:
+        img = crop_roi(img, roi)
+    img = fit_frame(_convert_color(img, spec.color), spec)
+    return img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
+
+
+class Normalizer:
+    """uint8 [..., C, H, W] -> float32 ``(x / 255 - mean) / std``, as one fused multiply-add."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        std = np.asarray(spec.std, dtype=np.float32)
+        self.scale = (1.0 / (255.0 * std)).reshape(-1, 1, 1)
+        self.offset = (-np.asarray(spec.mean, dtype=np.float32) / std).reshape(-1, 1, 1)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        out = images.astype(np.float32)
+        out *= self.scale
+        out += self.offset
+        return out
+
+
+def prepare_batch(
+    frames: list, spec: InputSpec, rois: list[ROI | None] | None = None
+) -> tuple[np.ndarray, list[int], dict[int, FrameError]]:
+    """Frames -> (uint8 [M_ok, C, H, W] of the good frames, their indices, {index: FrameError} of the bad ones)."""
+    good, index, errors = [], [], {}
+    for i, frame in enumerate(frames):
+        try:
+            good.append(prepare_frame(frame, spec, rois[i] if rois else None))
+            index.append(i)
+        except FrameError as e:
+            errors[i] = e
+    batch = np.stack(good) if good else np.zeros((0, spec.channels, spec.height, spec.width), np.uint8)
+    return batch, index, errors

@@ -1,0 +1,228 @@
+"""``Runtime``: load a bundle once, classify one frame per stream in as few superposed passes as possible."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Hashable, Mapping, Sequence
+
+import numpy as np
+
+from ..bundle.manifest import artifact_path, load_manifest, verify_artifacts
+from ..errors import BackendUnavailableError, BundleError, BundleIntegrityError, ConfigError
+from .backends import OnnxRuntimeBackend
+from .preprocess import RESIZE_MODES, InputSpec, Normalizer, check_roi, prepare_batch
+from .results import StreamResult, Timing, frame_statistics
+from .scheduler import POLICIES, Plan, gather, min_replicas, plan
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+PRECISIONS = ("auto", "int8", "fp32")
+MAX_GROUPS_PER_RUN = 64  # bounds the memory of one backend call on very large frame lists
+
+
+class Runtime:
+    """A compiled bundle, ready to classify frames from several streams at once.
+
+    ``backend``: "onnxruntime" (CPU), "tensorrt" (NVIDIA GPU) or "auto" (TensorRT when it and a GPU are
+    present, else ONNX Runtime). ``precision``: "int8", "fp32" or "auto" (INT8 when the bundle has it).
+    ``threads``: ONNX Runtime intra-op threads (default: ORT's choice). ``resize`` overrides the bundle's
+    resize mode ("center-crop", "stretch", "letterbox"). Every width is loaded once, so switching width or
+    policy between calls costs nothing.
+
+    Thread safety: any thread may call :meth:`infer_many`; preprocessing runs in the caller's thread, the
+    passes of concurrent calls are serialised (one pass uses all the backend's threads), and no state is
+    shared between calls except the per-width latency estimates used by ``budget_ms``.
+    """
+
+    def __init__(self, bundle: str | Path, backend: str = "auto", precision: str = "auto",
+                 threads: int | None = None, resize: str | None = None, warmup: bool = True) -> None:
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend {backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision {precision!r} is unknown: choose one of {', '.join(PRECISIONS)}")
+        if resize is not None and resize not in RESIZE_MODES:
+            raise ConfigError(f"resize mode {resize!r} is unknown: choose one of {', '.join(RESIZE_MODES)}")
+        self.bundle = Path(bundle)
+        self.manifest = load_manifest(self.bundle)
+        m = self.manifest
+        self.capacity = int(m["model"]["capacity"])
+        self.num_classes = int(m["model"]["num_classes"])
+        self.class_names = tuple(m["model"].get("class_names") or (str(i) for i in range(self.num_classes)))
+        self.widths = tuple(sorted(int(n) for n in m["widths"]))
+        spec = dict(m["input"], **({"resize": resize} if resize else {}))
+        self.spec = InputSpec.from_manifest(spec)
+        self._normalize = Normalizer(self.spec)
+        self.precision = self._choose_precision(precision)
+        self.temperature = {n: float(m.get("temperature", {}).get(str(n), 1.0)) for n in self.widths}
+        self.entropy_threshold = {
+            n: float(m.get("uncertainty", {}).get(str(n), {}).get("entropy_threshold", np.inf)) for n in self.widths
+        }
+        graphs = self._artifact_files()
+        self.backend_name = self._choose_backend(backend)
+        self._backend = OnnxRuntimeBackend(graphs, threads=threads)
+        self._lock = threading.Lock()
+        self._ms_per_group = {n: None for n in self.widths}
+        if warmup:
+            for n in self.widths:  # first runs are slow (allocation); also seeds the latency estimates
+                x = np.zeros((1, n, self.spec.channels, self.spec.height, self.spec.width), np.float32)
+                self._backend.run(n, x)
+                self._timed_run(n, x)
+
+    # -- loading -------------------------------------------------------------------------------------------
+    def _choose_precision(self, precision: str) -> str:
+        arts = self.manifest["artifacts"]
+        has_int8 = all("int8" in arts.get(str(n), {}) for n in self.widths)
+        if precision == "auto":
+            return "int8" if has_int8 else "fp32"
+        if not all(precision in arts.get(str(n), {}) for n in self.widths):
+            raise BundleError(
+                f"{self.bundle} has no {precision} graph for every width {list(self.widths)}: "
+                f"pass precision='auto' or recompile the bundle with {precision}"
+            )
+        return precision
+
+    def _artifact_files(self) -> dict[int, Path]:
+        files, rels = {}, []
+        for n in self.widths:
+            entry = self.manifest["artifacts"][str(n)][self.precision]
+            rel = entry["file"]
+            if self.manifest["files"].get(rel) != entry.get("sha256"):
+                raise BundleIntegrityError(
+                    f"the manifest's files list and artifacts disagree about {rel}: the bundle is damaged, recompile it"
+                )
+            files[n] = artifact_path(self.bundle, rel)
+            rels.append(rel)
+        verify_artifacts(self.bundle, self.manifest, only=rels)
+        return files
+
+    def _choose_backend(self, backend: str) -> str:
+        if backend == "tensorrt":
+            raise BackendUnavailableError(
+                "the TensorRT runtime backend is not available in this edge-mimo build: "
+                "use backend='onnxruntime' (or 'auto')"
+            )
+        return "onnxruntime"
+
+    # -- planning ------------------------------------------------------------------------------------------
+    def estimate_ms(self, plan_: Plan) -> float:
+        """Predicted inference time of a plan from the latencies measured so far (0 when nothing measured)."""
+        return sum(len(gs) * (self._ms_per_group[n] or 0.0) for n, gs in plan_.by_width().items())
+
+    def plan(self, count: int, policy: str = "throughput", budget_ms: float | None = None,
+             width: int | None = None) -> Plan:
+        """The groups :meth:`infer_many` would run for ``count`` frames (see :mod:`edge_mimo.runtime.scheduler`).
+
+        With ``budget_ms``, the policy's replica target is lowered step by step until the predicted inference
+        time fits (never below one replica: frames are never dropped to meet a budget).
+        """
+        if policy not in POLICIES:
+            raise ConfigError(f"unknown policy {policy!r}: choose one of {', '.join(POLICIES)}")
+        if budget_ms is not None and budget_ms <= 0:
+            raise ConfigError(f"budget_ms must be > 0, got {budget_ms}")
+        if width is not None:
+            return plan(count, self.capacity, self.widths, width=width)
+        target = min_replicas(policy, self.capacity)
+        levels = sorted({self.capacity // n for n in self.widths if self.capacity // n <= target} | {1}, reverse=True)
+        for level in levels:
+            candidate = plan(count, self.capacity, self.widths, replicas=level)
+            if budget_ms is None or self.estimate_ms(candidate) <= budget_ms:
+                return candidate
+        return candidate
+
+    # -- inference -----------------------------------------------------------------------------------------
+    def _timed_run(self, n: int, x: np.ndarray) -> np.ndarray:
+        outs = []
+        start = time.perf_counter()
+        for i in range(0, len(x), MAX_GROUPS_PER_RUN):
+            outs.append(self._backend.run(n, x[i : i + MAX_GROUPS_PER_RUN]))
+        per_group = (time.perf_counter() - start) * 1e3 / len(x)
+        old = self._ms_per_group[n]
+        self._ms_per_group[n] = per_group if old is None else 0.8 * old + 0.2 * per_group
+        return np.concatenate(outs)
+
+    def infer_many(self, frames: Sequence | Mapping[Hashable, object], policy: str = "throughput",
+                   budget_ms: float | None = None, width: int | None = None,
+                   rois: Sequence | Mapping | None = None) -> list[StreamResult] | dict[Hashable, StreamResult]:
+        """Classify one frame per stream; results come back in the same order (a dict for a dict).
+
+        ``frames``: images as OpenCV gives them (HxWx3 BGR uint8; gray, BGRA, uint16, float 0..1 accepted), as
+        a list (stream ids 0..M-1) or a dict {stream id: frame}. ``policy``: "throughput" (fewest passes),
+        "balanced" (at least 2 replicas per frame) or "robust" (the full ensemble per frame), see
+        :mod:`edge_mimo.runtime.scheduler`. ``budget_ms``: cap on predicted inference time (lowers replicas).
+        ``width``: force one width (benchmarks, evaluation). ``rois``: per-stream (x, y, width, height) crop,
+        aligned with ``frames`` (a list, None entries allowed) or keyed like it.
+        A bad frame gets a result with ``error`` set; the other frames are still classified.
+        """
+        start = time.perf_counter()
+        keys, images = (list(frames.keys()), list(frames.values())) if isinstance(frames, Mapping) else (
+            list(range(len(frames))), list(frames))
+        roi_list = self._roi_list(rois, keys, isinstance(frames, Mapping))
+        batch, good, errors = prepare_batch(images, self.spec, roi_list)
+        x = self._normalize(batch)
+        t_pre = time.perf_counter()
+        schedule = self.plan(len(good), policy, budget_ms, width)
+        outputs = {}
+        with self._lock:
+            for n, groups in schedule.by_width().items():
+                idx = np.asarray([g.frames for g in groups])  # [G, n] frame indices
+                outputs[n] = self._timed_run(n, x[idx])
+        t_inf = time.perf_counter()
+        results = self._results(schedule, outputs, len(good))
+        t_end = time.perf_counter()
+        timing = Timing((t_pre - start) * 1e3, (t_inf - t_pre) * 1e3, (t_end - t_inf) * 1e3,
+                        (t_end - start) * 1e3, schedule.cost)
+        by_index = dict(zip(good, results))
+        out = [StreamResult(stream=k, timing=timing, **by_index[i]) if i in by_index
+               else StreamResult(stream=k, timing=timing, error=errors[i]) for i, k in enumerate(keys)]
+        return dict(zip(keys, out)) if isinstance(frames, Mapping) else out
+
+    def infer(self, frame, **kwargs) -> StreamResult:
+        """Classify a single frame (its own stream): ``infer_many([frame], ...)[0]``."""
+        return self.infer_many([frame], **kwargs)[0]
+
+    @staticmethod
+    def _roi_list(rois, keys: list, keyed: bool) -> list | None:
+        if rois is None:
+            return None
+        if isinstance(rois, Mapping):
+            unknown = set(rois) - set(keys)
+            if unknown:
+                raise ConfigError(f"regions of interest for unknown streams {sorted(map(str, unknown))}: "
+                                  "key them like the frames")
+            return [check_roi(rois[k]) if rois.get(k) is not None else None for k in keys]
+        if keyed or len(rois) != len(keys):
+            raise ConfigError("rois must be a dict keyed like the frames, or a list as long as the frame list")
+        return [check_roi(r) if r is not None else None for r in rois]
+
+    def _results(self, schedule: Plan, outputs: dict[int, np.ndarray], count: int) -> list[dict]:
+        if count == 0:
+            return []
+        logits, owner = gather(schedule, outputs, count)
+        frame_width = np.zeros(count, dtype=np.int64)
+        for g in schedule.groups:
+            frame_width[list(g.frames)] = g.width
+        by_width = np.ones(max(self.widths) + 1)
+        by_width[list(self.temperature)] = list(self.temperature.values())
+        temps = by_width[frame_width[owner]]
+        stats = frame_statistics(logits.astype(np.float64), owner, count, temps)
+        classes = stats["probabilities"].argmax(1)
+        out = []
+        for i in range(count):
+            n, c, h = int(frame_width[i]), int(classes[i]), float(stats["entropy"][i])
+            out.append(dict(
+                class_index=c, class_name=self.class_names[c], probabilities=stats["probabilities"][i],
+                confidence=float(stats["probabilities"][i, c]), entropy=h,
+                disagreement=float(stats["disagreement"][i]), replicas=int(stats["replicas"][i]), width=n,
+                uncertain=bool(h > self.entropy_threshold[n]),
+            ))
+        return out
+
+    def describe(self) -> dict:
+        """What was loaded: backend, precision, widths, capacity, input spec, measured ms per group."""
+        return {
+            "bundle": str(self.bundle), "backend": self.backend_name, "precision": self.precision,
+            "capacity": self.capacity, "widths": list(self.widths), "input": self.spec.__dict__,
+            "temperature": self.temperature, "entropy_threshold": self.entropy_threshold,
+            "ms_per_group": dict(self._ms_per_group),
+        }
