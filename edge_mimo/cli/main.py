@@ -9,7 +9,7 @@ import sys
 from .. import __version__
 from ..errors import EdgeMimoError
 
-COMMANDS = ("train", "info")
+COMMANDS = ("train", "info", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -127,7 +127,8 @@ class VideoSource:
         if self._thread.is_alive():
             self._thread.join(timeout)
         with self._lock:
-            self._state = CLOSED
+            if self._state not in FINISHED:  # an ended or failed source keeps saying so
+                self._state = CLOSED
         self._notify()
 
     def latest(self) -> Frame | None:

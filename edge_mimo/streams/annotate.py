@@ -1,0 +1,64 @@
+"""Drawing predictions on frames and tiling several streams into one video (for `edge-mimo run --video`)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import ConfigError
+
+TILE = (320, 240)
+GREEN, RED, GREY = (60, 200, 60), (40, 40, 230), (150, 150, 150)
+
+
+def _as_bgr(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def draw_tile(image: np.ndarray | None, title: str, lines: list[str], alarm: bool) -> np.ndarray:
+    """One stream's frame scaled to a tile, with a title bar and text lines (red when ``alarm``)."""
+    tile = np.zeros((TILE[1], TILE[0], 3), np.uint8)
+    if image is not None and image.size and image.dtype == np.uint8:
+        tile = cv2.resize(_as_bgr(image), TILE, interpolation=cv2.INTER_AREA)
+    colour = RED if alarm else GREEN
+    cv2.rectangle(tile, (0, 0), (TILE[0] - 1, TILE[1] - 1), colour, 2)
+    cv2.rectangle(tile, (0, 0), (TILE[0], 22 + 18 * len(lines)), (0, 0, 0), -1)
+    cv2.putText(tile, title, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+    for i, line in enumerate(lines):
+        cv2.putText(tile, line, (6, 36 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return tile
+
+
+def mosaic(tiles: list[np.ndarray]) -> np.ndarray:
+    """Tiles in a near-square grid (empty cells black)."""
+    cols = math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    blank = np.zeros_like(tiles[0])
+    cells = tiles + [blank] * (rows * cols - len(tiles))
+    return np.vstack([np.hstack(cells[r * cols : (r + 1) * cols]) for r in range(rows)])
+
+
+class MosaicWriter:
+    """Writes mosaics to a video file; the size is fixed by the number of streams."""
+
+    def __init__(self, path: str | Path, streams: int, fps: float = 15.0) -> None:
+        cols = math.ceil(math.sqrt(streams))
+        rows = math.ceil(streams / cols)
+        size = (TILE[0] * cols, TILE[1] * rows)
+        fourcc = "MJPG" if str(path).lower().endswith(".avi") else "mp4v"
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        if not self._writer.isOpened():
+            raise ConfigError(f"cannot write video {path}: use a .mp4 or .avi path in a writable directory")
+
+    def write(self, tiles: list[np.ndarray]) -> None:
+        self._writer.write(mosaic(tiles))
+
+    def close(self) -> None:
+        self._writer.release()
