@@ -1,0 +1,232 @@
+"""Runtime: scheduling, demultiplexing, per-stream results and accuracy on a real compiled bundle."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_mimo.errors import BundleIntegrityError, ConfigError, FrameError
+from edge_mimo.metrics import mutual_information, softmax
+from edge_mimo.runtime.results import frame_statistics
+from edge_mimo.runtime.scheduler import gather, min_replicas, plan
+
+from .test_preprocess import camera_frame
+
+# -- scheduling (no bundle needed) ---------------------------------------------------------------------------
+
+
+def test_issue_examples_on_an_n4_model():
+    two = plan(2, 4, [1, 2, 4])
+    assert two.cost == 1 and two.groups[0].width == 2 and list(two.replicas(2)) == [2, 2]
+    three = plan(3, 4, [1, 2, 4])
+    assert three.cost == 1 and three.groups[0].width == 4 and sorted(three.replicas(3)) == [1, 1, 2]
+    nine = plan(9, 4, [1, 2, 4])
+    assert nine.cost == 3 and all(g.width == 4 for g in nine.groups)
+    one = plan(1, 4, [1, 2, 4])
+    assert one.groups[0].width == 1 and list(one.replicas(1)) == [4]
+
+
+def test_policies_set_the_replica_floor():
+    assert [min_replicas(p, 4) for p in ("throughput", "balanced", "robust")] == [1, 2, 4]
+    assert plan(4, 4, [1, 2, 4], replicas=2).cost == 2 and min(plan(4, 4, [1, 2, 4], replicas=2).replicas(4)) == 2
+    assert plan(4, 4, [1, 2, 4], replicas=4).cost == 4 and min(plan(4, 4, [1, 2, 4], replicas=4).replicas(4)) == 4
+    with pytest.raises(ConfigError, match="policy"):
+        min_replicas("fast", 4)
+    with pytest.raises(ConfigError, match="width 3"):
+        plan(4, 4, [1, 2, 4], width=3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(count=st.integers(0, 40), capacity_widths=st.sampled_from([(4, [1, 2, 4]), (4, [1, 4]), (4, [2, 4]),
+                                                                  (6, [1, 2, 3, 6]), (8, [1, 2, 4, 8]), (1, [1])]),
+       replicas=st.integers(1, 8), data=st.data())
+def test_plan_properties(count, capacity_widths, replicas, data):
+    capacity, widths = capacity_widths
+    forced = data.draw(st.sampled_from([None] + widths))
+    p = plan(count, capacity, widths, replicas=replicas, width=forced)
+    seen = [f for g in p.groups for f in dict.fromkeys(g.frames)]
+    assert seen == list(range(count))  # every frame in exactly one group, groups in frame order
+    for g in p.groups:
+        assert len(g.frames) == g.width and g.width in widths
+    if forced is None and count:
+        per_group = max([w for w in widths if capacity // w >= replicas] or [min(widths)])
+        assert p.cost == -(-count // per_group)  # the fewest passes for the policy's floor
+        reachable = min(replicas, capacity // per_group)
+        assert p.replicas(count).min() >= reachable
+        sizes = [len(set(g.frames)) for g in p.groups]
+        assert max(sizes) - min(sizes) <= 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(count=st.integers(1, 30), widths=st.sampled_from([[1, 2, 4], [1, 4], [2, 4]]), replicas=st.integers(1, 4))
+def test_gather_returns_each_frames_own_rows(count, widths, replicas):
+    """Outputs tagged with their frame id come back to that frame, as many rows as its replicas."""
+    p = plan(count, 4, widths, replicas=replicas)
+    outputs = {}
+    for n, groups in p.by_width().items():
+        frames = np.asarray([g.frames for g in groups], dtype=np.float32)  # [G, n]
+        outputs[n] = np.broadcast_to(frames[:, None, :, None], (len(groups), 4 // n, n, 3)).copy()
+    logits, owner = gather(p, outputs, count)
+    assert np.array_equal(logits[:, 0], owner.astype(np.float32))
+    assert np.array_equal(np.bincount(owner, minlength=count), p.replicas(count))
+
+
+def test_frame_statistics_match_the_metrics_module():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 4, 10)) * 3  # 5 frames, 4 replicas
+    stats = frame_statistics(logits.reshape(20, 10), np.repeat(np.arange(5), 4), 5, np.full(20, 1.5))
+    probs = softmax(logits / 1.5)
+    assert np.allclose(stats["disagreement"], mutual_information(probs) / np.log(10))
+    assert np.allclose(stats["probabilities"], softmax(logits.mean(1) / 1.5), atol=1e-6)
+    single = frame_statistics(logits[:, 0], np.arange(5), 5, np.ones(5))
+    assert np.allclose(single["disagreement"], 0.0) and (single["replicas"] == 1).all()
+    assert ((stats["entropy"] >= 0) & (stats["entropy"] <= 1)).all()
+
+
+# -- a real bundle -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A CPU bundle of the default model, compiled here (or EDGE_MIMO_TEST_BUNDLE, to reuse a compiled one)."""
+    from edge_mimo.cli.main import main
+
+    if os.environ.get("EDGE_MIMO_TEST_BUNDLE"):
+        return Path(os.environ["EDGE_MIMO_TEST_BUNDLE"])
+    out = tmp_path_factory.mktemp("bundle") / "cpu"
+    assert main(["compile", "--model", "default", "--target", "cpu", "--calib-size", "128", "-o", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def runtime(bundle):
+    from edge_mimo import Runtime
+
+    return Runtime(bundle, threads=2)
+
+
+@pytest.fixture(scope="module")
+def validation():
+    from edge_mimo.datasets import shipped_sample
+
+    return shipped_sample("validation")
+
+
+def test_camera_frames_match_the_compile_report(runtime, validation):
+    """640x480 BGR frames with a noisy background, fed 8 streams at a time, score as the bundle's report says."""
+    sample = validation.subset(slice(0, 1200))
+    frames = [camera_frame(img[0]) for img in sample.images]
+    report = runtime.manifest["accuracy"]
+    for width in runtime.widths:
+        predictions = []
+        for i in range(0, len(frames), 8):
+            results = runtime.infer_many(frames[i : i + 8], width=width)
+            assert [r.stream for r in results] == list(range(len(results)))
+            assert all(r.width == width and r.replicas >= runtime.capacity // width for r in results)
+            predictions += [r.class_index for r in results]
+        acc = float(np.mean(np.array(predictions) == sample.labels))
+        recorded = report[str(width)][runtime.precision]["accuracy"]  # on the full 3000-image validation set
+        assert abs(acc - recorded) < 0.03, (width, acc, recorded)
+
+
+def test_results_in_order_dicts_keep_keys_and_bad_frames_stay_local(runtime, validation):
+    frames = {f"cam{i}": camera_frame(validation.images[i, 0]) for i in range(5)}
+    frames["broken"] = None
+    frames["nan"] = np.full((480, 640, 3), np.nan, np.float32)
+    results = runtime.infer_many(frames)
+    assert list(results) == list(frames)
+    assert isinstance(results["broken"].error, FrameError) and isinstance(results["nan"].error, FrameError)
+    good = [results[f"cam{i}"] for i in range(5)]
+    assert all(r.ok for r in good)
+    alone = runtime.infer_many({k: v for k, v in frames.items() if k.startswith("cam")})
+    for r in good:  # same plan for the 5 good frames: identical predictions with or without the bad ones
+        assert np.allclose(r.probabilities, alone[r.stream].probabilities, atol=1e-6)
+    json.dumps([r.to_dict() for r in results.values()])
+
+
+def test_result_fields_are_consistent(runtime, validation):
+    frames = [camera_frame(img[0]) for img in validation.images[:3]]
+    for policy in ("throughput", "balanced", "robust"):
+        for r in runtime.infer_many(frames, policy=policy):
+            assert r.class_index == int(np.argmax(r.probabilities)) and r.class_name == runtime.class_names[r.class_index]
+            assert abs(r.probabilities.sum() - 1) < 1e-4 and r.confidence == pytest.approx(r.probabilities.max())
+            assert 0 <= r.entropy <= 1 and 0 <= r.disagreement <= 1
+            assert r.uncertain == (r.entropy > runtime.entropy_threshold[r.width])
+            assert r.disagreement == 0 if r.replicas == 1 else True
+    robust = runtime.infer_many(frames, policy="robust")
+    assert all(r.width == 1 and r.replicas == runtime.capacity for r in robust)
+    assert robust[0].timing.groups == 3
+    assert runtime.infer_many(frames, policy="throughput")[0].timing.groups == 1
+
+
+def test_budget_lowers_replicas_but_drops_no_frame(runtime, validation):
+    frames = [camera_frame(img[0]) for img in validation.images[:8]]
+    generous = runtime.infer_many(frames, policy="robust", budget_ms=1e6)
+    tight = runtime.infer_many(frames, policy="robust", budget_ms=1e-6)
+    assert len(tight) == 8 and all(r.ok for r in tight)
+    assert generous[0].timing.groups == 8 and tight[0].timing.groups == 2
+
+
+def test_region_of_interest_per_stream(runtime, validation):
+    garment = camera_frame(validation.images[0, 0])
+    wide = np.zeros((480, 1280, 3), np.uint8)
+    wide[:, 640:] = garment  # the garment sits in the right half only
+    cropped = runtime.infer_many({"a": wide}, rois={"a": (640, 0, 640, 480)})["a"]
+    plain = runtime.infer_many({"a": garment})["a"]  # same slot, same width: must be the same prediction
+    assert np.allclose(cropped.probabilities, plain.probabilities, atol=1e-5)
+    whole = runtime.infer_many({"a": wide})["a"]  # without the ROI the centre crop sees another picture
+    assert not np.allclose(whole.probabilities, plain.probabilities, atol=1e-3)
+    with pytest.raises(ConfigError, match="unknown streams"):
+        runtime.infer_many({"a": wide}, rois={"z": (0, 0, 10, 10)})
+
+
+def test_thread_safe_calls_give_the_single_threaded_answers(runtime, validation):
+    frames = [camera_frame(img[0]) for img in validation.images[:24]]
+    batches = [frames[i : i + 6] for i in range(0, 24, 6)]
+    expected = [[r.class_index for r in runtime.infer_many(b)] for b in batches]
+    got, errors = {}, []
+
+    def worker(k):
+        try:
+            for _ in range(3):
+                got.setdefault(k, []).append([r.class_index for r in runtime.infer_many(batches[k])])
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for k in range(4):
+        assert all(answer == expected[k] for answer in got[k])
+
+
+def test_altered_artifact_is_refused(bundle, tmp_path):
+    from edge_mimo import Runtime
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    graph = next(copy.glob("*.onnx")) if list(copy.glob("*.onnx")) else next(copy.rglob("*.onnx"))
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    with pytest.raises(BundleIntegrityError, match="sha256"):
+        Runtime(copy)
+
+
+def test_runtime_and_streams_import_without_torch(bundle):
+    code = ("import sys; sys.modules['torch'] = None; import edge_mimo.streams; from edge_mimo import Runtime; "
+            f"import numpy as np; rt = Runtime({str(bundle)!r}, threads=1); "
+            "r = rt.infer(np.zeros((480, 640, 3), np.uint8)); print(r.ok)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "True", result.stderr
