@@ -130,6 +130,12 @@ def test_read_returns_empty_when_nothing_new(videos):
             assert again["slow"].index > first["slow"].index
 
 
+def test_gather_waits_for_the_other_live_streams(videos):
+    with StreamMux({"a": videos["slow"], "b": videos["slow"]}) as mux:
+        sizes = [len(mux.read(timeout=1.0, gather=0.15)) for _ in range(8)]
+    assert sizes.count(2) >= 6  # both 10 fps streams arrive within 150 ms of each other
+
+
 def test_duplicate_stream_names_are_refused(videos):
     with pytest.raises(ConfigError, match="named"):
         StreamMux([videos["slow"], videos["slow"]])

@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--loop", action="store_true", help="restart video files at their end")
     p.add_argument("--no-pace", action="store_true", help="read files as fast as possible instead of at their fps")
     p.add_argument("--max-age", type=float, help="skip frames older than this many seconds")
+    p.add_argument("--gather-ms", type=float, default=0.0,
+                   help="after a first new frame, wait up to this long for the other streams (shared passes)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--max-frames", type=int, help="stop after this many predictions in all")
     p.add_argument("--output", "-o", help="write JSON lines here instead of stdout")
@@ -113,7 +115,7 @@ def run(args) -> int:
             now = time.monotonic()
             if args.duration and now - start >= args.duration or args.max_frames and total >= args.max_frames:
                 break
-            batch = mux.read(timeout=0.5, max_age=args.max_age)
+            batch = mux.read(timeout=0.5, max_age=args.max_age, gather=args.gather_ms / 1e3)
             if batch:
                 results = runtime.infer_many({n: f.image for n, f in batch.items()}, policy=args.policy,
                                              budget_ms=args.budget_ms, width=args.width,

@@ -68,13 +68,18 @@ class StreamMux:
             out[name] = frame
         return out
 
-    def read(self, timeout: float = 1.0, max_age: float | None = None) -> dict[str, Frame]:
+    def read(self, timeout: float = 1.0, max_age: float | None = None, gather: float = 0.0) -> dict[str, Frame]:
         """Wait up to ``timeout`` s for at least one stream to have a frame not handed out yet; return the newest
         such frame of every stream that has one (in source order). Frames older than ``max_age`` s are left out.
+        ``gather``: once one stream has a new frame, wait up to this many seconds more for every other live
+        stream to have one too, so that they share superposed passes (latency traded for throughput).
         An empty dict means nothing new arrived (see :meth:`health`).
         """
         with self._cond:
             self._cond.wait_for(lambda: bool(self._fresh(max_age)) or not self.active, timeout)
+            if gather > 0:
+                live = [n for n, src in self.sources.items() if src.status().state == "live"]
+                self._cond.wait_for(lambda: set(live) <= set(self._fresh(max_age)), gather)
         frames = self._fresh(max_age)
         for name, frame in frames.items():
             self.skipped[name] += frame.index - self._handed.get(name, -1) - 1
