@@ -230,3 +230,41 @@ def test_runtime_and_streams_import_without_torch(bundle):
             "r = rt.infer(np.zeros((480, 640, 3), np.uint8)); print(r.ok)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "True", result.stderr
+
+
+def test_cli_run_writes_json_lines_per_stream_and_a_video(bundle, tmp_path, capsys):
+    import cv2
+
+    from edge_mimo.cli.main import main
+
+    from .test_streams import write_video
+
+    a = write_video(tmp_path / "a.avi", 30, 30)
+    b = write_video(tmp_path / "b.avi", 10, 10)
+    out, video = tmp_path / "out.jsonl", tmp_path / "mosaic.avi"
+    rc = main(["run", str(bundle), "--source", f"front={a}", "--source", b, "--source", str(tmp_path / "gone.mp4"),
+               "-o", str(out), "--video", str(video), "--stats-every", "0", "--gather-ms", "20"])
+    assert rc == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    by_stream = {}
+    for rec in lines:
+        assert rec["ok"] and 0 <= rec["confidence"] <= 1 and rec["replicas"] >= 1
+        by_stream.setdefault(rec["stream"], []).append(rec["frame"])
+    assert set(by_stream) == {"front", "cam1"}  # the missing source produced nothing and stopped nothing
+    for frames in by_stream.values():
+        assert frames == sorted(set(frames))
+    assert by_stream["front"][-1] >= 25 and by_stream["cam1"][-1] >= 8
+    err = capsys.readouterr().err
+    assert "cam2: failed" in err and "does not exist" in err
+    cap = cv2.VideoCapture(str(video))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) > 10 and cap.read()[1].shape == (480, 640, 3)
+
+
+def test_multi_camera_example_runs(bundle, tmp_path):
+    from .test_streams import write_video
+
+    videos = [write_video(tmp_path / f"v{i}.avi", 12, 12) for i in range(2)]
+    result = subprocess.run([sys.executable, "examples/multi_camera.py", str(bundle), *videos],
+                            capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert "cam0: ended" in result.stdout and "cam1: ended" in result.stdout
