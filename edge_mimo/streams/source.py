@@ -205,9 +205,9 @@ class VideoSource:
                     return
                 self._stop.wait(min(self.backoff[1], self.backoff[0] * 2 ** (failures - 1)))
                 continue
-            if not first:
-                with self._lock:
-                    self._reconnects += 1
+            with self._lock:
+                self._reconnects += not first
+                self._error = None  # connected again: the last problem is over
             failures, first = 0, False
             outcome = self._read_until_lost(cap)
             cap.release()
