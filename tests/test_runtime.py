@@ -152,6 +152,12 @@ def test_results_in_order_dicts_keep_keys_and_bad_frames_stay_local(runtime, val
     json.dumps([r.to_dict() for r in results.values()])
 
 
+def test_empty_and_all_bad_calls(runtime):
+    assert runtime.infer_many([]) == [] and runtime.infer_many({}) == {}
+    results = runtime.infer_many([None, np.zeros((0, 0, 3), np.uint8)])
+    assert [type(r.error) for r in results] == [FrameError, FrameError] and results[0].timing.groups == 0
+
+
 def test_result_fields_are_consistent(runtime, validation):
     frames = [camera_frame(img[0]) for img in validation.images[:3]]
     for policy in ("throughput", "balanced", "robust"):
