@@ -26,7 +26,7 @@ def main(bundle: str, sources: list[str]) -> None:
     with StreamMux(names) as mux:
         while mux.active:  # until every source has ended or failed; a dead one never blocks the others
             frames = mux.read(timeout=1.0, gather=0.03)  # wait up to 30 ms so streams share superposed passes
-            results = runtime.infer_many({name: f.image for name, f in frames.items()})
+            results = runtime.infer_many(frames)  # one superposed pass for up to N cameras
             for name, r in results.items():
                 seen[name] += 1
                 if not r.ok:

@@ -152,6 +152,15 @@ def test_results_in_order_dicts_keep_keys_and_bad_frames_stay_local(runtime, val
     json.dumps([r.to_dict() for r in results.values()])
 
 
+def test_stream_frames_are_accepted(runtime, validation):
+    from edge_mimo.streams import Frame
+
+    image = camera_frame(validation.images[0, 0])
+    frames = {"cam": Frame("cam", image, 7, 0.0, 0.0)}
+    assert np.array_equal(runtime.infer_many(frames)["cam"].probabilities,
+                          runtime.infer_many({"cam": image})["cam"].probabilities)
+
+
 def test_empty_and_all_bad_calls(runtime):
     assert runtime.infer_many([]) == [] and runtime.infer_many({}) == {}
     results = runtime.infer_many([None, np.zeros((0, 0, 3), np.uint8)])

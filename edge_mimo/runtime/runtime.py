@@ -146,8 +146,9 @@ class Runtime:
                    rois: Sequence | Mapping | None = None) -> list[StreamResult] | dict[Hashable, StreamResult]:
         """Classify one frame per stream; results come back in the same order (a dict for a dict).
 
-        ``frames``: images as OpenCV gives them (HxWx3 BGR uint8; gray, BGRA, uint16, float 0..1 accepted), as
-        a list (stream ids 0..M-1) or a dict {stream id: frame}. ``policy``: "throughput" (fewest passes),
+        ``frames``: images as OpenCV gives them (HxWx3 BGR uint8; gray, BGRA, uint16, float 0..1 accepted) or
+        :class:`edge_mimo.streams.Frame` objects, as a list (stream ids 0..M-1) or a dict {stream id: frame}
+        (``StreamMux.read()`` gives one). ``policy``: "throughput" (fewest passes),
         "balanced" (at least 2 replicas per frame) or "robust" (the full ensemble per frame), see
         :mod:`edge_mimo.runtime.scheduler`. ``budget_ms``: cap on predicted inference time (lowers replicas).
         ``width``: force one width (benchmarks, evaluation). ``rois``: per-stream (x, y, width, height) crop,
@@ -157,6 +158,7 @@ class Runtime:
         start = time.perf_counter()
         keys, images = (list(frames.keys()), list(frames.values())) if isinstance(frames, Mapping) else (
             list(range(len(frames))), list(frames))
+        images = [getattr(f, "image", f) for f in images]  # streams' Frame objects carry their image
         roi_list = self._roi_list(rois, keys, isinstance(frames, Mapping))
         batch, good, errors = prepare_batch(images, self.spec, roi_list)
         x = self._normalize(batch)
