@@ -18,6 +18,9 @@ def atomic_dir(target: str | Path, overwrite: bool = True) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary directory
         if target.exists():
             if not overwrite:
                 raise FileExistsError(f"{target} exists: remove it or choose another output path")
