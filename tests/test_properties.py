@@ -1,0 +1,189 @@
+"""Property-based tests (hypothesis): packing/demultiplexing returns every frame exactly once and in order, and
+preprocessing turns ANY input into either the model's input or a FrameError, never another exception."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from edge_mimo.bundle.manifest import MANIFEST_FILE, load_manifest
+from edge_mimo.errors import BundleError, ConfigError, FrameError
+from edge_mimo.packing import pack_groups, unpack_groups
+from edge_mimo.runtime.preprocess import InputSpec, check_roi, prepare_batch, prepare_frame
+
+from .test_preprocess import camera_frame
+
+GRAY = InputSpec(1, 28, 28, "gray", (0.286,), (0.353,))
+SPECS = [GRAY, InputSpec(3, 32, 32, "rgb", (0.5,) * 3, (0.25,) * 3),
+         InputSpec(1, 20, 40, "gray", (0.1,), (0.2,), "letterbox"), InputSpec(3, 40, 24, "rgb", (0.1,) * 3, (0.2,) * 3,
+                                                                             "stretch")]
+
+# -- packing and demultiplexing --------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(count=st.integers(1, 130), width=st.sampled_from([1, 2, 3, 4, 6, 8]), channels=st.sampled_from([1, 3]))
+def test_pack_then_unpack_returns_every_frame_once_in_order(count, width, channels):
+    images = np.arange(count, dtype=np.float32)[:, None, None, None] * np.ones((1, channels, 2, 3), np.float32)
+    groups, pad = pack_groups(images, width)
+    assert groups.shape == (-(-count // width), width, channels, 2, 3) and pad == (-count) % width
+    flat = groups.reshape(-1, channels, 2, 3)
+    assert np.array_equal(flat[:count], images)  # real frames first, in order, none dropped
+    last_first = count - (count % width) if count % width else None
+    if pad:
+        assert (flat[count:] == images[last_first]).all()  # padding only repeats a frame of the last group
+    # A fake network: every replica r of slot j reports (frame id, r) so demultiplexing can be checked exactly.
+    replicas = 12 // width if 12 % width == 0 else 2
+    ids = groups[:, :, 0, 0, 0]  # [G, n]
+    outputs = np.stack([np.stack([ids, np.full_like(ids, r)], -1) for r in range(replicas)], 1)  # [G, R, n, 2]
+    back = unpack_groups(outputs, count)
+    assert back.shape == (count, replicas, 2)
+    assert np.array_equal(back[:, :, 0], np.repeat(np.arange(count, dtype=np.float32)[:, None], replicas, 1))
+    assert np.array_equal(back[:, :, 1], np.tile(np.arange(replicas, dtype=np.float32), (count, 1)))
+
+
+def test_packing_nothing_is_refused():
+    with pytest.raises(ValueError, match="no images"):
+        pack_groups(np.zeros((0, 1, 28, 28), np.float32), 4)
+
+
+# -- preprocessing: any input -> the model's input or a FrameError ----------------------------------------------
+
+SHAPES = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=40)
+DTYPES = st.sampled_from([np.uint8, np.uint16, np.float16, np.float32, np.float64, np.int8, np.int16, np.int32,
+                          np.int64, np.uint32, np.bool_, np.complex64])
+NOT_ARRAYS = st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=5), st.binary(max_size=8),
+                       st.lists(st.integers(0, 255), max_size=6), st.dictionaries(st.text(max_size=2), st.integers()))
+
+
+IMAGE_SHAPES = st.tuples(st.integers(0, 60), st.integers(0, 60), st.sampled_from([(), (1,), (3,), (4,), (2,), (5,)])
+                         ).map(lambda t: t[:2] + t[2])
+
+
+@st.composite
+def any_frame(draw):
+    """Image-like or arbitrary arrays of any dtype (values including NaN/inf/out of range), views, or non-arrays."""
+    pick = draw(st.integers(0, 9))
+    if pick == 0:
+        return draw(NOT_ARRAYS)
+    shape = draw(SHAPES if pick <= 2 else IMAGE_SHAPES)
+    dtype = draw(st.one_of(st.sampled_from([np.uint8, np.uint16, np.float32]), DTYPES))
+    kind = np.dtype(dtype).kind
+    elements = None
+    if kind == "f":
+        bits = min(np.dtype(dtype).itemsize * 8, 64)
+        elements = st.floats(0, 1, width=bits) if draw(st.booleans()) else st.floats(width=bits)  # valid, or anything
+    arr = draw(hnp.arrays(dtype, shape, elements=elements))
+    if arr.ndim >= 2 and draw(st.booleans()):
+        arr = arr[::-1, ::2]  # non-contiguous views, as slicing a camera frame gives
+    return arr
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame=any_frame(), spec=st.sampled_from(SPECS))
+def test_any_input_becomes_the_model_input_or_a_frame_error(frame, spec):
+    try:
+        out = prepare_frame(frame, spec)
+    except FrameError as e:
+        message = str(e)
+        assert ":" in message and len(message) > 20  # the problem, then the fix
+        event("refused: " + " ".join(message.split()[:3]))
+        return
+    event("accepted")
+    assert out.shape == (spec.channels, spec.height, spec.width) and out.dtype == np.uint8
+    assert isinstance(frame, np.ndarray) and frame.size > 0  # only real, non-empty images get through
+
+
+@settings(max_examples=150, deadline=None)
+@given(h=st.integers(1, 120), w=st.integers(1, 160), roi=st.tuples(*[st.integers(-5, 200)] * 4),
+       spec=st.sampled_from(SPECS))
+def test_any_region_of_interest_is_cropped_or_refused_clearly(h, w, roi, spec):
+    frame = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    try:
+        checked = check_roi(roi)
+    except ConfigError:
+        assert min(roi[:2]) < 0 or min(roi[2:]) <= 0
+        return
+    try:
+        out = prepare_frame(frame, spec, checked)
+    except FrameError as e:
+        assert "outside" in str(e) and (roi[0] >= w or roi[1] >= h)
+        return
+    assert out.shape == (spec.channels, spec.height, spec.width)
+
+
+@settings(max_examples=60, deadline=None)
+@given(frames=st.lists(any_frame(), min_size=0, max_size=12))
+def test_a_batch_keeps_good_frames_in_order_and_reports_each_bad_one(frames):
+    batch, good, errors = prepare_batch(frames, GRAY)
+    assert sorted(good + list(errors)) == list(range(len(frames)))  # every frame accounted for exactly once
+    assert good == sorted(good) and batch.shape == (len(good), 1, 28, 28)
+    for i, k in enumerate(good):
+        assert np.array_equal(batch[i], prepare_frame(frames[k], GRAY))
+    assert all(isinstance(e, FrameError) for e in errors.values())
+
+
+# -- manifests: any JSON -> a manifest or a BundleError ---------------------------------------------------------
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+                    max_leaves=12)
+KEYS = ("schema_version", "model", "widths", "artifacts", "files", "input")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=st.one_of(JSON, st.fixed_dictionaries({k: JSON for k in KEYS})), raw=st.binary(max_size=20),
+       as_bytes=st.booleans())
+def test_any_manifest_text_loads_or_is_refused_as_a_bundle_error(tmp_path, doc, raw, as_bytes):
+    (tmp_path / MANIFEST_FILE).write_bytes(raw if as_bytes else json.dumps(doc).encode())
+    try:
+        manifest = load_manifest(tmp_path)
+    except BundleError as e:
+        assert ":" in str(e)
+        return
+    assert isinstance(manifest, dict) and all(k in manifest for k in KEYS)
+
+
+# -- the real runtime: demultiplexing on a compiled bundle ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def garments():
+    from edge_mimo.datasets import shipped_sample
+
+    images = shipped_sample("validation").images[:40, 0]
+    return [camera_frame(img, (320, 240)) for img in images]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_each_stream_gets_its_own_groups_prediction(cpu_runtime, garments, data):
+    """infer_many over M streams equals running each planned group on its own: no result lands on another stream."""
+    rt = cpu_runtime
+    count = data.draw(st.integers(1, 13), label="streams")
+    policy = data.draw(st.sampled_from(["throughput", "balanced", "robust"]), label="policy")
+    picks = data.draw(st.lists(st.integers(0, len(garments) - 1), min_size=count, max_size=count, unique=True))
+    keys = data.draw(st.permutations([f"cam{i}" for i in range(count)]), label="keys")
+    frames = {k: garments[p] for k, p in zip(keys, picks)}
+    results = rt.infer_many(frames, policy=policy)
+    assert list(results) == keys and [r.stream for r in results.values()] == keys
+    for group in rt.plan(count, policy).groups:
+        members = list(dict.fromkeys(group.frames))  # distinct frame indices of this pass, in slot order
+        alone = rt.infer_many([frames[keys[i]] for i in members], policy=policy)
+        for i, ref in zip(members, alone):
+            got = results[keys[i]]
+            assert got.width == ref.width and got.replicas == ref.replicas
+            np.testing.assert_allclose(got.probabilities, ref.probabilities, atol=2e-5)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(perm=st.permutations(range(9)))
+def test_width_one_results_follow_their_frames_under_any_order(cpu_runtime, garments, perm):
+    frames = garments[:9]
+    base = cpu_runtime.infer_many(frames, width=1)
+    shuffled = cpu_runtime.infer_many([frames[i] for i in perm], width=1)
+    for pos, i in enumerate(perm):
+        np.testing.assert_allclose(shuffled[pos].probabilities, base[i].probabilities, atol=2e-5)
