@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +39,22 @@ class KeyBinding(nn.Module):
         self.capacity = capacity
         bound = 1.0 / math.sqrt(channels)  # the default init of the authors' Conv1d keys
         self.keys = nn.Parameter(torch.empty(capacity, channels).uniform_(-bound, bound))
+        self.frozen: dict[int, torch.Tensor] = {}
+
+    @contextmanager
+    def freeze(self) -> Iterator[None]:
+        """Within the block, the weights are precomputed constants (so exported graphs hold one plain Conv)."""
+        with torch.no_grad():
+            self.frozen = {n: self.weight(n) for n in range(1, self.capacity + 1) if self.capacity % n == 0}
+        try:
+            yield
+        finally:
+            self.frozen = {}
 
     def weight(self, n: int) -> torch.Tensor:
         """The [C, n*C] matrix for width n."""
+        if n in self.frozen:
+            return self.frozen[n]
         mats = circulant(self.keys)  # [N, C, C]
         c = mats.shape[-1]
         folded = mats.view(self.capacity // n, n, c, c).sum(0)  # slot r*n+j -> image j
@@ -48,7 +63,8 @@ class KeyBinding(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """Stem features [B, n, C, H, W] -> superposed map [B, C, H, W]."""
         b, n, c, h, w = feats.shape
-        return F.conv2d(feats.reshape(b, n * c, h, w), self.weight(n)[:, :, None, None])
+        weight = self.weight(int(n))  # int(): under ONNX tracing sizes are tensors; the width is fixed per graph
+        return F.conv2d(feats.reshape(b, n * c, h, w), weight[:, :, None, None])
 
     def regularizer(self) -> torch.Tensor:
         """Push keys to unit norm and mutual orthogonality: ||K K^T - I||_F^2."""

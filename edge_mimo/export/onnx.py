@@ -1,0 +1,55 @@
+"""Export one ONNX graph per superposition width.
+
+The graph for width n takes ``images`` [B, n, C, H, W] (float32, normalised) and returns ``logits``
+[B, N/n, n, classes] (per-replica logits), with a dynamic batch. Replication is folded into the binding
+weights (see ``KeyBinding.weight``), so every graph holds one plain 1x1 ``Conv`` for binding + superposition,
+and BatchNorms that follow a convolution are folded into it by the exporter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from ..models.base import SuperposedClassifier
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+OPSET = 17
+
+
+def export_width(model: SuperposedClassifier, width: int, path: str | Path) -> Path:
+    """Write the width-``width`` graph of ``model`` to ``path`` and check it with the ONNX checker."""
+    model.check_width(width)
+    cfg = model.config
+    dummy = torch.zeros(2, width, cfg.in_channels, cfg.image_size, cfg.image_size)
+    path = Path(path)
+    binding = getattr(model, "binding", None)
+    frozen = binding.freeze() if binding is not None else contextlib.nullcontext()
+    with torch.no_grad(), frozen, warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the width is fixed per graph on purpose
+        torch.onnx.export(
+            model.eval(), (dummy,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=OPSET, do_constant_folding=True, dynamo=False,
+        )
+    onnx.checker.check_model(str(path))
+    return path
+
+
+def max_abs_difference(model: SuperposedClassifier, path: str | Path, inputs: np.ndarray) -> float:
+    """Largest |ONNX Runtime - PyTorch| over the logits of ``inputs`` [B, n, C, H, W] (float32)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: inputs.astype(np.float32)})[0]
+    with torch.no_grad():
+        want = model.eval()(torch.from_numpy(inputs.astype(np.float32))).numpy()
+    return float(np.abs(got - want).max())
