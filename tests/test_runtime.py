@@ -1,7 +1,6 @@
 """Runtime: scheduling, demultiplexing, per-stream results and accuracy on a real compiled bundle."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -95,22 +94,13 @@ def test_frame_statistics_match_the_metrics_module():
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """A CPU bundle of the default model, compiled here (or EDGE_MIMO_TEST_BUNDLE, to reuse a compiled one)."""
-    from edge_mimo.cli.main import main
-
-    if os.environ.get("EDGE_MIMO_TEST_BUNDLE"):
-        return Path(os.environ["EDGE_MIMO_TEST_BUNDLE"])
-    out = tmp_path_factory.mktemp("bundle") / "cpu"
-    assert main(["compile", "--model", "default", "--target", "cpu", "--calib-size", "128", "-o", str(out)]) == 0
-    return out
+def bundle(cpu_bundle):
+    return cpu_bundle  # compiled once per session (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
-def runtime(bundle):
-    from edge_mimo import Runtime
-
-    return Runtime(bundle, threads=2)
+def runtime(cpu_runtime):
+    return cpu_runtime
 
 
 @pytest.fixture(scope="module")
