@@ -4,7 +4,7 @@ Sources OpenCV can open: video files (paced at their own frame rate by default, 
 / RTMP / UDP URLs (FFmpeg), V4L2 devices (an index such as ``0`` or ``/dev/video0``) and GStreamer pipelines
 (``gst:...`` or any string with `` ! ``, when OpenCV was built with GStreamer).
 
-Health states: ``opening`` (first connection), ``live`` (frames arriving), ``stalled`` (live but no frame for
+Health states: ``opening`` (first connection attempt), ``live`` (frames arriving), ``stalled`` (live but no frame for
 ``stall_after`` seconds), ``reconnecting`` (lost; retrying with exponential backoff), ``ended`` (a file reached
 its end), ``failed`` (gave up after ``retries`` attempts), ``closed`` (closed by the caller).
 Memory is bounded: a source holds one frame, never a queue.
@@ -196,7 +196,7 @@ class VideoSource:
     def _run(self) -> None:
         failures, first = 0, True
         while not self._stop.is_set():
-            self._set_state(OPENING if first else RECONNECTING)
+            self._set_state(OPENING if first and not failures else RECONNECTING)  # retrying counts as reconnecting
             cap = self._open()
             if cap is None:
                 failures += 1
