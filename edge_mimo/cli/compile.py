@@ -1,0 +1,59 @@
+"""``edge-mimo compile``: build INT8 artifacts for every superposition width, with an accuracy gate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compile", help="quantize a model to INT8 and write a bundle for a target",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="default", help="model directory, or 'default' (the shipped model)")
+    p.add_argument("--target", default="cpu", help="target name (see `edge-mimo targets`) or a profile .toml")
+    p.add_argument("--m", type=int, default=4, help="largest superposition width to build")
+    p.add_argument("--widths", type=int, nargs="+", help="exact widths to build (default: the target's, <= --m)")
+    p.add_argument("--calib", default="shipped",
+                   help="calibration images: 'shipped', 'fashion-mnist[:ROOT]' or an image folder ROOT/<class>/<img>")
+    p.add_argument("--calib-size", type=int, default=512, help="number of calibration images")
+    p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--val", default="shipped",
+                   help="validation images: 'shipped', 'fashion-mnist' (the test set) or an image folder")
+    p.add_argument("--val-size", type=int, default=0, help="use this many validation images (0: all)")
+    p.add_argument("--max-drop", type=float, default=1.0, help="largest INT8 accuracy drop allowed (points)")
+    p.add_argument("--allow-drop", action="store_true", help="write the bundle even if the gate fails")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the calibration cache")
+    p.add_argument("-o", "--output", type=Path, help="bundle directory (default bundles/<model>-<target>-m<M>)")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the table")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..compile.pipeline import CompileOptions, compile_bundle
+
+    quiet = args.json
+    opts = CompileOptions(
+        model=args.model, target=args.target, m=args.m, widths=args.widths, calib=args.calib,
+        calib_size=args.calib_size, calib_method=args.calib_method, val=args.val, val_size=args.val_size,
+        max_drop=args.max_drop, allow_drop=args.allow_drop, output=args.output,
+        log=(lambda *a: None) if quiet else print,
+    )
+    if args.no_cache:
+        opts.cache_dir = None
+    bundle, manifest = compile_bundle(opts)
+    if quiet:
+        print(json.dumps(dict(manifest, bundle=str(bundle)), indent=2))
+        return 0
+    q = manifest["quantization"]
+    print(f"\nbundle {bundle}  (target {manifest['target']['name']}, INT8 {q['flavour']} by {q['tool']}, "
+          f"{q['method']} calibration)")
+    print(f"validation: {manifest['validation']['source']}, {manifest['validation']['images']} images")
+    print("width  MMAC/img  FP32 acc  INT8 acc   drop  INT8 NLL  ECE(T)  temp")
+    for n in manifest["widths"]:
+        a = manifest["accuracy"][str(n)]
+        print(f"{n:>5}  {manifest['macs_per_image'][str(n)] / 1e6:>8.1f}  {100 * a['fp32']['accuracy']:>7.2f}%"
+              f"  {100 * a['int8']['accuracy']:>7.2f}%  {a['drop_points']:>+5.2f}  {a['int8']['nll']:>8.3f}"
+              f"  {a['int8_calibrated']['ece']:>6.4f}  {a['temperature']:.3f}")
+    print(f"engines: {manifest['engines_note']}")
+    return 0

@@ -1,0 +1,1 @@
+"""The compile pipeline: export -> quantize -> evaluate/gate -> build -> bundle."""

@@ -1,0 +1,60 @@
+"""The bundle's human-readable report and operating-point plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_plot(path: Path, widths: list[int], accuracy: dict, macs: dict, title: str) -> None:
+    """Accuracy (FP32 and INT8) against MMAC per image, one point per width."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for precision, marker in (("fp32", "o"), ("int8", "s")):
+        xs = [macs[str(n)] / 1e6 for n in widths]
+        ys = [100 * accuracy[str(n)][precision]["accuracy"] for n in widths]
+        ax.plot(xs, ys, marker=marker, label=precision.upper())
+        for n, x, y in zip(widths, xs, ys):
+            ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel("MMAC per image")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def render(manifest: dict) -> str:
+    """report.md for a bundle."""
+    q, target = manifest["quantization"], manifest["target"]
+    lines = [
+        f"# edge-mimo bundle: {manifest['model']['arch']} N={manifest['model']['capacity']} for {target['name']}",
+        "",
+        f"- created {manifest['created']} by edge-mimo {manifest['edge_mimo_version']}",
+        f"- backend {target['backend']}; INT8 flavour `{q['flavour']}` by {q['tool']}, calibration "
+        f"{q['method']} on {q['calibration_images']} images (data sha256 {q['calibration_sha256'][:12]}…)",
+        f"- validation: {manifest['validation']['source']} ({manifest['validation']['images']} images)",
+        f"- engines: {manifest['engines_note']}",
+        "",
+        "| width | MMAC/image | FP32 acc | INT8 acc | drop (pts) | FP32 NLL | INT8 NLL | INT8 ECE | T | ECE after T "
+        "| uncertain if entropy > | acc kept / flagged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in manifest["widths"]:
+        a = manifest["accuracy"][str(n)]
+        u = a["uncertainty"]
+        flagged = "-" if u["accuracy_flagged"] is None else f"{100 * u['accuracy_flagged']:.1f}%"
+        lines.append(
+            f"| {n} | {manifest['macs_per_image'][str(n)] / 1e6:.1f} | {100 * a['fp32']['accuracy']:.2f}% "
+            f"| {100 * a['int8']['accuracy']:.2f}% | {a['drop_points']:+.2f} | {a['fp32']['nll']:.3f} "
+            f"| {a['int8']['nll']:.3f} | {a['int8']['ece']:.4f} | {a['temperature']:.3f} "
+            f"| {a['int8_calibrated']['ece']:.4f} | {u['entropy_threshold']:.3f} "
+            f"| {100 * u['accuracy_kept']:.1f}% / {flagged} |"
+        )
+    lines += ["", "![operating points](operating_points.png)", ""]
+    return "\n".join(lines)

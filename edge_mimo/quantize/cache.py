@@ -1,0 +1,63 @@
+"""A calibration cache: tensor ranges keyed by model, data, width, method and flavour.
+
+Each entry is a directory ``<key>/`` with ``ranges.json`` (ONNX Runtime's calibration cache format) and
+``meta.json`` (the key's fields and the sha256 of ranges.json). An entry whose meta does not match its key,
+or whose ranges do not match their checksum, is reported and recomputed: never reused silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from ..bundle.manifest import sha256_file
+from ..errors import CalibrationCacheError
+
+RANGES = "ranges.json"
+META = "meta.json"
+
+
+class CalibrationCache:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @staticmethod
+    def key_fields(model_sha256: str, data_sha256: str, width: int, method: str, flavour: str, tool: str) -> dict:
+        return {"model": model_sha256, "data": data_sha256, "width": width, "method": method, "flavour": flavour,
+                "tool": tool}
+
+    def entry(self, fields: dict) -> Path:
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+        return self.root / f"w{fields['width']}-{fields['flavour']}-{fields['method']}-{digest}"
+
+    def lookup(self, fields: dict) -> Path | None:
+        """The ranges file of a valid entry, or None. Raises CalibrationCacheError for a damaged entry."""
+        entry = self.entry(fields)
+        if not entry.exists():
+            return None
+        try:
+            meta = json.loads((entry / META).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CalibrationCacheError(f"calibration cache entry {entry} has no readable {META} ({e})") from e
+        if meta.get("key") != fields:
+            raise CalibrationCacheError(
+                f"calibration cache entry {entry} was made for {meta.get('key')}, not {fields} (stale)")
+        ranges = entry / RANGES
+        if not ranges.is_file() or sha256_file(ranges) != meta.get("sha256"):
+            raise CalibrationCacheError(f"calibration cache entry {entry}: {RANGES} is missing or altered")
+        return ranges
+
+    def discard(self, fields: dict) -> None:
+        shutil.rmtree(self.entry(fields), ignore_errors=True)
+
+    def store(self, fields: dict, ranges: Path) -> Path:
+        """Move a freshly computed ranges file into a new entry (atomically: directory rename)."""
+        from ..atomic import atomic_dir
+
+        entry = self.entry(fields)
+        with atomic_dir(entry) as tmp:
+            shutil.copyfile(ranges, tmp / RANGES)
+            (tmp / META).write_text(json.dumps({"key": fields, "sha256": sha256_file(tmp / RANGES)}, indent=2))
+        return entry / RANGES

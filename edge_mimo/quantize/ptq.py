@@ -1,0 +1,112 @@
+"""INT8 post-training quantization, one flavour per backend.
+
+- ``cpu``: what runs fastest on ONNX Runtime's CPU provider: U8 activations, S8 per-channel weights, QDQ
+  format (ORT fuses the Q/DQ pairs into integer kernels at load), after ORT's pre-processing (shape
+  inference, BatchNorm folding where a Conv precedes it).
+- ``tensorrt``: TensorRT's explicit quantization: symmetric S8 Q/DQ (zero point 0) for activations and
+  per-channel S8 weights. NVIDIA ModelOpt's ONNX PTQ places the Q/DQ nodes by TensorRT's rules and is used
+  when it is installed; otherwise ONNX Runtime's quantizer with symmetric settings. The manifest records which.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from ..errors import CalibrationCacheError, ConfigError
+from .cache import CalibrationCache
+from .calibration import GroupReader, normalize
+
+METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+           "percentile": CalibrationMethod.Percentile}
+
+FLAVOURS = {
+    "cpu": dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, extra_options={}),
+    "tensorrt": dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True}),
+}
+
+
+def modelopt_available() -> bool:
+    return importlib.util.find_spec("modelopt") is not None
+
+
+def _tool(flavour: str) -> str:
+    if flavour == "tensorrt" and modelopt_available():
+        from importlib.metadata import version
+
+        return f"nvidia-modelopt {version('nvidia-modelopt')}"
+    return f"onnxruntime {onnxruntime.__version__}"
+
+
+def _quantize_modelopt(fp32: Path, out: Path, images: np.ndarray, width: int, mean, std, method: str) -> None:
+    """TensorRT-flavour PTQ with NVIDIA ModelOpt (``modelopt.onnx.quantization.quantize``)."""
+    from modelopt.onnx.quantization import quantize
+
+    from ..packing import pack_groups
+
+    groups, _ = pack_groups(normalize(images, mean, std), width)
+    quantize(onnx_path=str(fp32), quantize_mode="int8", calibration_data={"images": groups},
+             calibration_method={"minmax": "max", "entropy": "entropy"}.get(method, "max"),
+             output_path=str(out))
+
+
+def quantize_width(
+    fp32: str | Path, out: str | Path, images: np.ndarray, width: int, mean, std, *,
+    model_sha256: str, data_sha256: str, method: str = "minmax", flavour: str = "cpu",
+    cache: CalibrationCache | None = None,
+) -> dict:
+    """Quantize the width-``width`` graph ``fp32`` into ``out``; returns what was done (for the manifest)."""
+    if method not in METHODS:
+        raise ConfigError(f"calibration method {method!r} is unknown: choose one of {', '.join(METHODS)}")
+    if flavour not in FLAVOURS:
+        raise ConfigError(f"quantization flavour {flavour!r} is unknown: choose one of {', '.join(FLAVOURS)}")
+    fp32, out = Path(fp32), Path(out)
+    tool = _tool(flavour)
+    info = {"flavour": flavour, "method": method, "tool": tool, "per_channel": True,
+            "symmetric_activations": flavour == "tensorrt", "calibration_images": int(len(images))}
+    if tool.startswith("nvidia-modelopt"):
+        _quantize_modelopt(fp32, out, images, width, mean, std, method)
+        info["cache"] = "not used (ModelOpt calibrates itself)"
+        return info
+
+    fields = CalibrationCache.key_fields(model_sha256, data_sha256, width, method, flavour, tool)
+    ranges = None
+    info["cache"] = "off"
+    if cache is not None:
+        try:
+            ranges = cache.lookup(fields)
+            info["cache"] = "hit" if ranges else "miss"
+        except CalibrationCacheError as e:
+            cache.discard(fields)
+            info["cache"] = f"discarded a damaged entry and recalibrated: {e}"
+    spec = FLAVOURS[flavour]
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        fresh = Path(tmp) / "ranges.json"
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # ORT warns that BatchNorm's 1-D scale has no axis 1: it quantizes per tensor
+        try:
+            quantize_static(
+            str(pre), str(out),
+                calibration_data_reader=None if ranges else GroupReader(images, width, mean, std),
+                quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=METHODS[method],
+                activation_type=spec["activation_type"], weight_type=spec["weight_type"],
+                extra_options=dict(spec["extra_options"]),
+                calibration_cache_path=str(ranges or fresh),
+            )
+        finally:
+            root.setLevel(level)
+        if cache is not None and ranges is None:
+            cache.store(fields, fresh)
+    return info
