@@ -18,12 +18,16 @@ operating-point plot. The manifest (schema version 1) is a JSON object:
 ``accuracy``: {"<n>": {"fp32": {accuracy, nll, ece}, "int8": {...}, "drop_points": float}},
 ``macs_per_image``: {"<n>": int}, ``versions``: {package: version or null}, ``files``: {relpath: sha256} of
 every file the runtime may load (engines may be added later by ``edge-mimo build-engines``).
+
+:func:`load_manifest` checks the structure the runtime relies on (types and ranges of ``model``, ``widths``,
+``artifacts``, ``files``, ``input``, ``temperature``, ``uncertainty``) and refuses anything else as damaged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 from ..errors import BundleError, BundleIntegrityError, BundleVersionError
@@ -62,7 +66,53 @@ def load_manifest(bundle: str | Path) -> dict:
     for key in ("model", "widths", "artifacts", "files", "input"):
         if key not in manifest:
             raise BundleIntegrityError(f"{path} lacks '{key}': the bundle is damaged, compile it again")
+    problem = _structure_problem(manifest)
+    if problem:
+        raise BundleIntegrityError(f"{path}: {problem}: the bundle is damaged, compile it again")
     return manifest
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _structure_problem(m: dict) -> str | None:
+    """What the runtime relies on, checked up front so a damaged manifest never fails deep inside the loader."""
+    model, widths, inp = m["model"], m["widths"], m["input"]
+    if not (isinstance(model, dict) and _count(model.get("capacity")) and _count(model.get("num_classes"))):
+        return "'model' needs positive integers 'capacity' and 'num_classes'"
+    names = model.get("class_names")
+    if names is not None and not (isinstance(names, list) and len(names) == model["num_classes"]
+                                  and all(isinstance(c, str) for c in names)):
+        return "'model.class_names' must be a list of num_classes strings"
+    if not (isinstance(widths, list) and widths and all(_count(n) and model["capacity"] % n == 0 for n in widths)):
+        return "'widths' must be a non-empty list of positive integers dividing the capacity"
+    if not (isinstance(m["files"], dict) and all(isinstance(k, str) and isinstance(v, str) and len(v) == 64
+                                                 for k, v in m["files"].items())):
+        return "'files' must map relative paths to sha256 hex digests"
+    arts = m["artifacts"]
+    for n in widths:
+        entry = arts.get(str(n)) if isinstance(arts, dict) else None
+        graphs = [entry.get(p) for p in ("fp32", "int8") if p in entry] if isinstance(entry, dict) else []
+        if not graphs or not all(isinstance(g, dict) and isinstance(g.get("file"), str)
+                                 and isinstance(g.get("sha256"), str) for g in graphs):
+            return f"'artifacts.{n}' must hold an 'fp32' or 'int8' graph with 'file' and 'sha256'"
+    channels = inp.get("channels") if isinstance(inp, dict) else None
+    if not (channels in (1, 3) and not isinstance(channels, bool) and _count(inp.get("height"))
+            and _count(inp.get("width")) and all(isinstance(inp.get(k), list) and len(inp[k]) == channels
+                                                 and all(_number(v) for v in inp[k]) for k in ("mean", "std"))
+            and all(v > 0 for v in inp["std"])):
+        return "'input' needs channels (1 or 3), positive height and width, and mean/std lists (std > 0) per channel"
+    for key, ok in (("temperature", lambda t: _number(t) and t > 0),
+                    ("uncertainty", lambda u: isinstance(u, dict) and _number(u.get("entropy_threshold", 0.0)))):
+        table = m.get(key, {})
+        if not (isinstance(table, dict) and all(ok(v) for v in table.values())):
+            return f"'{key}' must map widths to {'positive numbers' if key == 'temperature' else 'thresholds'}"
+    return None
 
 
 def artifact_path(bundle: str | Path, relpath: str) -> Path:

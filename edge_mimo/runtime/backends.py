@@ -14,7 +14,10 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, graphs: dict[int, Path], threads: int | None = None, providers: list[str] | None = None):
+    def __init__(self, graphs: dict[int, Path], threads: int | None = None, providers: list[str] | None = None,
+                 input_chw: tuple[int, int, int] | None = None, capacity: int | None = None,
+                 num_classes: int | None = None):
+        """``input_chw``, ``capacity``, ``num_classes``: what the manifest promises; a graph that disagrees is refused."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -41,11 +44,16 @@ class OnnxRuntimeBackend:
                 raise BundleIntegrityError(
                     f"ONNX Runtime cannot load {path.name} ({type(e).__name__}: {e}): recompile the bundle"
                 ) from e
-            inp = session.get_inputs()[0]
-            if len(inp.shape) != 5 or inp.shape[1] != n:
-                raise BundleIntegrityError(
-                    f"{path.name} takes input {inp.shape}, expected [B, {n}, C, H, W]: recompile the bundle"
-                )
+            inp, outp = session.get_inputs()[0], session.get_outputs()[0]
+            want_in = ["B", n, *(input_chw or ("C", "H", "W"))]
+            want_out = ["B", capacity // n if capacity else "R", n, num_classes or "K"]
+            for what, got, want in (("input", inp.shape, want_in), ("output", outp.shape, want_out)):
+                if len(got) != len(want) or any(isinstance(g, int) and isinstance(w, int) and g != w
+                                                 for g, w in zip(got, want)):
+                    raise BundleIntegrityError(
+                        f"{path.name} takes {what} {got}, expected {want} from the manifest: "
+                        "graph and manifest disagree, recompile the bundle"
+                    )
             self.sessions[n] = (session, inp.name, session.get_outputs()[0].name)
             self.fixed_batch[n] = inp.shape[0] if isinstance(inp.shape[0], int) else None
 

@@ -60,7 +60,8 @@ class Runtime:
         }
         graphs = self._artifact_files()
         self.backend_name = self._choose_backend(backend)
-        self._backend = OnnxRuntimeBackend(graphs, threads=threads)
+        self._backend = OnnxRuntimeBackend(graphs, threads=threads, capacity=self.capacity, num_classes=self.num_classes,
+                                           input_chw=(self.spec.channels, self.spec.height, self.spec.width))
         self._lock = threading.Lock()
         self._ms_per_group = {n: None for n in self.widths}
         if warmup:
