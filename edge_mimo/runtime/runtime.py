@@ -119,8 +119,8 @@ class Runtime:
         """
         if policy not in POLICIES:
             raise ConfigError(f"unknown policy {policy!r}: choose one of {', '.join(POLICIES)}")
-        if budget_ms is not None and budget_ms <= 0:
-            raise ConfigError(f"budget_ms must be > 0, got {budget_ms}")
+        if budget_ms is not None and not (isinstance(budget_ms, (int, float)) and budget_ms > 0):
+            raise ConfigError(f"budget_ms must be a number > 0 (got {budget_ms!r}): give milliseconds, or None for no budget")
         if width is not None:
             return plan(count, self.capacity, self.widths, width=width)
         target = min_replicas(policy, self.capacity)
@@ -157,6 +157,9 @@ class Runtime:
         A bad frame gets a result with ``error`` set; the other frames are still classified.
         """
         start = time.perf_counter()
+        if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
+            raise ConfigError(f"infer_many got one {frames.shape} image, not a list of frames: pass [frame] "
+                              "(or a dict {stream: frame}), or call infer(frame)")
         keys, images = (list(frames.keys()), list(frames.values())) if isinstance(frames, Mapping) else (
             list(range(len(frames))), list(frames))
         images = [getattr(f, "image", f) for f in images]  # streams' Frame objects carry their image
@@ -195,7 +198,8 @@ class Runtime:
                                   "key them like the frames")
             return [check_roi(rois[k]) if rois.get(k) is not None else None for k in keys]
         if keyed or len(rois) != len(keys):
-            raise ConfigError("rois must be a dict keyed like the frames, or a list as long as the frame list")
+            raise ConfigError(f"rois do not match the {len(keys)} frames: pass a dict keyed like the frames, "
+                              "or a list as long as the frame list (None where a stream has no region)")
         return [check_roi(r) if r is not None else None for r in rois]
 
     def _results(self, schedule: Plan, outputs: dict[int, np.ndarray], count: int) -> list[dict]:
