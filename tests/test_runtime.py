@@ -221,12 +221,27 @@ def test_altered_artifact_is_refused(bundle, tmp_path):
 
     copy = tmp_path / "b"
     shutil.copytree(bundle, copy)
-    graph = next(copy.glob("*.onnx")) if list(copy.glob("*.onnx")) else next(copy.rglob("*.onnx"))
+    loaded = Runtime(bundle, warmup=False)
+    graph = copy / loaded.manifest["artifacts"]["1"][loaded.precision]["file"]  # a graph the Runtime loads
     data = bytearray(graph.read_bytes())
     data[len(data) // 2] ^= 0xFF
     graph.write_bytes(bytes(data))
     with pytest.raises(BundleIntegrityError, match="sha256"):
         Runtime(copy)
+
+
+def test_backend_choice_without_a_gpu(bundle):
+    from edge_mimo import Runtime
+    from edge_mimo.errors import BackendUnavailableError
+    from edge_mimo.runtime.tensorrt_backend import gpu_available
+
+    if gpu_available():
+        pytest.skip("this machine has TensorRT and a GPU: the refusal below cannot happen here")
+    assert Runtime(bundle, warmup=False).backend_name == "onnxruntime"  # auto falls back to the CPU
+    with pytest.raises(BackendUnavailableError, match="edge-mimo\\[tensorrt\\]"):
+        Runtime(bundle, backend="tensorrt")
+    with pytest.raises(ConfigError, match="precision='int8'"):
+        Runtime(bundle, backend="tensorrt", precision="fp32")
 
 
 def test_runtime_and_streams_import_without_torch(bundle):

@@ -10,11 +10,12 @@ from typing import Hashable, Mapping, Sequence
 import numpy as np
 
 from ..bundle.manifest import artifact_path, load_manifest, verify_artifacts
-from ..errors import BackendUnavailableError, BundleError, BundleIntegrityError, ConfigError
+from ..errors import BundleError, BundleIntegrityError, ConfigError
 from .backends import OnnxRuntimeBackend
 from .preprocess import RESIZE_MODES, InputSpec, Normalizer, check_roi, prepare_batch
 from .results import StreamResult, Timing, frame_statistics
 from .scheduler import POLICIES, Plan, gather, min_replicas, plan
+from .tensorrt_backend import TensorRTBackend, gpu_available
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "int8", "fp32")
@@ -24,8 +25,10 @@ MAX_GROUPS_PER_RUN = 64  # bounds the memory of one backend call on very large f
 class Runtime:
     """A compiled bundle, ready to classify frames from several streams at once.
 
-    ``backend``: "onnxruntime" (CPU), "tensorrt" (NVIDIA GPU) or "auto" (TensorRT when it and a GPU are
-    present, else ONNX Runtime). ``precision``: "int8", "fp32" or "auto" (INT8 when the bundle has it).
+    ``backend``: "onnxruntime" (CPU), "tensorrt" (NVIDIA GPU) or "auto" (TensorRT for a bundle compiled for a
+    TensorRT target on a machine with TensorRT and a GPU, else ONNX Runtime). TensorRT plans for this GPU and
+    TensorRT version are built into the bundle on first load when it has none (``edge-mimo build-engines``).
+    ``precision``: "int8", "fp32" or "auto" (INT8 when the bundle has it; TensorRT runs INT8).
     ``threads``: ONNX Runtime intra-op threads (default: ORT's choice). ``resize`` overrides the bundle's
     resize mode ("center-crop", "stretch", "letterbox"). Every width is loaded once, so switching width or
     policy between calls costs nothing.
@@ -53,15 +56,18 @@ class Runtime:
         spec = dict(m["input"], **({"resize": resize} if resize else {}))
         self.spec = InputSpec.from_manifest(spec)
         self._normalize = Normalizer(self.spec)
-        self.precision = self._choose_precision(precision)
+        self.backend_name = self._choose_backend(backend, precision)
+        self.precision = "int8" if self.backend_name == "tensorrt" else self._choose_precision(precision)
         self.temperature = {n: float(m.get("temperature", {}).get(str(n), 1.0)) for n in self.widths}
         self.entropy_threshold = {
             n: float(m.get("uncertainty", {}).get(str(n), {}).get("entropy_threshold", np.inf)) for n in self.widths
         }
-        graphs = self._artifact_files()
-        self.backend_name = self._choose_backend(backend)
-        self._backend = OnnxRuntimeBackend(graphs, threads=threads, capacity=self.capacity, num_classes=self.num_classes,
-                                           input_chw=(self.spec.channels, self.spec.height, self.spec.width))
+        if self.backend_name == "tensorrt":
+            self._backend = TensorRTBackend(self._engine_files())
+        else:
+            self._backend = OnnxRuntimeBackend(
+                self._artifact_files(), threads=threads, capacity=self.capacity, num_classes=self.num_classes,
+                input_chw=(self.spec.channels, self.spec.height, self.spec.width))
         self._lock = threading.Lock()
         self._ms_per_group = {n: None for n in self.widths}
         if warmup:
@@ -97,13 +103,31 @@ class Runtime:
         verify_artifacts(self.bundle, self.manifest, only=rels)
         return files
 
-    def _choose_backend(self, backend: str) -> str:
-        if backend == "tensorrt":
-            raise BackendUnavailableError(
-                "the TensorRT runtime backend is not available in this edge-mimo build: "
-                "use backend='onnxruntime' (or 'auto')"
-            )
-        return "onnxruntime"
+    def _choose_backend(self, backend: str, precision: str) -> str:
+        """'auto' takes TensorRT for a bundle compiled for a TensorRT target on a machine with TensorRT and a GPU."""
+        if backend == "onnxruntime":
+            return "onnxruntime"
+        if backend == "auto" and not (self.manifest.get("target", {}).get("backend") == "tensorrt"
+                                      and precision != "fp32" and gpu_available()):
+            return "onnxruntime"
+        if precision == "fp32":
+            raise ConfigError("TensorRT engines are built from the bundle's INT8 graphs: "
+                              "use precision='int8' (or 'auto'), or backend='onnxruntime' for FP32")
+        return "tensorrt"
+
+    def _engine_files(self) -> dict[int, Path]:
+        """This device's plan per width; built once into the bundle (``edge-mimo build-engines``) when missing."""
+        from ..build.tensorrt import build_bundle_engines, check_compatible, device_identity, find_engine
+
+        cc, version = device_identity()
+        if any(find_engine(self.manifest, n, cc, version) is None for n in self.widths):
+            build_bundle_engines(self.bundle)  # first load on this GPU / TensorRT version: build and cache
+            self.manifest = load_manifest(self.bundle)
+        entries = {n: find_engine(self.manifest, n, cc, version) for n in self.widths}
+        for entry in entries.values():
+            check_compatible(entry, cc, version)
+        verify_artifacts(self.bundle, self.manifest, only=[e["file"] for e in entries.values()])
+        return {n: artifact_path(self.bundle, e["file"]) for n, e in entries.items()}
 
     # -- planning ------------------------------------------------------------------------------------------
     def estimate_ms(self, plan_: Plan) -> float:
@@ -224,6 +248,11 @@ class Runtime:
                 uncertain=bool(h > self.entropy_threshold[n]),
             ))
         return out
+
+    def close(self) -> None:
+        """Free the backend's device buffers (TensorRT); the Runtime is unusable afterwards."""
+        with self._lock:
+            getattr(self._backend, "close", lambda: None)()
 
     def describe(self) -> dict:
         """What was loaded: backend, precision, widths, capacity, input spec, measured ms per group."""
