@@ -38,7 +38,12 @@ def export_width(model: SuperposedClassifier, width: int, path: str | Path) -> P
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )
-    onnx.checker.check_model(str(path))
+    graph = onnx.load(str(path))
+    dims = graph.graph.output[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims[1:], (cfg.capacity // width, width, cfg.num_classes)):
+        dim.dim_value = value  # the exporter leaves the reshaped output's static dims unnamed
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
     return path
 
 

@@ -31,7 +31,8 @@ METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entr
 FLAVOURS = {
     "cpu": dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, extra_options={}),
     "tensorrt": dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True}),
+                     # Biases stay float: TensorRT fuses them into its INT8 kernels and parses no INT32 DQ.
+                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}),
 }
 
 

@@ -1,0 +1,184 @@
+"""The compile pipeline: export, INT8 flavours, calibration cache, gate, atomic bundles, targets."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from edge_mimo.bundle import load_manifest, verify_artifacts
+from edge_mimo.compile.pipeline import CompileOptions, compile_bundle
+from edge_mimo.compile.targets import list_targets, load_target
+from edge_mimo.datasets import shipped_sample
+from edge_mimo.errors import AccuracyGateError, CalibrationCacheError, ConfigError
+from edge_mimo.export import export_width, max_abs_difference
+from edge_mimo.models.default import DEFAULT_MODEL_DIR
+from edge_mimo.models.weights import load_model
+from edge_mimo.quantize import CalibrationCache, data_hash, quantize_width
+from edge_mimo.quantize.calibration import normalize
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(DEFAULT_MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def graphs(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("graphs")
+    return {n: export_width(model, n, out / f"w{n}.onnx") for n in (1, 4)}
+
+
+def quiet(*_):
+    pass
+
+
+@pytest.mark.parametrize("width", [1, 4])
+def test_onnx_matches_pytorch_on_real_images(model, graphs, width):
+    images = shipped_sample("validation").images[: 16 * width]
+    x = normalize(images, model.config.mean, model.config.std).reshape(16, width, 1, 28, 28)
+    assert max_abs_difference(model, graphs[width], x) < 1e-4
+    graph = onnx.load(graphs[width]).graph
+    assert [i.name for i in graph.input] == ["images"] and [o.name for o in graph.output] == ["logits"]
+    dims = graph.output[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [4 // width, width, 10]
+    assert not {n.op_type for n in graph.node} & {"Mod", "ReduceSum"}  # binding is one constant Conv
+
+
+def _qdq(path):
+    model = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return model, inits
+
+
+def test_tensorrt_flavour_is_symmetric_per_channel(graphs, tmp_path):
+    calib = shipped_sample("calibration").images[:64]
+    out = tmp_path / "w4.trt.onnx"
+    info = quantize_width(graphs[4], out, calib, 4, (0.286,), (0.353,), model_sha256="m", data_sha256="d",
+                          flavour="tensorrt")
+    assert info["symmetric_activations"] and info["tool"].startswith("onnxruntime")
+    model, inits = _qdq(out)
+    qnodes = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qnodes
+    zero_points = [inits[n.input[2]] for n in qnodes if len(n.input) > 2 and n.input[2] in inits]
+    assert zero_points and all(zp.dtype == np.int8 and not zp.any() for zp in zero_points)
+    conv_weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear"
+                    and inits.get(n.input[0]) is not None and inits[n.input[0]].ndim == 4]
+    assert conv_weights and all(inits[n.input[1]].ndim == 1 and inits[n.input[1]].size > 1 for n in conv_weights)
+
+
+def test_cpu_flavour_uses_u8_activations(graphs, tmp_path):
+    calib = shipped_sample("calibration").images[:64]
+    out = tmp_path / "w1.cpu.onnx"
+    quantize_width(graphs[1], out, calib, 1, (0.286,), (0.353,), model_sha256="m", data_sha256="d", flavour="cpu")
+    model, inits = _qdq(out)
+    act = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert act and all(zp.dtype == np.uint8 for zp in act)
+
+
+def test_calibration_cache_hit_and_damage_detection(graphs, tmp_path):
+    calib = shipped_sample("calibration").images[:32]
+    cache = CalibrationCache(tmp_path / "cache")
+    kw = dict(model_sha256="m", data_sha256=data_hash(calib), method="minmax", flavour="cpu", cache=cache)
+    first = quantize_width(graphs[1], tmp_path / "a.onnx", calib, 1, (0.286,), (0.353,), **kw)
+    second = quantize_width(graphs[1], tmp_path / "b.onnx", calib, 1, (0.286,), (0.353,), **kw)
+    assert (first["cache"], second["cache"]) == ("miss", "hit")
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+    fields = CalibrationCache.key_fields("m", kw["data_sha256"], 1, "minmax", "cpu", first["tool"])
+    entry = cache.entry(fields)
+    ranges = entry / "ranges.json"
+    ranges.write_text(ranges.read_text().replace("0", "9", 3))  # altered ranges
+    with pytest.raises(CalibrationCacheError, match="altered"):
+        cache.lookup(fields)
+    third = quantize_width(graphs[1], tmp_path / "c.onnx", calib, 1, (0.286,), (0.353,), **kw)
+    assert third["cache"].startswith("discarded a damaged entry")
+    assert (tmp_path / "c.onnx").read_bytes() == (tmp_path / "a.onnx").read_bytes()
+
+    meta = json.loads((entry / "meta.json").read_text())  # an entry copied from another model: stale
+    meta["key"]["model"] = "another"
+    (entry / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CalibrationCacheError, match="stale"):
+        cache.lookup(fields)
+    other = dict(fields, data="different data")  # other data never finds this entry
+    assert cache.lookup(other) is None
+
+
+def small_compile(tmp_path, **kw):
+    kw = {"cache_dir": tmp_path / "cache", **kw}
+    opts = CompileOptions(calib_size=256, val_size=400, output=tmp_path / "bundle", log=quiet, **kw)
+    return compile_bundle(opts)
+
+
+@pytest.mark.parametrize("target", ["cpu", "jetson-orin"])
+def test_compile_writes_a_complete_bundle(tmp_path, target):
+    bundle, manifest = small_compile(tmp_path, target=target)
+    loaded = load_manifest(bundle)
+    assert loaded["widths"] == [1, 2, 4]
+    verify_artifacts(bundle, loaded)
+    for n in ("1", "2", "4"):
+        a = loaded["accuracy"][n]
+        assert abs(a["drop_points"]) <= 1.0 and a["fp32"]["accuracy"] > 0.7
+        assert 0.2 < loaded["temperature"][n] < 5 and 0 < loaded["uncertainty"][n]["entropy_threshold"] < 1
+        assert loaded["artifacts"][n]["int8"]["flavour"] == ("cpu" if target == "cpu" else "tensorrt")
+    assert loaded["macs_per_image"]["4"] < 0.27 * loaded["macs_per_image"]["1"]
+    assert (bundle / "report.md").read_text().count("| 4 |") == 1
+    assert (bundle / "operating_points.png").read_bytes()[:4] == b"\x89PNG"
+    if target == "jetson-orin":
+        assert "build-engines" in loaded["engines_note"]  # no TensorRT here: engines are built on the device
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle")]
+
+
+def test_interrupted_compile_leaves_nothing(tmp_path, monkeypatch):
+    import edge_mimo.compile.pipeline as pipeline
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "write_plot", boom)
+    with pytest.raises(KeyboardInterrupt):
+        small_compile(tmp_path, widths=[4])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
+def test_gate_fails_a_broken_quantization(tmp_path, monkeypatch):
+    import edge_mimo.compile.pipeline as pipeline
+
+    real = pipeline.quantize_width
+
+    def broken(fp32, out, *a, **k):  # quantize, then zero the first conv's INT8 weights: a broken model
+        info = real(fp32, out, *a, **k)
+        model = onnx.load(out)
+        for init in model.graph.initializer:
+            arr = numpy_helper.to_array(init)
+            if arr.ndim == 4 and arr.dtype == np.int8:
+                init.CopyFrom(numpy_helper.from_array(np.zeros_like(arr), init.name))
+                break
+        onnx.save(model, out)
+        return info
+
+    monkeypatch.setattr(pipeline, "quantize_width", broken)
+    with pytest.raises(AccuracyGateError, match="no bundle written"):
+        small_compile(tmp_path, widths=[4], cache_dir=None)
+    assert not (tmp_path / "bundle").exists()
+    bundle, manifest = small_compile(tmp_path, widths=[4], allow_drop=True)
+    assert manifest["validation"]["gate_failed"] == ["4"] and manifest["validation"]["allowed_drop"]
+
+
+def test_targets_and_profile_validation(tmp_path):
+    targets = list_targets()
+    assert {"cpu", "jetson-orin", "desktop-ampere", "desktop-ada", "desktop-hopper"} <= set(targets)
+    assert targets["jetson-orin"]["compute_capability"] == "8.7"
+    custom = tmp_path / "mine.toml"
+    custom.write_text('name = "mine"\nbackend = "tensorrt"\nflavour = "tensorrt"\n'
+                      '[tensorrt]\nworkspace_mib = 512\nbatch = { min = 4, opt = 2, max = 8 }\n')
+    with pytest.raises(ConfigError, match="min <= opt <= max"):
+        load_target(custom)
+    with pytest.raises(ConfigError, match="unknown target 'jetson-nano'.*cpu"):
+        load_target("jetson-nano")
+    with pytest.raises(ConfigError, match="not divisors"):
+        small_compile(tmp_path, widths=[3])
