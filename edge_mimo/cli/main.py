@@ -9,7 +9,7 @@ import sys
 from .. import __version__
 from ..errors import EdgeMimoError
 
-COMMANDS = ("train", "info", "targets", "compile", "build-engines", "run")
+COMMANDS = ("train", "info", "targets", "compile", "build-engines", "run", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,57 @@
+"""Baselines measured beside the superposed bundle: a plain WideResNet in INT8, and PyTorch eager FP32."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def plain_int8_runner(manifest: dict, workdir: Path, calibration: np.ndarray, threads: int) -> Callable:
+    """A plain WRN with the bundle's trunk (no superposition), exported and INT8-quantized like the bundle.
+
+    Its weights are randomly initialised: it is a speed baseline only (its accuracy is not measured).
+    Returns ``run(x)`` for normalised inputs [M, C, H, W].
+    """
+    import onnxruntime as ort
+    import torch
+
+    from ..export import export_width
+    from ..models.config import ModelConfig
+    from ..models.plain import PlainWRN
+    from ..quantize import quantize_width
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_dict(manifest["model"])
+    model = PlainWRN(cfg).eval()
+    fp32, int8 = workdir / "plain_fp32.onnx", workdir / "plain_int8.onnx"
+    export_width(model, 1, fp32)
+    quantize_width(fp32, int8, calibration, 1, cfg.mean, cfg.std, model_sha256="plain-random",
+                   data_sha256="bench", flavour=manifest["quantization"]["flavour"])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(int8), opts, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"images": x[:, None]})[0]
+
+
+def torch_eager_runner(manifest: dict, threads: int) -> Callable | None:
+    """The bundle's source model in PyTorch eager FP32 at width 1, or None when torch or the weights are absent."""
+    try:
+        import torch
+
+        from ..models.weights import load_model
+    except ImportError:
+        return None
+    source = Path(manifest.get("model_source", ""))
+    if not (source / "model.safetensors").is_file():
+        return None
+    torch.set_num_threads(threads)
+    model = load_model(source)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x[:, None])).numpy()
+
+    return run
