@@ -20,10 +20,12 @@ from hypothesis import strategies as st
 from edge_mimo.atomic import atomic_dir
 from edge_mimo.bundle.manifest import (MANIFEST_FILE, SCHEMA_VERSION, artifact_path, load_manifest, sha256_file,
                                        verify_artifacts)
-from edge_mimo.errors import BundleError, BundleIntegrityError, BundleVersionError, EdgeMimoError
+from edge_mimo.errors import (BackendUnavailableError, BundleError, BundleIntegrityError, BundleVersionError,
+                              EdgeMimoError, EngineMismatchError)
 
 PACKAGE = Path(__file__).resolve().parent.parent / "edge_mimo"
-FIX = re.compile(r"(recompile|compile it again|copy the whole bundle|upgrade|pass a directory|refusing)")
+FIX = re.compile(r"(recompile|compile it again|copy the whole bundle|upgrade|pass a directory|refusing|build-engines|"
+                 r"install|use backend)")
 
 
 def refused(error_type, call, match: str = ""):
@@ -260,6 +262,54 @@ def test_manifest_pointing_outside_the_bundle_is_refused(bundle_copy, tmp_path):
     manifest["files"][evil] = manifest["files"].pop(rel)
     write_manifest(bundle_copy, manifest)
     refused(BundleIntegrityError, lambda: runtime(bundle_copy), "outside the bundle")
+
+
+# -- TensorRT engines: tied to one GPU architecture and TensorRT version ----------------------------------------
+
+ENGINES = [{"file": "engines/sm87-trt10.3.0/width4.plan", "sha256": "0" * 64, "compute_capability": "8.7",
+            "tensorrt": "10.3.0"},
+           {"file": "engines/sm90-trt10.8.0/width4.plan", "sha256": "1" * 64, "compute_capability": "9.0",
+            "tensorrt": "10.8.0"}]
+
+
+@pytest.mark.parametrize("device", [("8.6", "10.3.0"), ("8.7", "10.8.0"), ("9.0", "10.3.0")])
+def test_engines_for_another_gpu_or_tensorrt_are_refused(device):
+    from edge_mimo.build.tensorrt import check_compatible, find_engine
+
+    manifest = {"artifacts": {"4": {"engines": copy.deepcopy(ENGINES)}}}
+    assert find_engine(manifest, 4, *device) is None  # never picked for this device ...
+    for entry in ENGINES:  # ... and refused if handed over anyway
+        refused(EngineMismatchError, lambda: check_compatible(entry, *device), f"SM {device[0]} with TensorRT")
+    assert find_engine(manifest, 4, "9.0", "10.8.0")["file"].startswith("engines/sm90-trt10.8.0/")
+
+
+@pytest.mark.parametrize("engines", [{"file": "x.plan"}, [{"file": "x.plan", "sha256": "0" * 64}], ["x.plan"]])
+def test_malformed_engine_lists_are_refused(small_bundle, engines):
+    manifest = json.loads((small_bundle / MANIFEST_FILE).read_text())
+    manifest["artifacts"]["4"]["engines"] = engines
+    write_manifest(small_bundle, manifest)
+    refused(BundleIntegrityError, lambda: load_manifest(small_bundle), "engines")
+
+
+def test_bundle_with_foreign_engines_runs_on_onnx_runtime_and_refuses_tensorrt_here(bundle_copy, cpu_runtime):
+    """A bundle carrying plans from a Jetson, copied to this CPU machine."""
+    manifest = load_manifest(bundle_copy)
+    for entry in ENGINES:
+        path = bundle_copy / entry["file"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(2048))  # not a plan this machine could deserialize anyway
+        entry = dict(entry, sha256=sha256_file(path))
+        manifest["files"][entry["file"]] = entry["sha256"]
+        for n in manifest["widths"]:
+            manifest["artifacts"][str(n)].setdefault("engines", []).append(entry)
+    write_manifest(bundle_copy, manifest)
+    rt = runtime(bundle_copy)
+    assert rt.backend_name == "onnxruntime"
+    frame = np.zeros((48, 64, 3), np.uint8)
+    np.testing.assert_allclose(rt.infer(frame).probabilities, cpu_runtime.infer(frame).probabilities, atol=1e-6)
+    with pytest.raises((BackendUnavailableError, EngineMismatchError)) as info:
+        runtime(bundle_copy, backend="tensorrt")
+    assert FIX.search(str(info.value)), info.value
 
 
 # -- any damage to a real manifest: a clear error or a working runtime, never another exception -----------------

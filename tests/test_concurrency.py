@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from edge_mimo.errors import ConfigError, FrameError
+from edge_mimo.errors import BackendUnavailableError, ConfigError, FrameError
 from edge_mimo.streams import StreamMux
 
 from .test_faults_streams import reader_threads
@@ -165,3 +165,30 @@ def test_stream_loop_beside_other_callers_then_clean_shutdown(cpu_runtime, garme
     for name, indices in streamed.items():
         assert indices == sorted(set(indices)) and indices[-1] >= 35, name  # each stream read to (near) its end
     assert len(reader_threads()) == before
+
+
+def test_close_while_other_threads_infer_then_every_call_is_refused_cleanly(cpu_bundle, garments):
+    """close() waits for the pass in flight; later calls get a clear error (never a freed device buffer)."""
+    from edge_mimo import Runtime
+
+    rt = Runtime(cpu_bundle, threads=1)
+    outcomes: list[str] = []
+
+    def target(k):
+        if k == 0:
+            time.sleep(0.2)
+            rt.close()
+            return
+        for _ in range(200):
+            try:
+                assert all(r.ok for r in rt.infer_many(garments[k : k + 3]))
+                outcomes.append("ok")
+            except BackendUnavailableError as e:
+                assert "closed" in str(e) and "new Runtime" in str(e)
+                outcomes.append("closed")
+                return
+
+    assert not run_threads(target, 4)
+    assert "ok" in outcomes and outcomes.count("closed") == 3
+    with pytest.raises(BackendUnavailableError, match="closed"):
+        rt.infer(garments[0])

@@ -34,6 +34,7 @@ from ..errors import BundleError, BundleIntegrityError, BundleVersionError
 
 MANIFEST_FILE = "manifest.json"
 SCHEMA_VERSION = 1
+ENGINE_KEYS = ("file", "sha256", "compute_capability", "tensorrt")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -101,6 +102,10 @@ def _structure_problem(m: dict) -> str | None:
         if not graphs or not all(isinstance(g, dict) and isinstance(g.get("file"), str)
                                  and isinstance(g.get("sha256"), str) for g in graphs):
             return f"'artifacts.{n}' must hold an 'fp32' or 'int8' graph with 'file' and 'sha256'"
+        engines = entry.get("engines", [])
+        if not (isinstance(engines, list) and all(
+                isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ENGINE_KEYS) for e in engines)):
+            return f"'artifacts.{n}.engines' must be a list of {{{', '.join(ENGINE_KEYS)}}} entries"
     channels = inp.get("channels") if isinstance(inp, dict) else None
     if not (channels in (1, 3) and not isinstance(channels, bool) and _count(inp.get("height"))
             and _count(inp.get("width")) and all(isinstance(inp.get(k), list) and len(inp[k]) == channels

@@ -10,7 +10,7 @@ from typing import Hashable, Mapping, Sequence
 import numpy as np
 
 from ..bundle.manifest import artifact_path, load_manifest, verify_artifacts
-from ..errors import BundleError, BundleIntegrityError, ConfigError
+from ..errors import BackendUnavailableError, BundleError, BundleIntegrityError, ConfigError
 from .backends import OnnxRuntimeBackend
 from .preprocess import RESIZE_MODES, InputSpec, Normalizer, check_roi, prepare_batch
 from .results import StreamResult, Timing, frame_statistics
@@ -69,6 +69,7 @@ class Runtime:
                 self._artifact_files(), threads=threads, capacity=self.capacity, num_classes=self.num_classes,
                 input_chw=(self.spec.channels, self.spec.height, self.spec.width))
         self._lock = threading.Lock()
+        self._closed = False
         self._ms_per_group = {n: None for n in self.widths}
         if warmup:
             for n in self.widths:  # first runs are slow (allocation); also seeds the latency estimates
@@ -194,6 +195,8 @@ class Runtime:
         schedule = self.plan(len(good), policy, budget_ms, width)
         outputs = {}
         with self._lock:
+            if self._closed:
+                raise BackendUnavailableError("this Runtime was closed: create a new Runtime(bundle) to infer again")
             for n, groups in schedule.by_width().items():
                 idx = np.asarray([g.frames for g in groups])  # [G, n] frame indices
                 outputs[n] = self._timed_run(n, x[idx])
@@ -253,6 +256,7 @@ class Runtime:
         """Free the backend's device buffers (TensorRT); the Runtime is unusable afterwards."""
         with self._lock:
             getattr(self._backend, "close", lambda: None)()
+            self._closed = True
 
     def describe(self) -> dict:
         """What was loaded: backend, precision, widths, capacity, input spec, measured ms per group."""
