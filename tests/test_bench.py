@@ -1,0 +1,62 @@
+"""``edge-mimo bench``: the harness's schema, baselines and plots (never its speed)."""
+
+import json
+
+import cv2
+
+from edge_mimo.bench.frames import camera_frames
+from edge_mimo.bench.run import POLICIES, ratios
+from edge_mimo.bench.timing import measure, summary
+from edge_mimo.cli.main import main
+from edge_mimo.datasets import shipped_sample
+
+
+def test_measure_and_summary():
+    calls = []
+    ms = measure(lambda: calls.append(1), repeats=5, warmup=2)
+    assert len(calls) == 7 and ms.shape == (5,) and (ms >= 0).all()
+    s = summary(ms, frames=4)
+    assert s["p50_ms"] <= s["p99_ms"] and s["repeats"] == 5
+
+
+def test_camera_frames_hold_the_garment():
+    images = shipped_sample("validation").images[:3]
+    frames = camera_frames(images)
+    assert [f.shape for f in frames] == [(480, 640, 3)] * 3
+    garment = cv2.resize(images[0, 0], (480, 480), interpolation=cv2.INTER_LINEAR)
+    assert (frames[0][:, 80:560, 1] >= garment).all()  # the garment is drawn over the background
+    assert frames[0][:, :60].mean() < 80  # a dark background beside it
+
+
+def test_ratios_from_rows():
+    rows = [
+        {"streams": 8, "precision": "int8", "policy": "throughput", "fps": 300.0, "preprocess_share": 0.1,
+         "demux_share": 0.02},
+        {"streams": 8, "precision": "int8", "policy": "width-1", "fps": 100.0},
+        {"streams": 8, "precision": "fp32", "policy": "throughput", "fps": 200.0},
+        {"streams": 8, "precision": "fp32", "policy": "torch-eager-fp32-width-1", "fps": 25.0},
+    ]
+    r = ratios(rows, 8)
+    assert r["int8_throughput_vs_int8_width1"] == 3.0
+    assert r["int8_throughput_vs_torch_eager_width1"] == 12.0
+    assert r["int8_vs_fp32_throughput"] == 1.5 and r["int8_vs_fp32_balanced"] is None
+    assert abs(r["preprocess_plus_demux_share"] - 0.12) < 1e-12
+
+
+def test_bench_cli_end_to_end(cpu_bundle, tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", str(cpu_bundle), "--streams", "1,3", "--repeats", "2", "--threads", "1",
+                 "-o", str(out)]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    seen = {(r["streams"], r["precision"], r["policy"]) for r in result["runs"]}
+    for m in (1, 3):
+        for precision in ("int8", "fp32"):
+            assert {(m, precision, p) for p in (*POLICIES, "width-1")} <= seen
+    assert (3, "int8", "plain-wrn-int8") in seen and (3, "fp32", "torch-eager-fp32-width-1") in seen
+    three = {r["policy"]: r for r in result["runs"] if r["streams"] == 3 and r["precision"] == "int8"}
+    assert three["throughput"]["passes"] == 1 and three["robust"]["passes"] == 3
+    assert all(r["fps"] > 0 and r["p50_ms"] > 0 for r in result["runs"])
+    assert 0 < three["throughput"]["inference_share"] < 1
+    assert result["ratios"]["streams"] == 3 and result["ratios"]["int8_throughput_vs_int8_width1"] > 0
+    for png in ("scaling.png", "operating_points.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
