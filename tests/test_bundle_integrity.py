@@ -264,6 +264,29 @@ def test_manifest_pointing_outside_the_bundle_is_refused(bundle_copy, tmp_path):
     refused(BundleIntegrityError, lambda: runtime(bundle_copy), "outside the bundle")
 
 
+@pytest.mark.parametrize("damage", ["truncated graph", "newer schema", "no manifest", "manifest half-written"])
+def test_edge_mimo_run_refuses_a_damaged_bundle_with_a_message_not_a_traceback(bundle_copy, tmp_path, capsys, damage):
+    from edge_mimo.cli.main import main
+
+    from .test_streams import write_video
+
+    manifest = load_manifest(bundle_copy)
+    text = (bundle_copy / MANIFEST_FILE).read_text()
+    if damage == "truncated graph":
+        graph = bundle_copy / graph_files(bundle_copy, manifest)[1]
+        graph.write_bytes(graph.read_bytes()[:1000])
+    elif damage == "newer schema":
+        write_manifest(bundle_copy, dict(manifest, schema_version=SCHEMA_VERSION + 1))
+    elif damage == "no manifest":
+        (bundle_copy / MANIFEST_FILE).unlink()
+    else:
+        (bundle_copy / MANIFEST_FILE).write_text(text[: len(text) // 2])
+    video = write_video(tmp_path / "v.avi", 5, 10)
+    assert main(["run", str(bundle_copy), "--source", video, "--duration", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edge-mimo run: error: ") and "Traceback" not in err and FIX.search(err), err
+
+
 # -- TensorRT engines: tied to one GPU architecture and TensorRT version ----------------------------------------
 
 ENGINES = [{"file": "engines/sm87-trt10.3.0/width4.plan", "sha256": "0" * 64, "compute_capability": "8.7",
