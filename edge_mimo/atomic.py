@@ -9,11 +9,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import ConfigError
+
+
+def check_replaceable(target: str | Path, marker: str) -> None:
+    """Refuse an output directory that exists and is not an earlier output marked by the file ``marker``.
+
+    A file, or a non-empty directory without ``marker``, raises ConfigError: a mistyped output path must never
+    delete someone's directory. Call it before long work; :func:`atomic_dir` calls it too.
+    """
+    target = Path(target)
+    if target.is_file() or (target.is_dir() and any(target.iterdir()) and not (target / marker).is_file()):
+        raise ConfigError(f"{target} exists and is not an earlier output (no {marker}): refusing to replace it; "
+                          "choose a new or empty output directory")
+
 
 @contextmanager
-def atomic_dir(target: str | Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary directory beside ``target``; move it into place only if the block succeeds."""
+def atomic_dir(target: str | Path, overwrite: bool = True, marker: str | None = None) -> Iterator[Path]:
+    """Yield a temporary directory beside ``target``; move it into place only if the block succeeds.
+
+    ``marker``: see :func:`check_replaceable` (e.g. ``manifest.json`` for bundles).
+    """
     target = Path(target)
+    if marker is not None:
+        check_replaceable(target, marker)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:

@@ -21,7 +21,7 @@ from edge_mimo.atomic import atomic_dir
 from edge_mimo.bundle.manifest import (MANIFEST_FILE, SCHEMA_VERSION, artifact_path, load_manifest, sha256_file,
                                        verify_artifacts)
 from edge_mimo.errors import (BackendUnavailableError, BundleError, BundleIntegrityError, BundleVersionError,
-                              EdgeMimoError, EngineMismatchError)
+                              ConfigError, EdgeMimoError, EngineMismatchError)
 
 PACKAGE = Path(__file__).resolve().parent.parent / "edge_mimo"
 FIX = re.compile(r"(recompile|compile it again|copy the whole bundle|upgrade|pass a directory|refusing|build-engines|"
@@ -441,6 +441,36 @@ def test_a_writer_killed_mid_write_never_leaves_a_half_bundle(tmp_path):
     assert not target.exists()  # the partial work sits in a hidden temporary directory only
     with pytest.raises(BundleError, match="not a bundle"):
         load_manifest(target)
+
+
+def test_an_output_path_that_is_not_an_earlier_output_is_never_replaced(tmp_path):
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("years of work")
+    (tmp_path / "notes.txt").write_text("a file")
+    for target in (precious, tmp_path / "notes.txt"):
+        with pytest.raises(ConfigError, match="not an earlier output.*choose a new or empty"):
+            with atomic_dir(target, marker=MANIFEST_FILE) as d:
+                (d / MANIFEST_FILE).write_text("{}")
+    assert (precious / "chapter1.tex").read_text() == "years of work" and (tmp_path / "notes.txt").is_file()
+    (tmp_path / "empty").mkdir()
+    for target in (tmp_path / "empty", tmp_path / "empty", tmp_path / "new"):  # empty, an earlier output, new
+        with atomic_dir(target, marker=MANIFEST_FILE) as d:
+            (d / MANIFEST_FILE).write_text("{}")
+        assert (target / MANIFEST_FILE).is_file()
+
+
+def test_compile_and_train_refuse_an_output_directory_that_is_not_theirs(tmp_path, capsys):
+    from edge_mimo.cli.main import main
+
+    precious = tmp_path / "Documents"
+    precious.mkdir()
+    (precious / "taxes.pdf").write_bytes(b"%PDF")
+    assert main(["compile", "--model", "default", "--target", "cpu", "--calib-size", "16", "-o", str(precious)]) == 2
+    assert "refusing to replace it" in capsys.readouterr().err
+    assert [p.name for p in precious.iterdir()] == ["taxes.pdf"]
+    assert main(["train", "--epochs", "1", "-o", str(precious)]) == 2  # refused before training starts
+    assert "refusing to replace it" in capsys.readouterr().err
 
 
 # -- nothing unpickles untrusted data ---------------------------------------------------------------------------

@@ -55,9 +55,11 @@ def run(args) -> int:
 
     from ..models import build_model
     from ..models.config import ModelConfig
-    from ..models.weights import save_model
+    from ..atomic import check_replaceable
+    from ..models.weights import CONFIG_FILE, save_model
     from ..train import TrainConfig, evaluate, train
 
+    check_replaceable(args.output, CONFIG_FILE)  # before hours of training, not after
     data, val, test = _load(args)
     if args.limit:
         data = data.subset(slice(0, args.limit))

@@ -99,7 +99,7 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, dict]:
     output = Path(opts.output or f"bundles/{model_dir.name}-{profile['name']}-m{opts.m}")
 
     artifacts, accuracy, files, quant, cache_status = {}, {}, {}, {}, {}
-    with atomic_dir(output) as tmp:
+    with atomic_dir(output, marker=MANIFEST_FILE) as tmp:
         (tmp / "fp32").mkdir()
         (tmp / "int8").mkdir()
         steps = tqdm(total=3 * len(widths), desc="compile", unit="step", dynamic_ncols=True)

@@ -19,7 +19,7 @@ CONFIG_FILE = "config.json"
 
 def save_model(model: SuperposedClassifier, directory: str | Path) -> Path:
     """Write the model directory atomically (it appears complete or not at all)."""
-    with atomic_dir(directory) as tmp:
+    with atomic_dir(directory, marker=CONFIG_FILE) as tmp:
         model.config.save(tmp / CONFIG_FILE)
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))

@@ -57,7 +57,7 @@ class CalibrationCache:
         from ..atomic import atomic_dir
 
         entry = self.entry(fields)
-        with atomic_dir(entry) as tmp:
+        with atomic_dir(entry, marker=META) as tmp:
             shutil.copyfile(ranges, tmp / RANGES)
             (tmp / META).write_text(json.dumps({"key": fields, "sha256": sha256_file(tmp / RANGES)}, indent=2))
         return entry / RANGES
