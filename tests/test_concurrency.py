@@ -192,3 +192,34 @@ def test_close_while_other_threads_infer_then_every_call_is_refused_cleanly(cpu_
     assert "ok" in outcomes and outcomes.count("closed") == 3
     with pytest.raises(BackendUnavailableError, match="closed"):
         rt.infer(garments[0])
+
+
+def test_several_consumers_of_one_mux_each_get_distinct_frames(tmp_path):
+    """Worker threads sharing one mux: every frame is handed to exactly one of them, in order per stream."""
+    import collections
+    import sys
+
+    video = write_video(tmp_path / "v.avi", 30, 30, (64, 48))
+    handed, lock = collections.Counter(), threading.Lock()
+    per_thread: dict[int, dict[str, list[int]]] = {}
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, so a race would show
+    try:
+        with StreamMux({f"s{i}": video for i in range(2)}, loop=True, pace=False) as mux:
+            def consumer(k):
+                mine = per_thread.setdefault(k, collections.defaultdict(list))
+                end = time.monotonic() + 2.0
+                while time.monotonic() < end:
+                    for name, frame in mux.read(timeout=0.1).items():
+                        mine[name].append(frame.index)
+                        with lock:
+                            handed[(name, frame.index)] += 1
+
+            assert not run_threads(consumer, 4)
+    finally:
+        sys.setswitchinterval(interval)
+    assert sum(handed.values()) > 1000
+    assert max(handed.values()) == 1, "a frame was handed to two consumers"
+    for mine in per_thread.values():
+        for indices in mine.values():
+            assert indices == sorted(indices)

@@ -92,7 +92,7 @@ def test_killed_camera_reconnects_with_backoff_and_the_other_stream_never_stops(
     assert RECONNECTING in rec.states["net"] and rec.states["net"][-1] == LIVE
     assert rec.count_between("net", killed + 0.5, restarted) == 0  # nothing stale handed out while it was down
     assert rec.count_between("file", killed, restarted) >= 20  # 2 s at 20 fps: the file stream kept going
-    assert rec.states["file"] == [LIVE] or rec.states["file"][-1] == LIVE
+    assert rec.states["file"][-1] == LIVE and RECONNECTING not in rec.states["file"]
     for name in ("net", "file"):
         idx = rec.indices(name)
         assert idx == sorted(set(idx)), f"{name}: each frame handed out once, in order, across the reconnect"
@@ -173,7 +173,7 @@ def test_garbage_or_dropped_connection_reconnects_and_hands_out_only_real_frames
                 seen.append(f)
             time.sleep(0.01)
         status = src.status()
-        alive = src._thread.is_alive()
+        alive = any(t.name == "edge-mimo-source-net" for t in reader_threads())
         src.close()
     assert status.reconnects >= 2 and alive and status.state != FAILED
     for f in seen:  # every frame handed out is a whole, decoded image from the server, never the garbage
@@ -211,7 +211,7 @@ def test_slow_consumer_keeps_one_frame_per_stream_not_a_queue(clip):
     """Three fast sources (one read as fast as the disk allows), nobody reading for 2 s: memory stays bounded."""
     def frames_alive() -> int:
         gc.collect()
-        return sum(isinstance(o, Frame) for o in gc.get_objects())
+        return sum(type(o) is Frame for o in gc.get_objects())
 
     with LoopbackCamera(fps=50, lifetime=30) as cam:
         sources = {"net": VideoSource(cam.url, "net"), "paced": VideoSource(clip, "paced", loop=True),
@@ -233,6 +233,7 @@ def test_slow_consumer_keeps_one_frame_per_stream_not_a_queue(clip):
 
 def test_close_stops_every_reader_thread_whatever_its_state(clip):
     """Shutdown while one camera is live, one frozen (blocked in a read) and one in a long backoff wait."""
+    before = set(reader_threads())
     with LoopbackCamera(fps=25, lifetime=30) as live, LoopbackCamera(fps=25, lifetime=30, mode="stall",
                                                                       after=3) as frozen:
         mux = StreamMux({
@@ -248,7 +249,7 @@ def test_close_stops_every_reader_thread_whatever_its_state(clip):
         mux.close()
         took = time.monotonic() - t
     assert took < 3.0, f"close took {took:.1f} s"  # bounded by the 2 s read timeout, not the 8 s backoff
-    assert reader_threads() == []
+    assert set(reader_threads()) <= before
     assert {n: s.state for n, s in mux.health().items()} == dict.fromkeys(mux.sources, "closed")
 
 

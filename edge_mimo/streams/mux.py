@@ -75,15 +75,15 @@ class StreamMux:
         stream to have one too, so that they share superposed passes (latency traded for throughput).
         An empty dict means nothing new arrived (see :meth:`health`).
         """
-        with self._cond:
+        with self._cond:  # also makes the hand-out atomic: with several consumer threads, each frame goes to one
             self._cond.wait_for(lambda: bool(self._fresh(max_age)) or not self.active, timeout)
             if gather > 0:
                 live = [n for n, src in self.sources.items() if src.status().state == "live"]
                 self._cond.wait_for(lambda: set(live) <= set(self._fresh(max_age)), gather)
-        frames = self._fresh(max_age)
-        for name, frame in frames.items():
-            self.skipped[name] += frame.index - self._handed.get(name, -1) - 1
-            self._handed[name] = frame.index
+            frames = self._fresh(max_age)
+            for name, frame in frames.items():
+                self.skipped[name] += frame.index - self._handed.get(name, -1) - 1
+                self._handed[name] = frame.index
         return frames
 
     def __iter__(self) -> Iterator[dict[str, Frame]]:
