@@ -232,6 +232,29 @@ def test_graphs_swapped_between_widths_are_refused(bundle_copy):
     refused(BundleIntegrityError, lambda: runtime(bundle_copy), "expected")
 
 
+def test_graph_reading_weights_from_outside_the_bundle_is_refused(bundle_copy, tmp_path):
+    """An ONNX graph whose weights are 'external data' at ../../secret: refused at load, nothing read."""
+    onnx = pytest.importorskip("onnx")
+    import onnx.numpy_helper
+    from onnx import TensorProto, helper
+
+    (tmp_path / "secret.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    weight = onnx.numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "../secret.bin"), ("offset", "0"), ("length", "16")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [4]) for name in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", io[:1], io[1:], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    manifest = load_manifest(bundle_copy)
+    rel = graph_files(bundle_copy, manifest)[1]
+    onnx.save(model, str(bundle_copy / rel))
+    rehash(bundle_copy, manifest, rel)
+    refused(BundleIntegrityError, lambda: runtime(bundle_copy), "cannot load")
+
+
 @pytest.mark.parametrize("field, value", [("height", 32), ("width", 20), ("channels", 3)])
 def test_manifest_input_that_disagrees_with_the_graphs_is_refused(bundle_copy, field, value):
     manifest = load_manifest(bundle_copy)
