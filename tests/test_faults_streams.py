@@ -113,6 +113,36 @@ def test_camera_that_never_opens_reports_reconnecting_then_fails_when_retries_ru
         limited.close()
 
 
+@pytest.mark.parametrize("uri", ["/dev/video9", 7, "rtsp://127.0.0.1:{port}/none", "udp://127.0.0.1:{port}"])
+def test_missing_devices_and_dead_urls_fail_within_bounds(uri):
+    uri = uri.format(port=free_port()) if isinstance(uri, str) else uri
+    src = VideoSource(uri, retries=1, backoff=(0.05, 0.1), open_timeout=1.0, read_timeout=1.0).start()
+    try:
+        assert wait_for(lambda: src.finished, 10.0), src.status()  # UDP waits for its open timeout, others refuse
+        assert src.status().state == FAILED and "cannot open" in src.status().error and src.latest() is None
+    finally:
+        src.close()
+
+
+def test_camera_back_at_another_resolution_is_classified(cpu_runtime):
+    """A camera reconfigured while away (640x480 -> 112x84): frames of both sizes are classified, in order."""
+    with LoopbackCamera(fps=20, lifetime=30, size=(640, 480)) as cam:
+        net = VideoSource(cam.url, "net", backoff=(0.1, 0.3), read_timeout=1.0)
+        with StreamMux({"net": net}) as mux:
+            shapes, results, restarted = [], [], False
+            end = time.monotonic() + 10
+            while time.monotonic() < end and not (shapes and shapes[-1] == (84, 112, 3) and len(results) > 15):
+                batch = mux.read(timeout=0.2)
+                if batch:
+                    results.append(cpu_runtime.infer_many(batch)["net"])
+                    shapes.append(batch["net"].image.shape)
+                if len(shapes) == 8 and not restarted:
+                    cam.restart(size=(112, 84))
+                    restarted = True
+    assert shapes[0] == (480, 640, 3) and shapes[-1] == (84, 112, 3)
+    assert all(r.ok and np.isfinite(r.probabilities).all() for r in results)
+
+
 def test_reconnect_attempts_back_off_exponentially():
     """A server that accepts and hangs up at once: attempts must slow down (0.2, 0.4, 0.8, 1, 1 s), not spin."""
     srv = socket.socket()

@@ -29,12 +29,12 @@ import numpy as np
 
 BOUNDARY = "edgemimoframe"
 INDEX_BITS, GENERATION_BITS, BLOCK = 10, 4, 8
-SIZE = (160, 120)  # width, height
+SIZE = (160, 120)  # default width, height (at least 80 pixels wide for the code blocks)
 
 
-def render(index: int, generation: int) -> np.ndarray:
+def render(index: int, generation: int, size: tuple[int, int] = SIZE) -> np.ndarray:
     """A BGR frame carrying ``index`` and ``generation`` as black/white blocks (robust to JPEG)."""
-    w, h = SIZE
+    w, h = size
     img = np.zeros((h, w, 3), np.uint8)
     img[BLOCK * 3 :, :, 1] = (index * 7) % 256  # moving content below the code rows
     for bit in range(INDEX_BITS):
@@ -57,7 +57,7 @@ def generation(image: np.ndarray) -> int:
     return _read_bits(image, 2, GENERATION_BITS)
 
 
-def _handler(fps: float, mode: str, after: int, gen: int, deadline: float):
+def _handler(fps: float, mode: str, after: int, gen: int, deadline: float, size: tuple[int, int]):
     import cv2
 
     class Handler(BaseHTTPRequestHandler):
@@ -82,7 +82,7 @@ def _handler(fps: float, mode: str, after: int, gen: int, deadline: float):
                     if faulty and mode == "garbage":
                         body = rng.integers(0, 256, 4000, dtype=np.uint8).tobytes()
                     else:
-                        body = cv2.imencode(".jpg", render(index, gen), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+                        body = cv2.imencode(".jpg", render(index, gen, size), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
                     head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n"
                     self.wfile.write(head.encode() + body + b"\r\n")
                     self.wfile.flush()
@@ -94,10 +94,10 @@ def _handler(fps: float, mode: str, after: int, gen: int, deadline: float):
     return Handler
 
 
-def serve(port: int, fps: float, lifetime: float, mode: str, after: int, gen: int) -> None:
+def serve(port: int, fps: float, lifetime: float, mode: str, after: int, gen: int, size: tuple[int, int]) -> None:
     deadline = time.monotonic() + lifetime
     ThreadingHTTPServer.allow_reuse_address = True
-    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(fps, mode, after, gen, deadline))
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(fps, mode, after, gen, deadline, size))
     server.daemon_threads = True
     print(f"PORT {server.server_address[1]}", flush=True)
     threading.Timer(lifetime, server.shutdown).start()
@@ -107,8 +107,9 @@ def serve(port: int, fps: float, lifetime: float, mode: str, after: int, gen: in
 class LoopbackCamera:
     """One MJPEG server process on 127.0.0.1; :meth:`kill` and :meth:`restart` simulate a camera that dies."""
 
-    def __init__(self, fps: float = 25.0, lifetime: float = 60.0, mode: str = "ok", after: int = 0) -> None:
-        self.fps, self.lifetime, self.mode, self.after = fps, lifetime, mode, after
+    def __init__(self, fps: float = 25.0, lifetime: float = 60.0, mode: str = "ok", after: int = 0,
+                 size: tuple[int, int] = SIZE) -> None:
+        self.fps, self.lifetime, self.mode, self.after, self.size = fps, lifetime, mode, after, size
         self.port = 0
         self.generation = 0
         self.proc: subprocess.Popen | None = None
@@ -117,12 +118,14 @@ class LoopbackCamera:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/stream.mjpg"
 
-    def start(self, mode: str | None = None, after: int | None = None) -> "LoopbackCamera":
+    def start(self, mode: str | None = None, after: int | None = None,
+              size: tuple[int, int] | None = None) -> "LoopbackCamera":
         self.mode = mode or self.mode
         self.after = self.after if after is None else after
+        self.size = size or self.size
         cmd = [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port), "--fps", str(self.fps),
                "--lifetime", str(self.lifetime), "--mode", self.mode, "--after", str(self.after),
-               "--generation", str(self.generation)]
+               "--generation", str(self.generation), "--size", f"{self.size[0]}x{self.size[1]}"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()  # "PORT n" once listening
         if not line.startswith("PORT "):
@@ -137,8 +140,9 @@ class LoopbackCamera:
             self.proc.kill()
             self.proc.wait(5)
 
-    def restart(self, mode: str | None = None, after: int | None = None) -> "LoopbackCamera":
-        """Kill, then serve again on the same port, with the next generation number in its frames."""
+    def restart(self, mode: str | None = None, after: int | None = None,
+                size: tuple[int, int] | None = None) -> "LoopbackCamera":
+        """Kill, then serve again on the same port (optionally at another resolution), next generation number."""
         self.kill()
         self.generation += 1
         deadline = time.monotonic() + 5
@@ -152,7 +156,7 @@ class LoopbackCamera:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        return self.start(mode, after)
+        return self.start(mode, after, size)
 
     def close(self) -> None:
         self.kill()
@@ -174,5 +178,6 @@ if __name__ == "__main__":
     p.add_argument("--mode", choices=("ok", "stall", "garbage", "close"), default="ok")
     p.add_argument("--after", type=int, default=0, help="frames sent before the fault")
     p.add_argument("--generation", type=int, default=0)
+    p.add_argument("--size", default=f"{SIZE[0]}x{SIZE[1]}", help="WIDTHxHEIGHT, at least 80 wide")
     a = p.parse_args()
-    serve(a.port, a.fps, a.lifetime, a.mode, a.after, a.generation)
+    serve(a.port, a.fps, a.lifetime, a.mode, a.after, a.generation, tuple(int(v) for v in a.size.split("x")))
