@@ -18,8 +18,8 @@ from .test_preprocess import camera_frame
 
 GRAY = InputSpec(1, 28, 28, "gray", (0.286,), (0.353,))
 SPECS = [GRAY, InputSpec(3, 32, 32, "rgb", (0.5,) * 3, (0.25,) * 3),
-         InputSpec(1, 20, 40, "gray", (0.1,), (0.2,), "letterbox"), InputSpec(3, 40, 24, "rgb", (0.1,) * 3, (0.2,) * 3,
-                                                                             "stretch")]
+         InputSpec(1, 20, 40, "gray", (0.1,), (0.2,), "letterbox"),
+         InputSpec(3, 40, 24, "rgb", (0.1,) * 3, (0.2,) * 3, "stretch")]
 
 # -- packing and demultiplexing --------------------------------------------------------------------------------
 
@@ -32,9 +32,8 @@ def test_pack_then_unpack_returns_every_frame_once_in_order(count, width, channe
     assert groups.shape == (-(-count // width), width, channels, 2, 3) and pad == (-count) % width
     flat = groups.reshape(-1, channels, 2, 3)
     assert np.array_equal(flat[:count], images)  # real frames first, in order, none dropped
-    last_first = count - (count % width) if count % width else None
-    if pad:
-        assert (flat[count:] == images[last_first]).all()  # padding only repeats a frame of the last group
+    if pad:  # padding only repeats the first frame of the last group
+        assert (flat[count:] == images[count - count % width]).all()
     # A fake network: every replica r of slot j reports (frame id, r) so demultiplexing can be checked exactly.
     replicas = 12 // width if 12 % width == 0 else 2
     ids = groups[:, :, 0, 0, 0]  # [G, n]
