@@ -96,7 +96,8 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, dict]:
     calib_sha = data_hash(calib.images)
     flavour = profile["flavour"]
     cache = CalibrationCache(opts.cache_dir) if opts.cache_dir else None
-    output = Path(opts.output or f"bundles/{model_dir.name}-{profile['name']}-m{opts.m}")
+    name = "default" if opts.model == "default" else model_dir.name
+    output = Path(opts.output or f"bundles/{name}-{profile['name']}-m{opts.m}")
 
     artifacts, accuracy, files, quant, cache_status = {}, {}, {}, {}, {}
     with atomic_dir(output, marker=MANIFEST_FILE) as tmp:
