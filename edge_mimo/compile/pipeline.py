@@ -18,6 +18,7 @@ from ..bundle.manifest import MANIFEST_FILE, SCHEMA_VERSION, sha256_file
 from ..datasets import ImageSet, load_dataset
 from ..errors import AccuracyGateError, BackendUnavailableError, ConfigError, DataError
 from ..quantize import CalibrationCache, data_hash, quantize_width
+from ..quantize.calibration import normalize
 from .evaluate import onnx_replica_logits, width_report
 from .report import render, write_plot
 
@@ -109,8 +110,6 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, dict]:
             steps.set_postfix_str(f"export n={n}")
             export_width(model, n, tmp / fp32_rel)
             probe = calib.images[: 8 * n]
-            from ..quantize.calibration import normalize
-
             x = normalize(probe, cfg.mean, cfg.std).reshape(-1, n, *probe.shape[1:])
             diff = max_abs_difference(model, tmp / fp32_rel, x)
             if diff > 1e-3:
