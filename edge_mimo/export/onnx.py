@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 
 from ..models.base import SuperposedClassifier
 
@@ -39,12 +40,36 @@ def export_width(model: SuperposedClassifier, width: int, path: str | Path) -> P
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )
     graph = onnx.load(str(path))
+    prelu_to_leaky_relu(graph)
     dims = graph.graph.output[0].type.tensor_type.shape.dim
     for dim, value in zip(dims[1:], (cfg.capacity // width, width, cfg.num_classes)):
         dim.dim_value = value  # the exporter leaves the reshaped output's static dims unnamed
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
     return path
+
+
+def prelu_to_leaky_relu(model: onnx.ModelProto) -> int:
+    """Rewrite PRelu nodes with one shared slope as LeakyRelu (the same function; returns how many).
+
+    ONNX Runtime runs PRelu as a slow float broadcast between quantized convolutions, while LeakyRelu has fused
+    integer kernels (QLinearLeakyRelu) and TensorRT runs both natively.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    count = 0
+    for i, node in enumerate(model.graph.node):
+        slope = inits.get(node.input[1]) if node.op_type == "PRelu" else None
+        if slope is None or numpy_helper.to_array(slope).size != 1:
+            continue
+        alpha = float(numpy_helper.to_array(slope).reshape(()))
+        leaky = onnx.helper.make_node("LeakyRelu", [node.input[0]], list(node.output), name=node.name, alpha=alpha)
+        model.graph.node[i].CopyFrom(leaky)
+        count += 1
+    used = {name for node in model.graph.node for name in node.input}
+    keep = [init for init in model.graph.initializer if init.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    return count
 
 
 def max_abs_difference(model: SuperposedClassifier, path: str | Path, inputs: np.ndarray) -> float:
