@@ -8,6 +8,7 @@ vectorised, over the whole batch. No per-pixel Python.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -109,20 +110,46 @@ def _convert_color(img: np.ndarray, color: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB if img.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
 
 
-def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Area averaging when shrinking (anti-aliased), bilinear when enlarging.
+@lru_cache(maxsize=64)
+def _area_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """For one axis: the integral-image lines to read, and the [dst, 2 * (dst + 1)] matrix that turns them
+    into per-pixel means (interpolate the integral at each output edge, difference neighbouring edges)."""
+    pos = np.arange(dst + 1) * (src / dst)
+    whole = np.minimum(pos.astype(np.int64), src - 1)
+    frac = pos - whole
+    k = np.arange(dst + 1)
+    interp = np.zeros((dst + 1, 2 * (dst + 1)))
+    interp[k, 2 * k], interp[k, 2 * k + 1] = 1.0 - frac, frac
+    return np.stack([whole, whole + 1], 1).ravel(), np.diff(interp, axis=0) * (dst / src)
 
-    A large reduction first resamples bilinearly to the nearest integer multiple of the target (a near-identity
-    step), because OpenCV's area filter is several times faster for integer factors than for fractional ones.
+
+def _area_shrink(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Exact area averaging for any reduction factor, from the integral image.
+
+    The integral of a pixel grid is bilinear between pixel corners, so an output pixel's mean needs the
+    integral at its four corners only: one pass over the frame (``cv2.integral``), then a few thousand reads.
+    OpenCV's INTER_AREA gives the same pixels but is several times slower for fractional factors (480 -> 28).
     """
     h, w = img.shape[:2]
-    if w >= 2 * width and h >= 2 * height:
-        kx, ky = w // width, h // height
-        if (w, h) != (kx * width, ky * height):
-            img = cv2.resize(img, (kx * width, ky * height), interpolation=cv2.INTER_LINEAR)
-        return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
-    shrink = w >= width and h >= height
-    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    table = cv2.integral(img, sdepth=cv2.CV_32S if h * w * 255 < 2**31 else cv2.CV_64F)  # (h+1) x (w+1) [x C]
+    rows, along_y = _area_taps(h, height)
+    cols, along_x = _area_taps(w, width)
+    corners = table.take(rows, 0).take(cols, 1)
+    if corners.ndim == 2:
+        means = along_y @ corners @ along_x.T
+    else:
+        means = np.einsum("ia,abc,jb->ijc", along_y, corners, along_x)
+    return np.rint(means).clip(0, 255).astype(np.uint8)
+
+
+def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Exact area averaging when shrinking (anti-aliased), bilinear when enlarging."""
+    h, w = img.shape[:2]
+    if (w, h) == (width, height):
+        return img
+    if w >= width and h >= height:
+        return _area_shrink(img, width, height)
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def fit_frame(img: np.ndarray, spec: InputSpec) -> np.ndarray:
