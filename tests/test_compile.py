@@ -47,6 +47,9 @@ def test_onnx_matches_pytorch_on_real_images(model, graphs, width):
     dims = graph.output[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [4 // width, width, 10]
     assert not {n.op_type for n in graph.node} & {"Mod", "ReduceSum"}  # binding is one constant Conv
+    # PReLU -> LeakyRelu, leftover BatchNorms -> depthwise Conv (both quantize to integer kernels), and no
+    # shape arithmetic: every reshape is constant apart from the batch
+    assert not {n.op_type for n in graph.node} & {"PRelu", "BatchNormalization", "Shape", "Gather"}
 
 
 def _qdq(path):
@@ -78,6 +81,9 @@ def test_cpu_flavour_uses_u8_activations(graphs, tmp_path):
     model, inits = _qdq(out)
     act = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert act and all(zp.dtype == np.uint8 for zp in act)
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 22 and all(producer.get(n.input[0]) == "DequantizeLinear" for n in convs)  # all integer
 
 
 def test_calibration_cache_hit_and_damage_detection(graphs, tmp_path):

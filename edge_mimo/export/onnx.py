@@ -3,7 +3,8 @@
 The graph for width n takes ``images`` [B, n, C, H, W] (float32, normalised) and returns ``logits``
 [B, N/n, n, classes] (per-replica logits), with a dynamic batch. Replication is folded into the binding
 weights (see ``KeyBinding.weight``), so every graph holds one plain 1x1 ``Conv`` for binding + superposition,
-and BatchNorms that follow a convolution are folded into it by the exporter.
+BatchNorms that follow a convolution are folded into it by the exporter, and the rest (pre-activation
+BatchNorms on the residual stream) become 1x1 depthwise convolutions, so quantized graphs stay integer.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def export_width(model: SuperposedClassifier, width: int, path: str | Path) -> P
         )
     graph = onnx.load(str(path))
     prelu_to_leaky_relu(graph)
+    batchnorm_to_depthwise_conv(graph)
     dims = graph.graph.output[0].type.tensor_type.shape.dim
     for dim, value in zip(dims[1:], (cfg.capacity // width, width, cfg.num_classes)):
         dim.dim_value = value  # the exporter leaves the reshaped output's static dims unnamed
@@ -65,11 +67,42 @@ def prelu_to_leaky_relu(model: onnx.ModelProto) -> int:
         leaky = onnx.helper.make_node("LeakyRelu", [node.input[0]], list(node.output), name=node.name, alpha=alpha)
         model.graph.node[i].CopyFrom(leaky)
         count += 1
+    _drop_unused_initializers(model)
+    return count
+
+
+def batchnorm_to_depthwise_conv(model: onnx.ModelProto) -> int:
+    """Rewrite inference BatchNormalization nodes as the 1x1 depthwise Conv computing the same affine map.
+
+    The quantizers leave BatchNormalization in float, between a dequantize and a quantize, which breaks ONNX
+    Runtime's integer NHWC chain (layout transposes around each); a depthwise Conv is quantized like the others.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    count = 0
+    for i, node in enumerate(model.graph.node):
+        if node.op_type != "BatchNormalization" or len(node.output) != 1:
+            continue
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        gamma, beta, mean, var = (numpy_helper.to_array(inits[name]).astype(np.float64) for name in node.input[1:5])
+        scale = gamma / np.sqrt(var + eps)
+        weight, bias = f"{node.name}.dw_weight", f"{node.name}.dw_bias"
+        model.graph.initializer.extend([
+            numpy_helper.from_array(scale.astype(np.float32).reshape(-1, 1, 1, 1), weight),
+            numpy_helper.from_array((beta - mean * scale).astype(np.float32), bias),
+        ])
+        conv = onnx.helper.make_node("Conv", [node.input[0], weight, bias], list(node.output), name=node.name,
+                                     group=len(scale), kernel_shape=[1, 1])
+        model.graph.node[i].CopyFrom(conv)
+        count += 1
+    _drop_unused_initializers(model)
+    return count
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
     used = {name for node in model.graph.node for name in node.input}
     keep = [init for init in model.graph.initializer if init.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
-    return count
 
 
 def max_abs_difference(model: SuperposedClassifier, path: str | Path, inputs: np.ndarray) -> float:

@@ -37,10 +37,10 @@ class SuperposedClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:
             raise ValueError(f"expected images shaped [batch, width, C, H, W], got {tuple(x.shape)}")
-        n = x.shape[1]
+        n = int(x.shape[1])  # int(): constant under ONNX tracing (one graph per width), the batch stays dynamic
         self.check_width(n)
         logits = self.slot_logits(x)
-        return logits.view(x.shape[0], self.config.capacity // n, n, -1)
+        return logits.view(-1, self.config.capacity // n, n, self.config.num_classes)
 
     def regularizer(self) -> torch.Tensor:
         """Extra training loss of the architecture (zero unless overridden)."""

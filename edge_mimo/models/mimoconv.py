@@ -62,9 +62,8 @@ class KeyBinding(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """Stem features [B, n, C, H, W] -> superposed map [B, C, H, W]."""
-        b, n, c, h, w = feats.shape
-        weight = self.weight(int(n))  # int(): under ONNX tracing sizes are tensors; the width is fixed per graph
-        return F.conv2d(feats.reshape(b, n * c, h, w), weight[:, :, None, None])
+        n, c, h, w = (int(d) for d in feats.shape[1:])  # int(): constants under ONNX tracing, batch stays dynamic
+        return F.conv2d(feats.reshape(-1, n * c, h, w), self.weight(n)[:, :, None, None])
 
     def regularizer(self) -> torch.Tensor:
         """Push keys to unit norm and mutual orthogonality: ||K K^T - I||_F^2."""
@@ -91,11 +90,11 @@ class MIMOConv(SuperposedClassifier):
         init_weights(self)
 
     def slot_logits(self, x: torch.Tensor) -> torch.Tensor:
-        b, n = x.shape[:2]
-        stem = self.stem(x.flatten(0, 1))
-        stem = stem.view(b, n, *stem.shape[1:])
+        n = int(x.shape[1])  # int() keeps reshapes constant under ONNX tracing; the batch stays dynamic (-1)
+        stem = self.stem(x.reshape(-1, *(int(d) for d in x.shape[2:])))
+        stem = stem.view(-1, n, *(int(d) for d in stem.shape[1:]))
         feats = self.trunk(self.binding(stem))
-        slots = F.relu(self.unbind(feats)).view(b, self.config.capacity, -1)
+        slots = F.relu(self.unbind(feats)).view(-1, self.config.capacity, self.trunk.out_features)
         return self.classifier(slots)
 
     def regularizer(self) -> torch.Tensor:
