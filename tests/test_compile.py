@@ -9,6 +9,7 @@ import torch
 from onnx import numpy_helper
 
 from edge_mimo.bundle import load_manifest, verify_artifacts
+from edge_mimo.bundle.manifest import sha256_file
 from edge_mimo.compile.pipeline import CompileOptions, compile_bundle
 from edge_mimo.compile.targets import list_targets, load_target
 from edge_mimo.datasets import shipped_sample
@@ -61,7 +62,7 @@ def _qdq(path):
 def test_tensorrt_flavour_is_symmetric_per_channel(graphs, tmp_path):
     calib = shipped_sample("calibration").images[:64]
     out = tmp_path / "w4.trt.onnx"
-    info = quantize_width(graphs[4], out, calib, 4, (0.286,), (0.353,), model_sha256="m", data_sha256="d",
+    info = quantize_width(graphs[4], out, calib, 4, (0.286,), (0.353,), data_sha256="d",
                           flavour="tensorrt")
     assert info["symmetric_activations"] and info["tool"].startswith("onnxruntime")
     model, inits = _qdq(out)
@@ -77,7 +78,7 @@ def test_tensorrt_flavour_is_symmetric_per_channel(graphs, tmp_path):
 def test_cpu_flavour_uses_u8_activations(graphs, tmp_path):
     calib = shipped_sample("calibration").images[:64]
     out = tmp_path / "w1.cpu.onnx"
-    quantize_width(graphs[1], out, calib, 1, (0.286,), (0.353,), model_sha256="m", data_sha256="d", flavour="cpu")
+    quantize_width(graphs[1], out, calib, 1, (0.286,), (0.353,), data_sha256="d", flavour="cpu")
     model, inits = _qdq(out)
     act = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert act and all(zp.dtype == np.uint8 for zp in act)
@@ -89,13 +90,13 @@ def test_cpu_flavour_uses_u8_activations(graphs, tmp_path):
 def test_calibration_cache_hit_and_damage_detection(graphs, tmp_path):
     calib = shipped_sample("calibration").images[:32]
     cache = CalibrationCache(tmp_path / "cache")
-    kw = dict(model_sha256="m", data_sha256=data_hash(calib), method="minmax", flavour="cpu", cache=cache)
+    kw = dict(data_sha256=data_hash(calib), method="minmax", flavour="cpu", cache=cache)
     first = quantize_width(graphs[1], tmp_path / "a.onnx", calib, 1, (0.286,), (0.353,), **kw)
     second = quantize_width(graphs[1], tmp_path / "b.onnx", calib, 1, (0.286,), (0.353,), **kw)
     assert (first["cache"], second["cache"]) == ("miss", "hit")
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
 
-    fields = CalibrationCache.key_fields("m", kw["data_sha256"], 1, "minmax", "cpu", first["tool"])
+    fields = CalibrationCache.key_fields(sha256_file(graphs[1]), kw["data_sha256"], 1, "minmax", "cpu", first["tool"])
     entry = cache.entry(fields)
     ranges = entry / "ranges.json"
     ranges.write_text(ranges.read_text().replace("0", "9", 3))  # altered ranges
@@ -106,7 +107,7 @@ def test_calibration_cache_hit_and_damage_detection(graphs, tmp_path):
     assert (tmp_path / "c.onnx").read_bytes() == (tmp_path / "a.onnx").read_bytes()
 
     meta = json.loads((entry / "meta.json").read_text())  # an entry copied from another model: stale
-    meta["key"]["model"] = "another"
+    meta["key"]["graph"] = "another"
     (entry / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(CalibrationCacheError, match="stale"):
         cache.lookup(fields)

@@ -27,8 +27,8 @@ def plain_int8_runner(manifest: dict, workdir: Path, calibration: np.ndarray, th
     model = PlainWRN(cfg).eval()
     fp32, int8 = workdir / "plain_fp32.onnx", workdir / "plain_int8.onnx"
     export_width(model, 1, fp32)
-    quantize_width(fp32, int8, calibration, 1, cfg.mean, cfg.std, model_sha256="plain-random",
-                   data_sha256="bench", flavour=manifest["quantization"]["flavour"])
+    quantize_width(fp32, int8, calibration, 1, cfg.mean, cfg.std, data_sha256="bench",
+                   flavour=manifest["quantization"]["flavour"])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -117,7 +117,7 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, dict]:
             steps.update()
             steps.set_postfix_str(f"quantize n={n}")
             quant = quantize_width(tmp / fp32_rel, tmp / int8_rel, calib.images, n, cfg.mean, cfg.std,
-                                   model_sha256=model_sha, data_sha256=calib_sha, method=opts.calib_method,
+                                   data_sha256=calib_sha, method=opts.calib_method,
                                    flavour=flavour, cache=cache)
             cache_status[str(n)] = quant.pop("cache")
             steps.update()

@@ -1,4 +1,4 @@
-"""A calibration cache: tensor ranges keyed by model, data, width, method and flavour.
+"""A calibration cache: tensor ranges keyed by the exact FP32 graph, data, width, method and flavour.
 
 Each entry is a directory ``<key>/`` with ``ranges.json`` (ONNX Runtime's calibration cache format) and
 ``meta.json`` (the key's fields and the sha256 of ranges.json). An entry whose meta does not match its key,
@@ -24,8 +24,9 @@ class CalibrationCache:
         self.root = Path(root)
 
     @staticmethod
-    def key_fields(model_sha256: str, data_sha256: str, width: int, method: str, flavour: str, tool: str) -> dict:
-        return {"model": model_sha256, "data": data_sha256, "width": width, "method": method, "flavour": flavour,
+    def key_fields(graph_sha256: str, data_sha256: str, width: int, method: str, flavour: str, tool: str) -> dict:
+        """``graph_sha256``: the FP32 ONNX file calibrated (new weights or a new exporter both change it)."""
+        return {"graph": graph_sha256, "data": data_sha256, "width": width, "method": method, "flavour": flavour,
                 "tool": tool}
 
     def entry(self, fields: dict) -> Path:

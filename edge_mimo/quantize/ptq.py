@@ -21,6 +21,7 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from ..bundle.manifest import sha256_file
 from ..errors import CalibrationCacheError, ConfigError
 from .cache import CalibrationCache
 from .calibration import GroupReader, normalize
@@ -62,7 +63,7 @@ def _quantize_modelopt(fp32: Path, out: Path, images: np.ndarray, width: int, me
 
 def quantize_width(
     fp32: str | Path, out: str | Path, images: np.ndarray, width: int, mean, std, *,
-    model_sha256: str, data_sha256: str, method: str = "minmax", flavour: str = "cpu",
+    data_sha256: str, method: str = "minmax", flavour: str = "cpu",
     cache: CalibrationCache | None = None,
 ) -> dict:
     """Quantize the width-``width`` graph ``fp32`` into ``out``; returns what was done (for the manifest)."""
@@ -79,7 +80,7 @@ def quantize_width(
         info["cache"] = "not used (ModelOpt calibrates itself)"
         return info
 
-    fields = CalibrationCache.key_fields(model_sha256, data_sha256, width, method, flavour, tool)
+    fields = CalibrationCache.key_fields(sha256_file(fp32), data_sha256, width, method, flavour, tool)
     ranges = None
     info["cache"] = "off"
     if cache is not None:
