@@ -240,17 +240,15 @@ class Runtime:
         by_width[list(self.temperature)] = list(self.temperature.values())
         temps = by_width[frame_width[owner]]
         stats = frame_statistics(logits.astype(np.float64), owner, count, temps)
-        classes = stats["probabilities"].argmax(1)
-        out = []
-        for i in range(count):
-            n, c, h = int(frame_width[i]), int(classes[i]), float(stats["entropy"][i])
-            out.append(dict(
-                class_index=c, class_name=self.class_names[c], probabilities=stats["probabilities"][i],
-                confidence=float(stats["probabilities"][i, c]), entropy=h,
-                disagreement=float(stats["disagreement"][i]), replicas=int(stats["replicas"][i]), width=n,
-                uncertain=bool(h > self.entropy_threshold[n]),
-            ))
-        return out
+        probs = stats["probabilities"]
+        classes = probs.argmax(1)
+        confidence = probs[np.arange(count), classes].tolist()
+        entropy, disagreement = stats["entropy"].tolist(), stats["disagreement"].tolist()
+        widths, replicas = frame_width.tolist(), stats["replicas"].tolist()
+        return [dict(class_index=c, class_name=self.class_names[c], probabilities=probs[i], confidence=confidence[i],
+                     entropy=entropy[i], disagreement=disagreement[i], replicas=replicas[i], width=widths[i],
+                     uncertain=entropy[i] > self.entropy_threshold[widths[i]])
+                for i, c in enumerate(classes.tolist())]
 
     def close(self) -> None:
         """Free the backend's device buffers (TensorRT); the Runtime is unusable afterwards."""
