@@ -31,13 +31,13 @@ def test_camera_frames_hold_the_garment():
 def test_ratios_from_rows():
     rows = [
         {"streams": 8, "precision": "int8", "policy": "throughput", "fps": 300.0, "preprocess_share": 0.1,
-         "demux_share": 0.02},
-        {"streams": 8, "precision": "int8", "policy": "width-1", "fps": 100.0},
+         "demux_share": 0.02, "inference_ms": 2.0},
+        {"streams": 8, "precision": "int8", "policy": "width-1", "fps": 100.0, "inference_ms": 7.0},
         {"streams": 8, "precision": "fp32", "policy": "throughput", "fps": 200.0},
         {"streams": 8, "precision": "fp32", "policy": "torch-eager-fp32-width-1", "fps": 25.0},
     ]
     r = ratios(rows, 8)
-    assert r["int8_throughput_vs_int8_width1"] == 3.0
+    assert r["int8_throughput_vs_int8_width1"] == 3.0 and r["int8_throughput_vs_int8_width1_inference_only"] == 3.5
     assert r["int8_throughput_vs_torch_eager_width1"] == 12.0
     assert r["int8_vs_fp32_throughput"] == 1.5 and r["int8_vs_fp32_balanced"] is None
     assert abs(r["preprocess_plus_demux_share"] - 0.12) < 1e-12
@@ -56,7 +56,7 @@ def test_bench_cli_end_to_end(cpu_bundle, tmp_path):
     three = {r["policy"]: r for r in result["runs"] if r["streams"] == 3 and r["precision"] == "int8"}
     assert three["throughput"]["passes"] == 1 and three["robust"]["passes"] == 3
     assert all(r["fps"] > 0 and r["p50_ms"] > 0 for r in result["runs"])
-    assert 0 < three["throughput"]["inference_share"] < 1
+    assert 0 < three["throughput"]["inference_share"] < 1 and 0 < three["width-1"]["inference_share"] < 1
     assert result["ratios"]["streams"] == 3 and result["ratios"]["int8_throughput_vs_int8_width1"] > 0
     for png in ("scaling.png", "operating_points.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"

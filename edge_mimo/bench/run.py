@@ -19,11 +19,11 @@ from .timing import measure, summary
 POLICIES = ("throughput", "balanced", "robust")
 
 
-def _stage_shares(runtime: Runtime, frames: list, policy: str, repeats: int) -> dict:
-    """Median milliseconds of preprocessing, inference and demultiplexing inside ``infer_many``."""
+def _stage_shares(runtime: Runtime, frames: list, repeats: int, **call) -> dict:
+    """Median milliseconds of preprocessing, inference and demultiplexing inside ``infer_many(frames, **call)``."""
     rows = []
     for _ in range(repeats):
-        t = next(iter(runtime.infer_many(frames, policy=policy))).timing
+        t = next(iter(runtime.infer_many(frames, **call))).timing
         rows.append((t.preprocess_ms, t.inference_ms, t.postprocess_ms, t.total_ms))
     pre, inf, post, total = np.median(np.array(rows), axis=0)
     return {"preprocess_ms": pre, "inference_ms": inf, "demux_ms": post,
@@ -51,13 +51,16 @@ def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads
                 row = {"streams": m, "precision": precision, "policy": policy, "passes": plan.cost,
                        "widths": widths, **summary(ms, m)}
                 if precision == "int8":
-                    row.update(_stage_shares(runtime, frames, policy, max(5, repeats // 2)))
+                    row.update(_stage_shares(runtime, frames, max(5, repeats // 2), policy=policy))
                 result["runs"].append(row)
                 log(f"{m:>3} streams  {precision}  {policy:<10} widths {widths}  {row['fps']:8.1f} frames/s  "
                     f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms")
             ms = measure(lambda: runtime.infer_many(frames, width=1), repeats)
-            result["runs"].append({"streams": m, "precision": precision, "policy": "width-1", "passes": m,
-                                   "widths": [1], **summary(ms, m)})
+            row = {"streams": m, "precision": precision, "policy": "width-1", "passes": m, "widths": [1],
+                   **summary(ms, m)}
+            if precision == "int8":
+                row.update(_stage_shares(runtime, frames, max(5, repeats // 2), width=1))
+            result["runs"].append(row)
         if baselines:
             result["runs"] += _baseline_rows(manifest, runtimes["int8"], frames, repeats, threads, log)
     result["ratios"] = ratios(result["runs"], 8 if 8 in streams else max(streams))
@@ -104,6 +107,8 @@ def ratios(runs: list[dict], streams: int) -> dict:
     out = {"streams": streams}
     w4, w1 = fps("int8", "throughput"), fps("int8", "width-1")
     out["int8_throughput_vs_int8_width1"] = w4 / w1 if w4 and w1 else None
+    inf4, inf1 = (at.get(("int8", p), {}).get("inference_ms") for p in ("throughput", "width-1"))
+    out["int8_throughput_vs_int8_width1_inference_only"] = inf1 / inf4 if inf4 and inf1 else None
     eager = at.get(("fp32", "torch-eager-fp32-width-1"))
     out["int8_throughput_vs_torch_eager_width1"] = w4 / eager["fps"] if w4 and eager else None
     plain = at.get(("int8", "plain-wrn-int8"))

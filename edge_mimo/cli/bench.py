@@ -46,7 +46,7 @@ def run(args) -> int:
     print(f"\nratios at {r['streams']} streams (measured in this run):")
     for key, value in r.items():
         if key != "streams":
-            print(f"  {key:<42} {'n/a' if value is None else f'{value:.2f}'}")
+            print(f"  {key:<50} {'n/a' if value is None else f'{value:.2f}'}")
     macs = result["macs_per_image"]
     print("MMAC per frame by width: " + ", ".join(f"n={n}: {v / 1e6:.1f}" for n, v in macs.items()))
     print(f"wrote {args.output}/bench.json, scaling.png, operating_points.png")

@@ -78,12 +78,20 @@ def batchnorm_to_depthwise_conv(model: onnx.ModelProto) -> int:
     Runtime's integer NHWC chain (layout transposes around each); a depthwise Conv is quantized like the others.
     """
     inits = {i.name: i for i in model.graph.initializer}
+    aliases = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity"}  # deduplicated consts
+
+    def constant(name: str) -> np.ndarray | None:
+        while name in aliases:
+            name = aliases[name]
+        return numpy_helper.to_array(inits[name]).astype(np.float64) if name in inits else None
+
     count = 0
     for i, node in enumerate(model.graph.node):
-        if node.op_type != "BatchNormalization" or len(node.output) != 1:
+        params = [constant(name) for name in node.input[1:5]] if node.op_type == "BatchNormalization" else [None]
+        if any(p is None for p in params) or len(node.output) != 1:
             continue
         eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
-        gamma, beta, mean, var = (numpy_helper.to_array(inits[name]).astype(np.float64) for name in node.input[1:5])
+        gamma, beta, mean, var = params
         scale = gamma / np.sqrt(var + eps)
         weight, bias = f"{node.name}.dw_weight", f"{node.name}.dw_bias"
         model.graph.initializer.extend([
