@@ -51,23 +51,37 @@ def export_width(model: SuperposedClassifier, width: int, path: str | Path) -> P
     return path
 
 
+def _constants(model: onnx.ModelProto):
+    """``name -> float64 array or None``: initializers, also behind the Identity nodes the exporter writes for
+    deduplicated constants (identical freshly initialised slopes or BatchNorm statistics)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    aliases = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity"}
+
+    def constant(name: str) -> np.ndarray | None:
+        while name in aliases:
+            name = aliases[name]
+        return numpy_helper.to_array(inits[name]).astype(np.float64) if name in inits else None
+
+    return constant
+
+
 def prelu_to_leaky_relu(model: onnx.ModelProto) -> int:
     """Rewrite PRelu nodes with one shared slope as LeakyRelu (the same function; returns how many).
 
     ONNX Runtime runs PRelu as a slow float broadcast between quantized convolutions, while LeakyRelu has fused
     integer kernels (QLinearLeakyRelu) and TensorRT runs both natively.
     """
-    inits = {i.name: i for i in model.graph.initializer}
+    constant = _constants(model)
     count = 0
     for i, node in enumerate(model.graph.node):
-        slope = inits.get(node.input[1]) if node.op_type == "PRelu" else None
-        if slope is None or numpy_helper.to_array(slope).size != 1:
+        slope = constant(node.input[1]) if node.op_type == "PRelu" else None
+        if slope is None or slope.size != 1:
             continue
-        alpha = float(numpy_helper.to_array(slope).reshape(()))
-        leaky = onnx.helper.make_node("LeakyRelu", [node.input[0]], list(node.output), name=node.name, alpha=alpha)
+        leaky = onnx.helper.make_node("LeakyRelu", [node.input[0]], list(node.output), name=node.name,
+                                      alpha=float(slope.reshape(())))
         model.graph.node[i].CopyFrom(leaky)
         count += 1
-    _drop_unused_initializers(model)
+    _drop_unused(model)
     return count
 
 
@@ -77,14 +91,7 @@ def batchnorm_to_depthwise_conv(model: onnx.ModelProto) -> int:
     The quantizers leave BatchNormalization in float, between a dequantize and a quantize, which breaks ONNX
     Runtime's integer NHWC chain (layout transposes around each); a depthwise Conv is quantized like the others.
     """
-    inits = {i.name: i for i in model.graph.initializer}
-    aliases = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity"}  # deduplicated consts
-
-    def constant(name: str) -> np.ndarray | None:
-        while name in aliases:
-            name = aliases[name]
-        return numpy_helper.to_array(inits[name]).astype(np.float64) if name in inits else None
-
+    constant = _constants(model)
     count = 0
     for i, node in enumerate(model.graph.node):
         params = [constant(name) for name in node.input[1:5]] if node.op_type == "BatchNormalization" else [None]
@@ -102,12 +109,20 @@ def batchnorm_to_depthwise_conv(model: onnx.ModelProto) -> int:
                                      group=len(scale), kernel_shape=[1, 1])
         model.graph.node[i].CopyFrom(conv)
         count += 1
-    _drop_unused_initializers(model)
+    _drop_unused(model)
     return count
 
 
-def _drop_unused_initializers(model: onnx.ModelProto) -> None:
-    used = {name for node in model.graph.node for name in node.input}
+def _drop_unused(model: onnx.ModelProto) -> None:
+    """Remove Identity nodes nothing reads any more, then initializers nothing reads."""
+    outputs = {o.name for o in model.graph.output}
+    while True:
+        used = {name for node in model.graph.node for name in node.input} | outputs
+        dead = [n for n in model.graph.node if n.op_type == "Identity" and n.output[0] not in used]
+        if not dead:
+            break
+        for node in dead:
+            model.graph.node.remove(node)
     keep = [init for init in model.graph.initializer if init.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
