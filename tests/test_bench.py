@@ -6,16 +6,18 @@ import cv2
 
 from edge_mimo.bench.frames import camera_frames
 from edge_mimo.bench.run import POLICIES, ratios
-from edge_mimo.bench.timing import measure, summary
+from edge_mimo.bench.timing import measure_interleaved, summary
 from edge_mimo.cli.main import main
 from edge_mimo.datasets import shipped_sample
 
 
-def test_measure_and_summary():
+def test_interleaved_measurement_and_summary():
     calls = []
-    ms = measure(lambda: calls.append(1), repeats=5, warmup=2)
-    assert len(calls) == 7 and ms.shape == (5,) and (ms >= 0).all()
-    s = summary(ms, frames=4)
+    times, returned = measure_interleaved({"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2},
+                                          repeats=5, warmup=2)
+    assert calls == ["a", "b"] * 7  # one call of each per round: a drifting machine slows both alike
+    assert times["a"].shape == (5,) and (times["b"] >= 0).all() and returned == {"a": [1] * 5, "b": [2] * 5}
+    s = summary(times["a"], frames=4)
     assert s["p50_ms"] <= s["p99_ms"] and s["repeats"] == 5
 
 

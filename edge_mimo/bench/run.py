@@ -14,68 +14,21 @@ from ..runtime import Runtime
 from ..runtime.preprocess import Normalizer, prepare_batch
 from .baselines import plain_int8_runner, torch_eager_runner
 from .frames import camera_frames
-from .timing import measure, summary
+from .timing import measure_interleaved, summary
 
 POLICIES = ("throughput", "balanced", "robust")
 
 
-def _stage_shares(runtime: Runtime, frames: list, repeats: int, **call) -> dict:
-    """Median milliseconds of preprocessing, inference and demultiplexing inside ``infer_many(frames, **call)``."""
-    rows = []
-    for _ in range(repeats):
-        t = next(iter(runtime.infer_many(frames, **call))).timing
-        rows.append((t.preprocess_ms, t.inference_ms, t.postprocess_ms, t.total_ms))
-    pre, inf, post, total = np.median(np.array(rows), axis=0)
+def _stage_shares(timings: list) -> dict:
+    """Median milliseconds of preprocessing, inference and demultiplexing from ``infer_many``'s own timings."""
+    rows = np.array([(t.preprocess_ms, t.inference_ms, t.postprocess_ms, t.total_ms) for t in timings])
+    pre, inf, post, total = np.median(rows, axis=0)
     return {"preprocess_ms": pre, "inference_ms": inf, "demux_ms": post,
             "preprocess_share": pre / total, "inference_share": inf / total, "demux_share": post / total}
 
 
-def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads: int = 2,
-              baselines: bool = True, log=print) -> dict:
-    """Measure everything in one run; returns a JSON-ready dict."""
-    runtimes = {p: Runtime(bundle, precision=p, threads=threads) for p in ("int8", "fp32")}
-    manifest = runtimes["int8"].manifest
-    sample = shipped_sample("validation")
-    frames_all = camera_frames(sample.images[: max(streams)])
-    result = {"bundle": str(bundle), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-              "threads": threads, "repeats": repeats, "frame_size": "640x480 BGR",
-              "macs_per_image": manifest["macs_per_image"], "runs": []}
-
-    for m in streams:
-        frames = frames_all[:m]
-        for precision, runtime in runtimes.items():
-            for policy in POLICIES:
-                plan = runtime.plan(m, policy)
-                widths = sorted({g.width for g in plan.groups})
-                ms = measure(lambda: runtime.infer_many(frames, policy=policy), repeats)
-                row = {"streams": m, "precision": precision, "policy": policy, "passes": plan.cost,
-                       "widths": widths, **summary(ms, m)}
-                if precision == "int8":
-                    row.update(_stage_shares(runtime, frames, max(5, repeats // 2), policy=policy))
-                result["runs"].append(row)
-                log(f"{m:>3} streams  {precision}  {policy:<10} widths {widths}  {row['fps']:8.1f} frames/s  "
-                    f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms")
-            ms = measure(lambda: runtime.infer_many(frames, width=1), repeats)
-            row = {"streams": m, "precision": precision, "policy": "width-1", "passes": m, "widths": [1],
-                   **summary(ms, m)}
-            if precision == "int8":
-                row.update(_stage_shares(runtime, frames, max(5, repeats // 2), width=1))
-            result["runs"].append(row)
-        if baselines:
-            result["runs"] += _baseline_rows(manifest, runtimes["int8"], frames, repeats, threads, log)
-    result["ratios"] = ratios(result["runs"], 8 if 8 in streams else max(streams))
-    return result
-
-
-def _baseline_rows(manifest: dict, runtime: Runtime, frames: list, repeats: int, threads: int, log) -> list[dict]:
-    """(b) plain WRN INT8 batched and (d) PyTorch eager FP32 width 1, each with the same preprocessing."""
-    normalize = Normalizer(runtime.spec)
-
-    def prepared() -> np.ndarray:
-        batch, _, _ = prepare_batch(frames, runtime.spec, None)
-        return normalize(batch)
-
-    rows = []
+def _baseline_runners(manifest: dict, threads: int, log) -> dict:
+    """(b) plain WRN INT8 batched and (d) PyTorch eager FP32 width 1: name -> run(normalised [M, C, H, W])."""
     runners = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -88,12 +41,52 @@ def _baseline_rows(manifest: dict, runtime: Runtime, frames: list, repeats: int,
         runners["torch-eager-fp32-width-1"] = eager
     else:
         log("PyTorch eager baseline skipped: torch or the source weights are not available")
-    for name, run in runners.items():
-        ms = measure(lambda: run(prepared()), repeats)
-        rows.append({"streams": len(frames), "precision": "fp32" if "eager" in name else "int8",
-                     "policy": name, "passes": len(frames), "widths": [1], **summary(ms, len(frames))})
-        log(f"{len(frames):>3} streams  {name:<26} {rows[-1]['fps']:8.1f} frames/s")
-    return rows
+    return runners
+
+
+def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads: int = 2,
+              baselines: bool = True, log=print) -> dict:
+    """Measure everything in one run; returns a JSON-ready dict.
+
+    For each number of streams, every configuration is timed once per round, round after round
+    (:func:`measure_interleaved`), so a slow spell of a shared machine hits all of them alike and the ratios hold.
+    """
+    runtimes = {p: Runtime(bundle, precision=p, threads=threads) for p in ("int8", "fp32")}
+    manifest = runtimes["int8"].manifest
+    spec = runtimes["int8"].spec
+    normalize = Normalizer(spec)
+    runners = _baseline_runners(manifest, threads, log) if baselines else {}
+    frames_all = camera_frames(shipped_sample("validation").images[: max(streams)])
+    result = {"bundle": str(bundle), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+              "threads": threads, "repeats": repeats, "frame_size": "640x480 BGR", "method": "interleaved rounds",
+              "macs_per_image": manifest["macs_per_image"], "runs": []}
+
+    for m in streams:
+        frames = frames_all[:m]
+        cases, rows = {}, {}
+        for precision, runtime in runtimes.items():
+            for policy in (*POLICIES, "width-1"):
+                call = {"width": 1} if policy == "width-1" else {"policy": policy}
+                plan = runtime.plan(m, **call)
+                cases[(precision, policy)] = lambda rt=runtime, call=call: rt.infer_many(frames, **call)[0].timing
+                rows[(precision, policy)] = {"streams": m, "precision": precision, "policy": policy,
+                                             "passes": plan.cost, "widths": sorted({g.width for g in plan.groups})}
+        for name, run in runners.items():
+            cases[("fp32" if "eager" in name else "int8", name)] = \
+                lambda run=run: run(normalize(prepare_batch(frames, spec, None)[0]))
+            rows[("fp32" if "eager" in name else "int8", name)] = {
+                "streams": m, "precision": "fp32" if "eager" in name else "int8", "policy": name, "passes": m,
+                "widths": [1]}
+        times, returned = measure_interleaved(cases, repeats)
+        for key, row in rows.items():
+            row.update(summary(times[key], m))
+            if key[0] == "int8" and key[1] in (*POLICIES, "width-1"):
+                row.update(_stage_shares(returned[key]))
+            result["runs"].append(row)
+            log(f"{m:>3} streams  {row['precision']}  {row['policy']:<26} widths {row['widths']}  "
+                f"{row['fps']:8.1f} frames/s  p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms")
+    result["ratios"] = ratios(result["runs"], 8 if 8 in streams else max(streams))
+    return result
 
 
 def ratios(runs: list[dict], streams: int) -> dict:

@@ -1,23 +1,32 @@
-"""Repeated timing with warm-up; medians and tails."""
+"""Repeated timing with warm-up, interleaved across configurations; medians and tails."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 
 
-def measure(fn: Callable[[], object], repeats: int, warmup: int = 2) -> np.ndarray:
-    """Wall times of ``repeats`` calls of ``fn`` in milliseconds, after ``warmup`` untimed calls."""
+def measure_interleaved(calls: dict[Hashable, Callable[[], object]], repeats: int,
+                        warmup: int = 2) -> tuple[dict[Hashable, np.ndarray], dict[Hashable, list]]:
+    """Time every call once per round for ``repeats`` rounds (after ``warmup`` untimed rounds).
+
+    Returns ({key: wall times in ms}, {key: what each timed call returned}). Interleaving makes ratios between
+    the calls robust to the machine's speed drifting during the run (shared or throttled CPUs).
+    """
     for _ in range(warmup):
-        fn()
-    out = np.empty(repeats)
+        for fn in calls.values():
+            fn()
+    times = {key: np.empty(repeats) for key in calls}
+    returned = {key: [] for key in calls}
     for i in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out[i] = (time.perf_counter() - start) * 1e3
-    return out
+        for key, fn in calls.items():
+            start = time.perf_counter()
+            value = fn()
+            times[key][i] = (time.perf_counter() - start) * 1e3
+            returned[key].append(value)
+    return times, returned
 
 
 def summary(ms: np.ndarray, frames: int) -> dict:
