@@ -21,6 +21,7 @@ def plain_int8_runner(manifest: dict, workdir: Path, calibration: np.ndarray, th
     from ..models.config import ModelConfig
     from ..models.plain import PlainWRN
     from ..quantize import quantize_width
+    from ..runtime.backends import session_options
 
     torch.manual_seed(0)
     cfg = ModelConfig.from_dict(manifest["model"])
@@ -29,10 +30,7 @@ def plain_int8_runner(manifest: dict, workdir: Path, calibration: np.ndarray, th
     export_width(model, 1, fp32)
     quantize_width(fp32, int8, calibration, 1, cfg.mean, cfg.std, data_sha256="bench",
                    flavour=manifest["quantization"]["flavour"])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(int8), opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(int8), session_options(threads), providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"images": x[:, None]})[0]
 
 

@@ -9,6 +9,22 @@ import numpy as np
 from ..errors import BackendUnavailableError, BundleIntegrityError
 
 
+def session_options(threads: int | None = None):
+    """ONNX Runtime options for superposed passes: ``threads`` intra-op threads (None: ORT's choice), one pass at
+    a time; the threads spin while a pass runs (no wake-up per operator) and stop as soon as it returns, so
+    preprocessing and the caller have the cores between passes."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    return options
+
+
 class OnnxRuntimeBackend:
     """ONNX Runtime sessions, one per width, loaded once. ``run`` is thread-safe (ORT sessions are)."""
 
@@ -20,13 +36,7 @@ class OnnxRuntimeBackend:
         """``input_chw``, ``capacity``, ``num_classes``: what the manifest promises; a graph that disagrees is refused."""
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Idle ORT threads must not spin between calls: preprocessing and the caller need those cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = session_options(threads)
         available = ort.get_available_providers()
         providers = providers or ["CPUExecutionProvider"]
         missing = [p for p in providers if p not in available]
