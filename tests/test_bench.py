@@ -14,9 +14,9 @@ from edge_mimo.datasets import shipped_sample
 def test_interleaved_measurement_and_summary():
     calls = []
     times, returned = measure_interleaved({"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2},
-                                          repeats=5, warmup=2)
-    # warm-up rounds, then per round each configuration twice in a row (settle, timed): drift hits all alike
-    assert calls == ["a", "b"] * 2 + ["a", "a", "b", "b"] * 5
+                                          repeats=5, burst=2, warmup=1, pause_s=0)
+    # a warm-up round, then rounds of (settle + burst) per configuration: a drifting machine slows both alike
+    assert calls == ["a", "b"] + (["a"] * 3 + ["b"] * 3) * 2 + ["a"] * 2 + ["b"] * 2
     assert times["a"].shape == (5,) and (times["b"] >= 0).all() and returned == {"a": [1] * 5, "b": [2] * 5}
     s = summary(times["a"], frames=4)
     assert s["p50_ms"] <= s["p99_ms"] and s["repeats"] == 5

@@ -48,7 +48,7 @@ def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads
               baselines: bool = True, log=print) -> dict:
     """Measure everything in one run; returns a JSON-ready dict.
 
-    For each number of streams, every configuration is timed once per round, round after round
+    For each number of streams, the configurations take turns in rounds of short bursts
     (:func:`measure_interleaved`), so a slow spell of a shared machine hits all of them alike and the ratios hold.
     """
     runtimes = {p: Runtime(bundle, precision=p, threads=threads) for p in ("int8", "fp32")}
@@ -58,7 +58,7 @@ def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads
     runners = _baseline_runners(manifest, threads, log) if baselines else {}
     frames_all = camera_frames(shipped_sample("validation").images[: max(streams)])
     result = {"bundle": str(bundle), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-              "threads": threads, "repeats": repeats, "frame_size": "640x480 BGR", "method": "interleaved rounds",
+              "threads": threads, "repeats": repeats, "frame_size": "640x480 BGR", "method": "interleaved rounds of 5-call bursts",
               "macs_per_image": manifest["macs_per_image"], "runs": []}
 
     for m in streams:
