@@ -16,6 +16,7 @@ from edge_mimo.datasets import shipped_sample
 from edge_mimo.errors import AccuracyGateError, CalibrationCacheError, ConfigError
 from edge_mimo.export import export_width, max_abs_difference
 from edge_mimo.models.default import DEFAULT_MODEL_DIR
+from edge_mimo.models.plain import PlainWRN
 from edge_mimo.models.weights import load_model
 from edge_mimo.quantize import CalibrationCache, data_hash, quantize_width
 from edge_mimo.quantize.calibration import normalize
@@ -51,6 +52,20 @@ def test_onnx_matches_pytorch_on_real_images(model, graphs, width):
     # PReLU -> LeakyRelu, leftover BatchNorms -> depthwise Conv (both quantize to integer kernels), and no
     # shape arithmetic: every reshape is constant apart from the batch
     assert not {n.op_type for n in graph.node} & {"PRelu", "BatchNormalization", "Shape", "Gather"}
+
+
+def test_rewrites_see_through_deduplicated_constants(model, tmp_path):
+    """A freshly initialised model has identical PReLU slopes and BatchNorm statistics, which the exporter shares
+    behind Identity nodes: the rewrites must still apply (the plain-WRN benchmark baseline is such a model)."""
+    torch.manual_seed(0)
+    fresh = PlainWRN(model.config).eval()
+    for bn in (m for m in fresh.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.weight.data.uniform_(0.5, 1.5)  # non-trivial affine maps, still with duplicated running stats
+    path = export_width(fresh, 1, tmp_path / "plain.onnx")
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert not ops & {"PRelu", "BatchNormalization"} and "LeakyRelu" in ops
+    x = normalize(shipped_sample("validation").images[:8], model.config.mean, model.config.std)[:, None]
+    assert max_abs_difference(fresh, path, x) < 1e-4
 
 
 def _qdq(path):
