@@ -58,8 +58,8 @@ def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads
     runners = _baseline_runners(manifest, threads, log) if baselines else {}
     frames_all = camera_frames(shipped_sample("validation").images[: max(streams)])
     result = {"bundle": str(bundle), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-              "threads": threads, "repeats": repeats, "frame_size": "640x480 BGR", "method": "interleaved rounds of 5-call bursts",
-              "macs_per_image": manifest["macs_per_image"], "runs": []}
+              "threads": threads, "repeats": repeats, "frame_size": "640x480 BGR",
+              "method": "interleaved rounds of 5-call bursts", "macs_per_image": manifest["macs_per_image"], "runs": []}
 
     for m in streams:
         frames = frames_all[:m]
@@ -72,11 +72,10 @@ def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads
                 rows[(precision, policy)] = {"streams": m, "precision": precision, "policy": policy,
                                              "passes": plan.cost, "widths": sorted({g.width for g in plan.groups})}
         for name, run in runners.items():
-            cases[("fp32" if "eager" in name else "int8", name)] = \
-                lambda run=run: run(normalize(prepare_batch(frames, spec, None)[0]))
-            rows[("fp32" if "eager" in name else "int8", name)] = {
-                "streams": m, "precision": "fp32" if "eager" in name else "int8", "policy": name, "passes": m,
-                "widths": [1]}
+            precision = "fp32" if "eager" in name else "int8"
+            cases[(precision, name)] = lambda run=run: run(normalize(prepare_batch(frames, spec, None)[0]))
+            rows[(precision, name)] = {"streams": m, "precision": precision, "policy": name, "passes": m,
+                                       "widths": [1]}
         times, returned = measure_interleaved(cases, repeats)
         for key, row in rows.items():
             row.update(summary(times[key], m))
