@@ -1,8 +1,8 @@
 """Camera frames -> model input: validation, colour, region of interest, resize, normalisation.
 
 Each frame is checked on its own (a bad frame raises :class:`FrameError` naming the problem and the fix, and
-only its stream is affected). Geometry and colour use one OpenCV call per frame; normalisation runs once,
-vectorised, over the whole batch. No per-pixel Python.
+only its stream is affected). Colour conversion and the integral image behind the resize are one OpenCV pass
+each over the frame; normalisation runs once, vectorised, over the whole batch. No per-pixel Python.
 """
 
 from __future__ import annotations
