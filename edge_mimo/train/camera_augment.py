@@ -90,14 +90,15 @@ def _place(x: torch.Tensor, alpha: torch.Tensor, scale, angle, shift, flip) -> t
     return both[:, :-1], both[:, -1:]
 
 
-def _backgrounds(m: int, h: int, w: int, level, texture, gradient, gen: torch.Generator) -> torch.Tensor:
-    """Scenes [M, 1, H, W]: a level, smooth random texture and a linear illumination gradient."""
-    coarse = torch.randn(m, 1, 4, 4, generator=gen)
-    tex = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False) * texture[:, None, None, None]
-    phi = 2 * math.pi * torch.rand(m, generator=gen)
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    ramp = (torch.cos(phi)[:, None, None] * xx + torch.sin(phi)[:, None, None] * yy)[:, None]
-    return (level[:, None, None, None] + tex + ramp * gradient[:, None, None, None]).clamp(0.0, 1.0)
+def _backgrounds(h: int, w: int, level, texture, gradient, phi, coarse: torch.Tensor) -> torch.Tensor:
+    """Scenes [M, 1, H, W] on ``coarse``'s device: a level, smooth random texture (``coarse`` [M, 1, 4, 4]
+    standard normal, upsampled) and a linear illumination gradient in direction ``phi``."""
+    dev = coarse.device
+    level, texture, gradient, phi = (v.to(dev)[:, None, None, None] for v in (level, texture, gradient, phi))
+    tex = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False) * texture
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, device=dev), torch.linspace(-1, 1, w, device=dev), indexing="ij")
+    ramp = torch.cos(phi) * xx + torch.sin(phi) * yy
+    return (level + tex + ramp * gradient).clamp(0.0, 1.0)
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -143,10 +144,12 @@ def jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
 def camera_augment(images: torch.Tensor, aug: CameraAugment, gen: torch.Generator) -> torch.Tensor:
     """uint8 images [M, C, H, W] (any device) -> camera-like uint8 images of the same shape.
 
-    Random draws come from ``gen`` (a CPU generator), so a seed gives the same images on every device.
+    Per-image draws come from ``gen`` (a CPU generator); the per-pixel noise comes from a generator on the
+    images' device seeded from ``gen``, so a seed gives the same images on the same device.
     """
     m, c, h, w = images.shape
     dev = images.device
+    pixels = torch.Generator(device=dev).manual_seed(int(torch.randint(2**62, (), generator=gen)))
     x = images.float() / 255.0
     clean = torch.rand(m, generator=gen) < aug.clean_prob
     keep = (~clean).float()
@@ -162,7 +165,9 @@ def camera_augment(images: torch.Tensor, aug: CameraAugment, gen: torch.Generato
                         _uniform(0, 1, m, gen)) * keep
     texture = _uniform(0, aug.texture, m, gen) * keep
     gradient = _uniform(-aug.gradient, aug.gradient, m, gen) * keep
-    scene = _backgrounds(m, h, w, level, texture, gradient, gen).to(dev)
+    phi = _uniform(0, 2 * math.pi, m, gen)
+    coarse = torch.randn(m, 1, 4, 4, generator=pixels, device=dev)
+    scene = _backgrounds(h, w, level, texture, gradient, phi, coarse)
     x = alpha * obj + (1.0 - alpha) * scene
 
     contrast = torch.where(clean, 1.0, _uniform(*aug.contrast, m, gen)).to(dev)[:, None, None, None]
@@ -182,7 +187,7 @@ def camera_augment(images: torch.Tensor, aug: CameraAugment, gen: torch.Generato
         x = _blur(x, sigma)
 
     std = _uniform(0, aug.noise, m, gen) * keep * torch.where(dark, 2.0, 1.0)
-    x = x + torch.randn(m, c, h, w, generator=gen).to(dev) * std.to(dev)[:, None, None, None]
+    x = x + torch.randn(m, c, h, w, generator=pixels, device=dev) * std.to(dev)[:, None, None, None]
     x = x.clamp(0.0, 1.0)
 
     compressed = (torch.rand(m, generator=gen) < aug.jpeg_prob) & ~clean
