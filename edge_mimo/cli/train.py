@@ -43,6 +43,8 @@ def add_parser(sub) -> None:
                    help="resumable checkpoint file, written every --checkpoint-every steps, each epoch and on "
                         "Ctrl-C (the run resumes from it if it exists); keep it outside the work tree, "
                         "e.g. ~/.cache/edge-mimo/runs/NAME.ckpt")
+    p.add_argument("--init", type=Path, help="start from this model directory's weights (same architecture): "
+                                            "a warm start; record it with the model's lineage")
     p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
     p.add_argument("--eval-every", type=int, default=1, help="epochs between validation evaluations")
     p.add_argument("-o", "--output", type=Path, required=True, help="model directory to write")
@@ -75,7 +77,7 @@ def run(args) -> int:
     from ..models import build_model
     from ..models.config import ModelConfig
     from ..atomic import check_replaceable
-    from ..models.weights import CONFIG_FILE, save_model
+    from ..models.weights import CONFIG_FILE, load_model, save_model
     from ..train import TrainConfig, evaluate, train
 
     check_replaceable(args.output, CONFIG_FILE)  # before hours of training, not after
@@ -95,6 +97,13 @@ def run(args) -> int:
     del x
     torch.manual_seed(args.seed)  # the initial weights are part of the seeded run
     model = build_model(config)
+    if args.init:
+        start = load_model(args.init)
+        if start.config != config:
+            print(f"error: --init {args.init} is a different model ({start.config}) from the one these arguments "
+                  f"describe ({config}): pass the same architecture options", file=sys.stderr)
+            return 2
+        model.load_state_dict(start.state_dict())
     cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay,
                       single_prob=args.single_prob, mixup=args.mixup, augment=args.augment,
                       seed=args.seed, threads=args.threads, device=args.device,
@@ -107,7 +116,7 @@ def run(args) -> int:
         history = train(model, data, cfg, checkpoint=args.checkpoint, val=val)
     except KeyboardInterrupt:
         return 130
-    results = evaluate(model.eval(), test.images, test.labels)
+    results = evaluate(model.eval(), test.images, test.labels)  # on the training device
     for n, r in results.items():
         print(f"test n={n}: accuracy {r['accuracy']:.4f}  NLL {r['nll']:.4f}  ECE {r['ece']:.4f}")
     save_model(model, args.output)
@@ -119,6 +128,8 @@ def run(args) -> int:
     }
     if val is not None:
         record["validation"] = {str(k): v for k, v in evaluate(model, val.images, val.labels).items()}
+    if args.init:
+        record["init"] = str(args.init)
     (args.output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.output}")
     return 0

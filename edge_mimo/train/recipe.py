@@ -332,6 +332,6 @@ def train(
                                                      if ckpt else " (no --checkpoint: the work is lost)"))
         raise KeyboardInterrupt
     recalibrate_batchnorm(model, batches, cfg)
-    model.to("cpu", memory_format=torch.contiguous_format)
+    model.to(memory_format=torch.contiguous_format)
     history["seconds"] = time.time() - start
     return history
