@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -98,12 +99,12 @@ def run(args) -> int:
     torch.manual_seed(args.seed)  # the initial weights are part of the seeded run
     model = build_model(config)
     if args.init:
-        start = load_model(args.init)
-        if start.config != config:
+        start = load_model(args.init)  # its normalisation stays: the weights were trained with it
+        if dataclasses.replace(start.config, mean=config.mean, std=config.std) != config:
             print(f"error: --init {args.init} is a different model ({start.config}) from the one these arguments "
                   f"describe ({config}): pass the same architecture options", file=sys.stderr)
             return 2
-        model.load_state_dict(start.state_dict())
+        model, config = start, start.config
     cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay,
                       single_prob=args.single_prob, mixup=args.mixup, augment=args.augment,
                       seed=args.seed, threads=args.threads, device=args.device,
