@@ -9,7 +9,7 @@ from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from ..bundle.manifest import artifact_path, load_manifest, verify_artifacts
+from ..bundle.manifest import Manifest, artifact_path, verify_artifacts
 from ..errors import BackendUnavailableError, BundleError, BundleIntegrityError, ConfigError
 from .backends import OnnxRuntimeBackend
 from .preprocess import RESIZE_MODES, InputSpec, Normalizer, check_roi, prepare_batch
@@ -47,21 +47,21 @@ class Runtime:
         if resize is not None and resize not in RESIZE_MODES:
             raise ConfigError(f"resize mode {resize!r} is unknown: choose one of {', '.join(RESIZE_MODES)}")
         self.bundle = Path(bundle)
-        self.manifest = load_manifest(self.bundle)
+        self.manifest = Manifest.load(self.bundle)
         m = self.manifest
-        self.capacity = int(m["model"]["capacity"])
-        self.num_classes = int(m["model"]["num_classes"])
-        self.class_names = tuple(m["model"].get("class_names") or (str(i) for i in range(self.num_classes)))
-        self.widths = tuple(sorted(int(n) for n in m["widths"]))
-        spec = dict(m["input"], **({"resize": resize} if resize else {}))
-        self.spec = InputSpec.from_manifest(spec)
+        self.capacity = m.model.capacity
+        self.num_classes = m.model.num_classes
+        self.class_names = m.class_names
+        self.widths = tuple(sorted(m.widths))
+        self.spec = InputSpec(channels=m.input.channels, height=m.input.height, width=m.input.width,
+                              color=m.input.color, mean=m.input.mean, std=m.input.std,
+                              resize=resize or m.input.resize)
         self._normalize = Normalizer(self.spec)
         self.backend_name = self._choose_backend(backend, precision)
         self.precision = "int8" if self.backend_name == "tensorrt" else self._choose_precision(precision)
-        self.temperature = {n: float(m.get("temperature", {}).get(str(n), 1.0)) for n in self.widths}
-        self.entropy_threshold = {
-            n: float(m.get("uncertainty", {}).get(str(n), {}).get("entropy_threshold", np.inf)) for n in self.widths
-        }
+        self.temperature = {n: m.temperature.get(n, 1.0) for n in self.widths}
+        self.entropy_threshold = {n: u.entropy_threshold if (u := m.uncertainty.get(n)) else np.inf
+                                  for n in self.widths}
         if self.backend_name == "tensorrt":
             self._backend = TensorRTBackend(self._engine_files())
         else:
@@ -79,11 +79,10 @@ class Runtime:
 
     # -- loading -------------------------------------------------------------------------------------------
     def _choose_precision(self, precision: str) -> str:
-        arts = self.manifest["artifacts"]
-        has_int8 = all("int8" in arts.get(str(n), {}) for n in self.widths)
+        arts = self.manifest.artifacts
         if precision == "auto":
-            return "int8" if has_int8 else "fp32"
-        if not all(precision in arts.get(str(n), {}) for n in self.widths):
+            return "int8" if all(arts[n].int8 for n in self.widths) else "fp32"
+        if not all(arts[n].graph(precision) for n in self.widths):
             raise BundleError(
                 f"{self.bundle} has no {precision} graph for every width {list(self.widths)}: "
                 f"pass precision='auto' or recompile the bundle with {precision}"
@@ -91,25 +90,22 @@ class Runtime:
         return precision
 
     def _artifact_files(self) -> dict[int, Path]:
-        files, rels = {}, []
+        files = {}
         for n in self.widths:
-            entry = self.manifest["artifacts"][str(n)][self.precision]
-            rel = entry["file"]
-            if self.manifest["files"].get(rel) != entry.get("sha256"):
-                raise BundleIntegrityError(
-                    f"the manifest's files list and artifacts disagree about {rel}: the bundle is damaged, recompile it"
-                )
-            files[n] = artifact_path(self.bundle, rel)
-            rels.append(rel)
-        verify_artifacts(self.bundle, self.manifest, only=rels)
+            graph = self.manifest.artifacts[n].graph(self.precision)
+            if self.manifest.files.get(graph.file) != graph.sha256:
+                raise BundleIntegrityError(f"the manifest's files list and artifacts disagree about {graph.file}: "
+                                           "the bundle is damaged, recompile it")
+            files[n] = artifact_path(self.bundle, graph.file)
+        verify_artifacts(self.bundle, self.manifest)  # every listed file, used now or not: a copy is whole or refused
         return files
 
     def _choose_backend(self, backend: str, precision: str) -> str:
         """'auto' takes TensorRT for a bundle compiled for a TensorRT target on a machine with TensorRT and a GPU."""
         if backend == "onnxruntime":
             return "onnxruntime"
-        if backend == "auto" and not (self.manifest.get("target", {}).get("backend") == "tensorrt"
-                                      and precision != "fp32" and gpu_available()):
+        if backend == "auto" and not (self.manifest.backend == "tensorrt" and precision != "fp32"
+                                      and gpu_available()):
             return "onnxruntime"
         if precision == "fp32":
             raise ConfigError("TensorRT engines are built from the bundle's INT8 graphs: "
@@ -121,14 +117,14 @@ class Runtime:
         from ..build.tensorrt import build_bundle_engines, check_compatible, device_identity, find_engine
 
         cc, version = device_identity()
-        if any(find_engine(self.manifest, n, cc, version) is None for n in self.widths):
+        if any(find_engine(self.manifest.artifacts[n].engines, cc, version) is None for n in self.widths):
             build_bundle_engines(self.bundle)  # first load on this GPU / TensorRT version: build and cache
-            self.manifest = load_manifest(self.bundle)
-        entries = {n: find_engine(self.manifest, n, cc, version) for n in self.widths}
+            self.manifest = Manifest.load(self.bundle)
+        entries = {n: find_engine(self.manifest.artifacts[n].engines, cc, version) for n in self.widths}
         for entry in entries.values():
             check_compatible(entry, cc, version)
-        verify_artifacts(self.bundle, self.manifest, only=[e["file"] for e in entries.values()])
-        return {n: artifact_path(self.bundle, e["file"]) for n, e in entries.items()}
+        verify_artifacts(self.bundle, self.manifest)
+        return {n: artifact_path(self.bundle, e.file) for n, e in entries.items()}
 
     # -- planning ------------------------------------------------------------------------------------------
     def estimate_ms(self, plan_: Plan) -> float:
