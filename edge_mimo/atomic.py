@@ -73,7 +73,7 @@ def atomic_dir(target: str | Path, overwrite: bool = True, marker: str | None = 
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary directory
-        if target.exists():
+        if target.exists() or target.is_symlink():
             if not overwrite:
                 raise FileExistsError(f"{target} exists: remove it or choose another output path")
             old = target.with_name(f".{target.name}.old-{os.getpid()}")

@@ -370,7 +370,8 @@ class Manifest:
             if path.stat().st_size > MAX_MANIFEST_BYTES:
                 raise BundleIntegrityError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: it is no "
                                            "edge-mimo manifest, compile the bundle again")
-            raw = path.read_bytes()
+            with open(path, "rb") as f:
+                raw = f.read()
         except OSError as e:
             raise BundleError(f"cannot read {path} ({e.strerror or e}): check the file's permissions and the "
                               "disk, or copy the whole bundle again") from e
@@ -420,6 +421,9 @@ class Manifest:
         artifacts = {}
         for n in widths:
             artifacts[n] = _width_artifacts(arts.get(str(n)), n)
+            for art in (artifacts[n].fp32, artifacts[n].int8, *artifacts[n].engines):
+                _need(art is None or files.get(art.file) == art.sha256,
+                      f"'artifacts.{n}' names {art and art.file!r}, which 'files' does not list with the same sha256")
         inp = InputInfo.from_dict(m["input"])
         _need(inp.channels == model.in_channels or "in_channels" not in m["model"],
               "'input.channels' and 'model.in_channels' disagree")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import tomllib
+import sys
 from importlib import resources
 from pathlib import Path
 
 from ..bundle.target import TargetProfile
 from ..errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6)
+    import tomli as tomllib
 
 
 def _parse(text: str, source: str) -> TargetProfile:

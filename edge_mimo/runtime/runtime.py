@@ -10,7 +10,7 @@ from typing import Hashable, Mapping, Sequence
 import numpy as np
 
 from ..bundle.manifest import Manifest, artifact_path, verify_artifacts
-from ..errors import BackendUnavailableError, BundleError, BundleIntegrityError, ConfigError
+from ..errors import BackendUnavailableError, BundleError, ConfigError
 from .backends import OnnxRuntimeBackend
 from .preprocess import RESIZE_MODES, InputSpec, Normalizer, check_roi, prepare_batch
 from .results import StreamResult, Timing, frame_statistics
@@ -20,6 +20,23 @@ from .tensorrt_backend import TensorRTBackend, gpu_available
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "int8", "fp32")
 MAX_GROUPS_PER_RUN = 64  # bounds the memory of one backend call on very large frame lists
+
+
+def _integer(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _streams(frames) -> tuple[list, list]:
+    """(stream ids, images) of ``frames``: a list/tuple (ids 0..M-1) or a mapping; anything else is refused."""
+    if isinstance(frames, Mapping):
+        return list(frames.keys()), list(frames.values())
+    if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
+        raise ConfigError(f"infer_many got one {frames.shape} image, not a list of frames: pass [frame] "
+                          "(or a dict {stream: frame}), or call infer(frame)")
+    if isinstance(frames, (list, tuple)) or (isinstance(frames, np.ndarray) and frames.ndim == 4):
+        return list(range(len(frames))), list(frames)
+    raise ConfigError(f"infer_many takes a list of frames or a dict {{stream: frame}}, not a "
+                      f"{type(frames).__name__}: pass list(...) of your frames, or [frame] for one")
 
 
 class Runtime:
@@ -46,6 +63,8 @@ class Runtime:
             raise ConfigError(f"precision {precision!r} is unknown: choose one of {', '.join(PRECISIONS)}")
         if resize is not None and resize not in RESIZE_MODES:
             raise ConfigError(f"resize mode {resize!r} is unknown: choose one of {', '.join(RESIZE_MODES)}")
+        if threads is not None and not (_integer(threads) and threads >= 0):
+            raise ConfigError(f"threads must be a whole number >= 0 (0 or None: ONNX Runtime's choice), got {threads!r}")
         self.bundle = Path(bundle)
         self.manifest = Manifest.load(self.bundle)
         m = self.manifest
@@ -90,13 +109,8 @@ class Runtime:
         return precision
 
     def _artifact_files(self) -> dict[int, Path]:
-        files = {}
-        for n in self.widths:
-            graph = self.manifest.artifacts[n].graph(self.precision)
-            if self.manifest.files.get(graph.file) != graph.sha256:
-                raise BundleIntegrityError(f"the manifest's files list and artifacts disagree about {graph.file}: "
-                                           "the bundle is damaged, recompile it")
-            files[n] = artifact_path(self.bundle, graph.file)
+        files = {n: artifact_path(self.bundle, self.manifest.artifacts[n].graph(self.precision).file)
+                 for n in self.widths}
         verify_artifacts(self.bundle, self.manifest)  # every listed file, used now or not: a copy is whole or refused
         return files
 
@@ -143,7 +157,9 @@ class Runtime:
         if budget_ms is not None and not (isinstance(budget_ms, (int, float)) and budget_ms > 0):
             raise ConfigError(f"budget_ms must be a number > 0 (got {budget_ms!r}): give milliseconds, or None for no budget")
         if width is not None:
-            return plan(count, self.capacity, self.widths, width=width)
+            if not _integer(width):
+                raise ConfigError(f"width must be an integer, one of {list(self.widths)} (got {width!r})")
+            return plan(count, self.capacity, self.widths, width=int(width))
         target = min_replicas(policy, self.capacity)
         levels = sorted({self.capacity // n for n in self.widths if self.capacity // n <= target} | {1}, reverse=True)
         for level in levels:
@@ -178,11 +194,7 @@ class Runtime:
         A bad frame gets a result with ``error`` set; the other frames are still classified.
         """
         start = time.perf_counter()
-        if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
-            raise ConfigError(f"infer_many got one {frames.shape} image, not a list of frames: pass [frame] "
-                              "(or a dict {stream: frame}), or call infer(frame)")
-        keys, images = (list(frames.keys()), list(frames.values())) if isinstance(frames, Mapping) else (
-            list(range(len(frames))), list(frames))
+        keys, images = _streams(frames)
         images = [getattr(f, "image", f) for f in images]  # streams' Frame objects carry their image
         roi_list = self._roi_list(rois, keys, isinstance(frames, Mapping))
         batch, good, errors = prepare_batch(images, self.spec, roi_list)
@@ -214,6 +226,9 @@ class Runtime:
     def _roi_list(rois, keys: list, keyed: bool) -> list | None:
         if rois is None:
             return None
+        if not isinstance(rois, (Mapping, list, tuple)):
+            raise ConfigError(f"rois must be a dict keyed like the frames or a list aligned with them, not a "
+                              f"{type(rois).__name__}: e.g. rois={{'left': (x, y, w, h)}}")
         if isinstance(rois, Mapping):
             unknown = set(rois) - set(keys)
             if unknown:
@@ -241,9 +256,13 @@ class Runtime:
         confidence = probs[np.arange(count), classes].tolist()
         entropy, disagreement = stats["entropy"].tolist(), stats["disagreement"].tolist()
         widths, replicas = frame_width.tolist(), stats["replicas"].tolist()
+        finite = np.isfinite(probs).all(1) & np.isfinite(stats["entropy"]) & np.isfinite(stats["disagreement"])
+        broken = BundleError("the model gave non-finite outputs for this frame: the bundle's graphs or manifest "
+                             "values are broken, recompile the bundle")
         return [dict(class_index=c, class_name=self.class_names[c], probabilities=probs[i], confidence=confidence[i],
                      entropy=entropy[i], disagreement=disagreement[i], replicas=replicas[i], width=widths[i],
-                     uncertain=entropy[i] > self.entropy_threshold[widths[i]])
+                     uncertain=not entropy[i] <= self.entropy_threshold[widths[i]])
+                if finite[i] else dict(error=broken, replicas=replicas[i], width=widths[i])
                 for i, c in enumerate(classes.tolist())]
 
     def close(self) -> None:
