@@ -14,7 +14,7 @@ import pytest
 
 from edge_mimo.cli.main import main
 from edge_mimo.cli.run import parse_sources
-from edge_mimo.compile.pipeline import CompileOptions, check_options
+from edge_mimo.compile.pipeline import CompileOptions
 from edge_mimo.errors import ConfigError
 
 
@@ -107,6 +107,8 @@ def test_a_source_file_whose_name_contains_an_equals_sign_is_that_file(tmp_path,
     ("m", 0, "--m must be an integer >= 1"),
 ])
 def test_compile_options_that_would_do_something_else_are_refused(option, value, match):
+    from edge_mimo.compile.pipeline import check_options
+
     with pytest.raises(ConfigError, match=match):
         check_options(CompileOptions(**{option: value}))
 

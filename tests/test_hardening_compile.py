@@ -9,7 +9,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import numpy_helper  # noqa: E402
 
-from edge_mimo.bundle.manifest import Manifest, sha256_file  # noqa: E402
+from edge_mimo.bundle.manifest import load_manifest, sha256_file  # noqa: E402
 from edge_mimo.datasets import shipped_sample  # noqa: E402
 from edge_mimo.quantize import CalibrationCache, data_hash, quantize_width  # noqa: E402
 
@@ -99,7 +99,7 @@ def test_bench_operating_point_labels_never_overlap(cpu_bundle, tmp_path, monkey
                                         ("robust", [1], 480.0), ("width-1", [1], 478.0))]
     figures = []
     monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
-    operating_points_plot({"runs": runs, "ratios": {"streams": 8}}, Manifest.load(cpu_bundle), tmp_path / "op.png")
+    operating_points_plot({"runs": runs, "ratios": {"streams": 8}}, load_manifest(cpu_bundle), tmp_path / "op.png")
     assert (tmp_path / "op.png").read_bytes()[:4] == b"\x89PNG"
     fig = figures[0]
     renderer = fig.canvas.get_renderer()

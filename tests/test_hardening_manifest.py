@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_mimo.bundle.manifest import MANIFEST_FILE, Manifest, is_bundle, load_manifest, sha256_file
-from edge_mimo.bundle.target import TargetProfile
+from edge_mimo.bundle.manifest import MANIFEST_FILE, load_manifest, sha256_file
 from edge_mimo.compile.targets import list_targets, load_target
 from edge_mimo.errors import BundleError, BundleIntegrityError, ConfigError
 
@@ -35,6 +34,8 @@ def bundle_copy(cpu_bundle, tmp_path):
 
 
 def test_manifest_round_trips_to_the_same_json(cpu_bundle):
+    from edge_mimo.bundle.manifest import Manifest
+
     doc = read(cpu_bundle)
     manifest = Manifest.load(cpu_bundle)
     assert manifest.to_dict() == doc  # schema 1 unchanged: what compile writes is what the typed manifest holds
@@ -45,6 +46,8 @@ def test_manifest_round_trips_to_the_same_json(cpu_bundle):
 
 
 def test_save_writes_a_loadable_manifest(bundle_copy):
+    from edge_mimo.bundle.manifest import Manifest
+
     manifest = Manifest.load(bundle_copy)
     manifest.temperature[1] = 2.5
     manifest.save(bundle_copy)
@@ -53,6 +56,7 @@ def test_save_writes_a_loadable_manifest(bundle_copy):
 
 def test_an_early_schema_1_bundle_without_the_report_sections_still_runs(bundle_copy):
     from edge_mimo import Runtime
+    from edge_mimo.bundle.manifest import Manifest
 
     doc = read(bundle_copy)
     old = {k: doc[k] for k in ("schema_version", "model", "widths", "artifacts", "files", "input")}
@@ -143,7 +147,7 @@ def test_unreadable_manifest_or_graph_is_a_bundle_error(bundle_copy, capsys, mon
     from edge_mimo import Runtime
     from edge_mimo.cli.main import main
 
-    graph = bundle_copy / Manifest.load(bundle_copy).artifacts[1].int8.file
+    graph = bundle_copy / read(bundle_copy)["artifacts"]["1"]["int8"]["file"]
     for denied in (bundle_copy / MANIFEST_FILE, graph):
         def fake_open(path, *args, denied=denied, **kwargs):
             if Path(path) == denied:
@@ -165,8 +169,7 @@ def test_graph_with_a_correct_hash_but_a_foreign_signature_is_refused_at_load(bu
 
     from edge_mimo import Runtime
 
-    manifest = Manifest.load(bundle_copy)
-    rel = manifest.artifacts[1].int8.file
+    rel = read(bundle_copy)["artifacts"]["1"]["int8"]["file"]
     model = onnx.load(str(bundle_copy / rel))
     if kind == "float16 input":
         model.graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT16
@@ -215,6 +218,8 @@ def test_artifacts_not_listed_in_files_are_refused(bundle_copy):
 
 
 def test_a_web_apps_manifest_is_not_a_bundle(tmp_path, cpu_bundle):
+    from edge_mimo.bundle.manifest import is_bundle
+
     (tmp_path / MANIFEST_FILE).write_text(json.dumps({"name": "My App", "manifest_version": 3, "icons": []}))
     assert not is_bundle(tmp_path) and is_bundle(cpu_bundle)
 
@@ -242,6 +247,8 @@ def test_compile_with_an_escaping_target_name_writes_nothing(tmp_path, monkeypat
 
 
 def test_profiles_are_typed_and_unknown_keys_refused(tmp_path):
+    from edge_mimo.bundle.target import TargetProfile
+
     targets = list_targets()
     orin = targets["jetson-orin"]
     assert isinstance(orin, TargetProfile) and orin.tensorrt.batch.max == 8 and orin.tensorrt.gpu_fallback
