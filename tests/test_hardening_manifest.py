@@ -77,7 +77,6 @@ def test_an_early_schema_1_bundle_without_the_report_sections_still_runs(bundle_
     (("input", "mean"), [1e300], "mean"),
     (("input", "mean"), [float("nan")], "input"),
     (("uncertainty", "1", "entropy_threshold"), 7.0, "uncertainty"),
-    (("accuracy", "1", "temperature"), 1e-300, "accuracy.1"),
 ])
 def test_values_that_would_give_nan_or_constant_answers_are_refused(bundle_copy, path, value, match):
     from edge_mimo import Runtime
@@ -110,6 +109,24 @@ def test_non_finite_model_outputs_are_errors_and_uncertain_never_false(cpu_runti
     assert [r.ok for r in results] == [False] * 4 + [True]
     assert "non-finite" in str(results[0].error) and "recompile" in str(results[0].error)
     assert np.isfinite(results[4].probabilities).all()
+
+
+def test_a_damaged_report_field_is_named_but_the_bundle_still_runs(bundle_copy, capsys):
+    """The runtime never reads the compile report: a robot keeps running; `edge-mimo verify` says what is hurt."""
+    from edge_mimo import Runtime
+    from edge_mimo.bundle.manifest import Manifest
+    from edge_mimo.cli.main import main
+
+    doc = read(bundle_copy)
+    doc["accuracy"]["1"]["temperature"] = 1e-300
+    doc["created"] = 7
+    write(bundle_copy, doc)
+    manifest = Manifest.load(bundle_copy)
+    assert manifest.damaged == ("accuracy", "created") and manifest.accuracy == {} and manifest.created is None
+    assert Runtime(bundle_copy, warmup=False).infer(FRAME).ok
+    assert main(["verify", str(bundle_copy)]) == 2
+    err = capsys.readouterr().err
+    assert "accuracy, created are malformed" in err and "recompile" in err
 
 
 # -- item 15 / 16: lenient or crashing manifest parsing ---------------------------------------------------------

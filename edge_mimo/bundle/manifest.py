@@ -22,10 +22,12 @@ temperature, uncertainty, fp32_max_abs_diff_vs_torch}}, ``macs_per_image``: {"<n
 ``versions``: {package: version or null}, ``engines_note``, ``files``: {relpath: sha256} of every file the
 runtime may load (engines may be added later by ``edge-mimo build-engines``).
 
-:meth:`Manifest.load` checks every field's type and range and refuses anything else as damaged
-(:class:`BundleIntegrityError` naming the field), a newer schema with :class:`BundleVersionError`. Only
-``schema_version``, ``model``, ``widths``, ``artifacts``, ``files`` and ``input`` are required (bundles of early
-versions of schema 1 lack the rest). Ranges are those a working model can have: a temperature in
+:meth:`Manifest.load` checks every field's type and range. A damaged field the runtime reads (model, input,
+widths, artifacts, files, target, temperature, uncertainty) refuses the bundle (:class:`BundleIntegrityError`
+naming the field); a damaged report-only field (:data:`REPORT_FIELDS`) is left out and named in
+:attr:`Manifest.damaged` (``edge-mimo verify`` fails on it); a newer schema raises :class:`BundleVersionError`.
+Only ``schema_version``, ``model``, ``widths``, ``artifacts``, ``files`` and ``input`` are required (bundles of
+early versions of schema 1 lack the rest). Ranges are those a working model can have: a temperature in
 [0.01, 100], an input mean in [0, 1] and std in [0.01, 10] (0..1 units), an entropy threshold in [0, 1].
 """
 
@@ -334,6 +336,29 @@ class Validation:
                 "gate_failed": [str(n) for n in self.gate_failed], "allowed_drop": self.allowed_drop}
 
 
+def _string(v: object) -> str:
+    _need(isinstance(v, str), "")
+    return v
+
+
+def _versions(v: object) -> dict[str, str | None]:
+    _need(isinstance(v, dict) and all(x is None or isinstance(x, str) for x in v.values()), "")
+    return dict(v)
+
+
+# Fields for people and reports (compile report, bench, `edge-mimo info`), which the runtime never reads. A damaged
+# one is left out and named in ``Manifest.damaged`` (and by ``edge-mimo verify``): a robot keeps its camera model
+# when a bundle's report is hurt but every file it runs still matches its sha256.
+REPORT_FIELDS: dict[str, Callable[[object], object]] = {
+    "quantization": Quantization.from_dict, "validation": Validation.from_dict,
+    "accuracy": lambda t: _per_width(t, "accuracy", WidthAccuracy.from_dict, "width reports"),
+    "macs_per_image": lambda t: _per_width(t, "macs_per_image", lambda v: _need(_count(v), "") or v,
+                                           "positive integers"),
+    "versions": _versions, "edge_mimo_version": _string, "created": _string, "model_sha256": _string,
+    "model_source": _string, "engines_note": _string,
+}
+
+
 @dataclass
 class Manifest:
     """A bundle's ``manifest.json``, typed (see the module docstring). Widths are ``int`` keys here."""
@@ -357,6 +382,7 @@ class Manifest:
     macs_per_image: dict[int, int] = field(default_factory=dict)
     versions: dict[str, str | None] = field(default_factory=dict)
     engines_note: str | None = None
+    damaged: tuple[str, ...] = ()  # report-only fields that were malformed and left out (see REPORT_FIELDS)
 
     # -- reading -------------------------------------------------------------------------------------------
     @classmethod
@@ -433,25 +459,21 @@ class Manifest:
                 target = TargetProfile.from_dict(target, "in the manifest")
             except ConfigError as e:
                 raise _Damaged(f"'target': {e}") from None
-        optional = {key: parse(m[key]) for key, parse in (
-            ("quantization", Quantization.from_dict), ("validation", Validation.from_dict),
+        used = {key: parse(m[key]) for key, parse in (
             ("temperature", lambda t: _per_width(
                 t, "temperature", lambda v: _need(_in(v, TEMPERATURE_RANGE), "") or float(v),
                 f"positive numbers in {list(TEMPERATURE_RANGE)}")),
             ("uncertainty", lambda t: _per_width(t, "uncertainty", Uncertainty.from_dict, "thresholds")),
-            ("accuracy", lambda t: _per_width(t, "accuracy", WidthAccuracy.from_dict, "width reports")),
-            ("macs_per_image", lambda t: _per_width(t, "macs_per_image", lambda v: _need(_count(v), "") or v,
-                                                    "positive integers")),
         ) if key in m}
-        versions = m.get("versions", {})
-        _need(isinstance(versions, dict) and all(v is None or isinstance(v, str) for v in versions.values()),
-              "'versions' must map packages to version strings or null")
-        strings = {k: m.get(k) for k in ("edge_mimo_version", "created", "model_sha256", "model_source",
-                                         "engines_note")}
-        bad = [k for k, v in strings.items() if not _optional(v, lambda s: isinstance(s, str))]
-        _need(not bad, f"{bad} must be strings")
+        report, damaged = {}, []
+        for key, parse in REPORT_FIELDS.items():  # the runtime never reads these: damage is noted, not fatal
+            if key in m:
+                try:
+                    report[key] = parse(m[key])
+                except _Damaged:
+                    damaged.append(key)
         return cls(model=model, input=inp, widths=tuple(widths), artifacts=artifacts, files=dict(files),
-                   schema_version=version, target=target, versions=dict(versions), **strings, **optional)
+                   schema_version=version, target=target, damaged=tuple(damaged), **used, **report)
 
     # -- writing -------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

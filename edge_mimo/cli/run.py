@@ -112,8 +112,9 @@ def check_limits(args) -> None:
                                           ("--stats-every", args.stats_every, 0, False),
                                           ("--video-fps", args.video_fps, 0, True)):
         if value is not None and not (math.isfinite(value) and (value > lowest if strict else value >= lowest)):
-            raise ConfigError(f"{option} must be a finite number {'>' if strict else '>='} {lowest}, got {value}"
-                              + ("; leave it out for no limit" if option in ("--max-frames", "--duration") else ""))
+            raise ConfigError(f"{option} must be a finite number {'>' if strict else '>='} {lowest}, got {value}: "
+                              + ("leave it out for no limit" if option in ("--max-frames", "--duration")
+                                 else "give a finite number"))
 
 
 def run(args) -> int:

@@ -13,9 +13,14 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..bundle.manifest import Manifest, verify_artifacts
+    from ..errors import BundleIntegrityError
 
     manifest = Manifest.load(args.bundle)
     verify_artifacts(args.bundle, manifest)
+    if manifest.damaged:
+        raise BundleIntegrityError(
+            f"{args.bundle}: the manifest's {', '.join(manifest.damaged)} are malformed (the runtime does not read "
+            "them, so the bundle still runs): recompile the bundle, or copy it again, for a whole report")
     print(f"{args.bundle}: {len(manifest.files)} file(s) match their sha256 (schema {manifest.schema_version}, "
           f"widths {', '.join(map(str, manifest.widths))})")
     return 0

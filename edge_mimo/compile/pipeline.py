@@ -59,15 +59,15 @@ def check_options(opts: CompileOptions) -> None:
     """Refuse options that would do something else than asked (before any work)."""
     for name, value in (("m", opts.m), ("calib_size", opts.calib_size), ("val_size", opts.val_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "m" else 0):
-            raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {1 if name == 'm' else 0}, "
+            raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {1 if name == 'm' else 0}: "
                               f"got {value!r}")
     if opts.calib_size == 0:
-        raise ConfigError("--calib-size must be at least 1 (calibration needs images)")
+        raise ConfigError("--calib-size must be at least 1: calibration needs images (512 is the default)")
     if opts.widths is not None and len(set(opts.widths)) != len(opts.widths):
         raise ConfigError(f"--widths {opts.widths} names a width twice: give each width once, e.g. --widths 1 2 4")
     if not (isinstance(opts.max_drop, (int, float)) and math.isfinite(opts.max_drop) and opts.max_drop >= 0):
-        raise ConfigError(f"--max-drop must be a finite number of points >= 0, got {opts.max_drop!r} "
-                          "(use --allow-drop to write a bundle whatever the drop)")
+        raise ConfigError(f"--max-drop must be a finite number of points >= 0, got {opts.max_drop!r}: "
+                          "use --allow-drop to write a bundle whatever the drop")
 
 
 def _images(spec: str, split: str, size: int, config) -> tuple[ImageSet, str]:

@@ -158,7 +158,7 @@ class Runtime:
             raise ConfigError(f"budget_ms must be a number > 0 (got {budget_ms!r}): give milliseconds, or None for no budget")
         if width is not None:
             if not _integer(width):
-                raise ConfigError(f"width must be an integer, one of {list(self.widths)} (got {width!r})")
+                raise ConfigError(f"width {width!r} is not an integer: pass one of {list(self.widths)}")
             return plan(count, self.capacity, self.widths, width=int(width))
         target = min_replicas(policy, self.capacity)
         levels = sorted({self.capacity // n for n in self.widths if self.capacity // n <= target} | {1}, reverse=True)
