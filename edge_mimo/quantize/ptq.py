@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 
