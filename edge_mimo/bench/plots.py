@@ -38,37 +38,51 @@ def scaling_plot(result: dict, path: Path) -> None:
 
 
 def _separate(fig, labels: list) -> None:
-    """Move annotations up until none overlaps another (policies at one width share a point's accuracy)."""
+    """Move annotations up until none overlaps another in its axes (policies at one width share a point)."""
     renderer = fig.canvas.get_renderer()
-    placed = []
+    placed: dict[object, list] = {}
     for label in sorted(labels, key=lambda t: (t.xy[1], t.xy[0])):
         box = label.get_window_extent(renderer)
-        while any(box.overlaps(other) for other in placed):
+        others = placed.setdefault(label.axes, [])
+        while any(box.overlaps(other) for other in others):
             label.xyann = (label.xyann[0], label.xyann[1] + LABEL_STEP)
             box = label.get_window_extent(renderer)
-        placed.append(box)
+        others.append(box)
 
 
 def operating_points_plot(result: dict, manifest: Manifest, path: Path) -> None:
-    """Validation accuracy (bundle report, INT8) against frames/s, one point per policy, at the ratio streams."""
+    """Accuracy (each bundle's report, INT8) against frames/s and against MMAC per frame, at the ratio streams:
+    one point per policy of the bundle, one per ``--compare`` bundle (e.g. plain networks)."""
     plt = _pyplot()
     streams = result["ratios"]["streams"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    labels = []
+    validation = manifest.validation.source if manifest.validation else "validation"
+    points = []  # (label, fps, mmac, accuracy %)
     for r in result["runs"]:
-        if r["streams"] != streams or r["precision"] != "int8" or r["policy"] not in (*POLICIES, "width-1"):
+        if r["streams"] != streams or r["precision"] != "int8":
             continue
-        width = max(r["widths"])  # the pass width most frames got
-        report = manifest.accuracy.get(width)
-        if report is None:  # a bundle without a compile report (early schema-1 bundles)
+        if r["policy"] in (*POLICIES, "width-1"):
+            width = max(r["widths"])  # the pass width most frames got
+            if width not in manifest.accuracy or width not in manifest.macs_per_image:
+                continue  # a bundle without a compile report (early schema-1 bundles)
+            acc, macs = manifest.accuracy[width].int8.accuracy, manifest.macs_per_image[width]
+            label = f"{r['policy']} (n={width})"
+        elif r["policy"].startswith("compare:"):
+            acc, macs = r["accuracy"]["1"]["int8"]["accuracy"], r["macs_per_image"]["1"]
+            label = r["policy"].removeprefix("compare:")
+        else:
             continue
-        acc = 100 * report.int8.accuracy
-        ax.scatter(r["fps"], acc)
-        labels.append(ax.annotate(f"{r['policy']} (n={width})", (r["fps"], acc), textcoords="offset points",
-                                  xytext=(5, 4), fontsize=8))
-    ax.set_xlabel(f"frames/s at {streams} streams (INT8)")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.grid(alpha=0.3)
+        points.append((label, r["fps"], macs / 1e6, 100 * acc))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    labels = []
+    for ax, x, name in ((axes[0], 1, f"frames/s at {streams} streams (INT8, end to end)"),
+                        (axes[1], 2, "MMAC per frame")):
+        for point in points:
+            ax.scatter(point[x], point[3], color="C1" if ":" in point[0] or "plain" in point[0] else "C0")
+            labels.append(ax.annotate(point[0], (point[x], point[3]), textcoords="offset points", xytext=(6, 4),
+                                      fontsize=8))
+        ax.set_xlabel(name)
+        ax.set_ylabel(f"accuracy (%, INT8, {validation})")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     _separate(fig, labels)
     fig.savefig(path, dpi=120)

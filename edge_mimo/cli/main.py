@@ -11,7 +11,7 @@ import threading
 from .. import __version__
 from ..errors import EdgeMimoError
 
-COMMANDS = ("train", "info", "targets", "compile", "build-engines", "verify", "run", "bench", "check")
+COMMANDS = ("train", "info", "targets", "compile", "build-engines", "verify", "run", "bench", "eval", "check")
 
 
 def build_parser() -> argparse.ArgumentParser:
