@@ -41,8 +41,8 @@ def main() -> None:
             predictions += [r.class_index for r in results]
         rate = len(frames) / (time.perf_counter() - start)
         acc = float(np.mean(np.array(predictions) == test.labels))
-        reported = runtime.manifest.get("accuracy", {}).get(str(width), {}).get(runtime.precision, {}).get("accuracy")
-        shown = f"{reported:.4f}" if reported is not None else "-"
+        report = runtime.manifest.accuracy.get(width)
+        shown = f"{getattr(report, runtime.precision).accuracy:.4f}" if report else "-"
         print(f"{width:>5}  {acc:.4f}    {shown:>10}                  {rate:8.1f}  {ordered}")
 
 

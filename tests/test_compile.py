@@ -139,9 +139,9 @@ def small_compile(tmp_path, **kw):
 @pytest.mark.parametrize("target", ["cpu", "jetson-orin"])
 def test_compile_writes_a_complete_bundle(tmp_path, target):
     bundle, manifest = small_compile(tmp_path, target=target)
-    loaded = load_manifest(bundle)
+    verify_artifacts(bundle, load_manifest(bundle))
+    loaded = load_manifest(bundle).to_dict()
     assert loaded["widths"] == [1, 2, 4]
-    verify_artifacts(bundle, loaded)
     for n in ("1", "2", "4"):
         a = loaded["accuracy"][n]
         assert abs(a["drop_points"]) <= 1.0 and a["fp32"]["accuracy"] > 0.7
@@ -188,13 +188,13 @@ def test_gate_fails_a_broken_quantization(tmp_path, monkeypatch):
         small_compile(tmp_path, widths=[4], cache_dir=None)
     assert not (tmp_path / "bundle").exists()
     bundle, manifest = small_compile(tmp_path, widths=[4], allow_drop=True)
-    assert manifest["validation"]["gate_failed"] == ["4"] and manifest["validation"]["allowed_drop"]
+    assert manifest.validation.gate_failed == (4,) and manifest.validation.allowed_drop
 
 
 def test_targets_and_profile_validation(tmp_path):
     targets = list_targets()
     assert {"cpu", "jetson-orin", "desktop-ampere", "desktop-ada", "desktop-hopper"} <= set(targets)
-    assert targets["jetson-orin"]["compute_capability"] == "8.7"
+    assert targets["jetson-orin"].compute_capability == "8.7"
     custom = tmp_path / "mine.toml"
     custom.write_text('name = "mine"\nbackend = "tensorrt"\nflavour = "tensorrt"\n'
                       '[tensorrt]\nworkspace_mib = 512\nbatch = { min = 4, opt = 2, max = 8 }\n')

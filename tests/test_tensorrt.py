@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from edge_mimo.build.tensorrt import check_compatible, engine_key, find_engine
+from edge_mimo.bundle.manifest import EngineFile
 from edge_mimo.errors import EngineMismatchError
 
 
@@ -23,15 +24,14 @@ needs_tensorrt = pytest.mark.skipif(
 
 def test_engine_key_and_mismatch_refusal():
     assert engine_key("8.7", "10.3.0") == "sm87-trt10.3.0"
-    entry = {"file": "engines/sm87-trt10.3.0/width4.plan", "compute_capability": "8.7", "tensorrt": "10.3.0"}
+    entry = EngineFile("engines/sm87-trt10.3.0/width4.plan", "0" * 64, "8.7", "10.3.0")
     check_compatible(entry, "8.7", "10.3.0")
     with pytest.raises(EngineMismatchError, match="SM 8.7 with TensorRT 10.3.0.*SM 8.9.*build-engines"):
         check_compatible(entry, "8.9", "10.3.0")
     with pytest.raises(EngineMismatchError, match="TensorRT 10.7"):
         check_compatible(entry, "8.7", "10.7.0")
-    manifest = {"artifacts": {"4": {"engines": [entry]}}}
-    assert find_engine(manifest, 4, "8.7", "10.3.0") is entry
-    assert find_engine(manifest, 4, "9.0", "10.3.0") is None
+    assert find_engine([entry], "8.7", "10.3.0") is entry
+    assert find_engine([entry], "9.0", "10.3.0") is None
 
 
 def test_build_engines_without_tensorrt_names_the_fix(tmp_path):

@@ -9,13 +9,14 @@ deprecated in TensorRT 10.1 and removed in 11.
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes
-from ..bundle.manifest import MANIFEST_FILE, artifact_path, load_manifest, sha256_file, verify_artifacts
-from ..errors import BackendUnavailableError, EngineMismatchError
+from ..bundle.manifest import EngineFile, Manifest, artifact_path, sha256_file, verify_artifacts
+from ..bundle.target import TensorRTSettings
+from ..errors import BackendUnavailableError, BundleError, EngineMismatchError
 
 
 def engine_key(compute_capability: str, trt_version: str) -> str:
@@ -23,20 +24,20 @@ def engine_key(compute_capability: str, trt_version: str) -> str:
     return f"sm{compute_capability.replace('.', '')}-trt{trt_version}"
 
 
-def check_compatible(entry: dict, compute_capability: str, trt_version: str) -> None:
+def check_compatible(entry: EngineFile, compute_capability: str, trt_version: str) -> None:
     """Refuse a plan built for another GPU architecture or TensorRT version."""
-    if entry.get("compute_capability") != compute_capability or entry.get("tensorrt") != trt_version:
+    if entry.compute_capability != compute_capability or entry.tensorrt != trt_version:
         raise EngineMismatchError(
-            f"{entry.get('file')} was built for SM {entry.get('compute_capability')} with TensorRT "
-            f"{entry.get('tensorrt')}, this machine has SM {compute_capability} with TensorRT {trt_version}: "
+            f"{entry.file} was built for SM {entry.compute_capability} with TensorRT "
+            f"{entry.tensorrt}, this machine has SM {compute_capability} with TensorRT {trt_version}: "
             "run `edge-mimo build-engines BUNDLE` on this machine to build matching engines"
         )
 
 
-def find_engine(manifest: dict, width: int, compute_capability: str, trt_version: str) -> dict | None:
-    """The manifest's plan for this width and machine, or None when none was built here yet."""
-    for entry in manifest["artifacts"][str(width)].get("engines", []):
-        if entry.get("compute_capability") == compute_capability and entry.get("tensorrt") == trt_version:
+def find_engine(engines: Sequence[EngineFile], compute_capability: str, trt_version: str) -> EngineFile | None:
+    """The plan among one width's ``engines`` for this machine, or None when none was built here yet."""
+    for entry in engines:
+        if entry.compute_capability == compute_capability and entry.tensorrt == trt_version:
             return entry
     return None
 
@@ -56,7 +57,8 @@ def device_identity() -> tuple[str, str]:
     return compute_capability(), trt.__version__
 
 
-def build_engine(onnx_path: Path, plan_path: Path, width: int, input_shape: tuple[int, int, int], settings: dict,
+def build_engine(onnx_path: Path, plan_path: Path, width: int, input_shape: tuple[int, int, int],
+                 settings: TensorRTSettings,
                  timing_cache: Path | None = None) -> None:
     """Build one plan for ``width`` from a Q/DQ ONNX graph with the target's TensorRT settings."""
     import tensorrt as trt
@@ -72,22 +74,21 @@ def build_engine(onnx_path: Path, plan_path: Path, width: int, input_shape: tupl
         raise RuntimeError(f"TensorRT could not parse {onnx_path.name}: {errors}")
 
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings["workspace_mib"]) << 20)
-    config.builder_optimization_level = int(settings.get("builder_optimization_level", 3))
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
+    config.builder_optimization_level = settings.builder_optimization_level
     if not strongly_typed:  # TensorRT 10 without strong typing still needs the INT8 flag for Q/DQ graphs
         config.set_flag(trt.BuilderFlag.INT8)
 
-    batch = settings["batch"]
-    dla_core = int(settings.get("dla_core", -1))
-    if dla_core >= 0:  # DLA runs static shapes only
+    sizes = (settings.batch.min, settings.batch.opt, settings.batch.max)
+    if settings.dla_core >= 0:  # DLA runs static shapes only
         config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = dla_core
-        if settings.get("gpu_fallback", True):
+        config.DLA_core = settings.dla_core
+        if settings.gpu_fallback:
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-        batch = {"min": batch["opt"], "opt": batch["opt"], "max": batch["opt"]}
+        sizes = (settings.batch.opt,) * 3
     profile = builder.create_optimization_profile()
     name = network.get_input(0).name
-    profile.set_shape(name, *[(batch[k], width, *input_shape) for k in ("min", "opt", "max")])
+    profile.set_shape(name, *[(b, width, *input_shape) for b in sizes])
     config.add_optimization_profile(profile)
 
     cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.exists() else b""
@@ -101,36 +102,40 @@ def build_engine(onnx_path: Path, plan_path: Path, width: int, input_shape: tupl
         atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
 
 
-def build_bundle_engines(bundle: str | Path, log=print) -> list[dict]:
+def build_bundle_engines(bundle: str | Path, log=print) -> list[EngineFile]:
     """Build (or reuse) one plan per width for this machine and record them in the bundle's manifest."""
     bundle = Path(bundle)
-    manifest = load_manifest(bundle)
-    if manifest["target"].get("backend") != "tensorrt":
+    manifest = Manifest.load(bundle)
+    if manifest.target is None or manifest.target.tensorrt is None:
+        name = manifest.target.name if manifest.target else None
         raise BackendUnavailableError(
-            f"{bundle} was compiled for target {manifest['target'].get('name')!r} (ONNX Runtime): "
+            f"{bundle} was compiled for target {name!r} (ONNX Runtime): "
             "compile it for a TensorRT target (e.g. --target jetson-orin) to build engines")
     cc, version = device_identity()
     key = engine_key(cc, version)
-    model = manifest["model"]
-    shape = (model["in_channels"], model["image_size"], model["image_size"])
+    shape = (manifest.input.channels, manifest.input.height, manifest.input.width)
     timing_cache = artifact_path(bundle, f"engines/{key}/timing.cache")
     built = []
-    for n in manifest["widths"]:
-        if find_engine(manifest, n, cc, version):
+    for n in manifest.widths:
+        if find_engine(manifest.artifacts[n].engines, cc, version):
             continue
-        source = manifest["artifacts"][str(n)]["int8"]["file"]
+        graph = manifest.artifacts[n].int8
+        if graph is None:
+            raise BundleError(f"{bundle} has no INT8 graph for width {n}, which TensorRT engines are built from: "
+                              "recompile the bundle for a TensorRT target")
+        source = graph.file
         verify_artifacts(bundle, manifest, only=[source])
         rel = f"engines/{key}/width{n}.plan"
         start = time.time()
-        build_engine(artifact_path(bundle, source), artifact_path(bundle, rel), n, shape,
-                     manifest["target"]["tensorrt"], timing_cache)
-        entry = {"file": rel, "sha256": sha256_file(artifact_path(bundle, rel)), "compute_capability": cc,
-                 "tensorrt": version, "source": source, "build_seconds": round(time.time() - start, 1)}
-        manifest["artifacts"][str(n)].setdefault("engines", []).append(entry)
-        manifest["files"][rel] = entry["sha256"]
+        build_engine(artifact_path(bundle, source), artifact_path(bundle, rel), n, shape, manifest.target.tensorrt,
+                     timing_cache)
+        entry = EngineFile(rel, sha256_file(artifact_path(bundle, rel)), cc, version, source,
+                           round(time.time() - start, 1))
+        manifest.artifacts[n].engines.append(entry)
+        manifest.files[rel] = entry.sha256
         built.append(entry)
-        log(f"built {rel} in {entry['build_seconds']} s")
+        log(f"built {rel} in {entry.build_seconds} s")
     if built:
-        manifest["files"][f"engines/{key}/timing.cache"] = sha256_file(timing_cache)
-        atomic_write_bytes(bundle / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
+        manifest.files[f"engines/{key}/timing.cache"] = sha256_file(timing_cache)
+        manifest.save(bundle)
     return built

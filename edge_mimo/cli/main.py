@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from .. import __version__
 from ..errors import EdgeMimoError
 
-COMMANDS = ("train", "info", "targets", "compile", "build-engines", "run", "bench", "eval")
+COMMANDS = ("train", "info", "targets", "compile", "build-engines", "verify", "run", "bench", "eval", "check")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,14 +24,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum: int, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C: temporary directories are removed and cameras closed on the way out."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         return args.run(args) or 0
     except (EdgeMimoError, FileNotFoundError, ValueError) as e:
         print(f"edge-mimo {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
+        if e.name in ("cv2", "onnxruntime"):
+            from .check import FIX
+
+            print(f"edge-mimo {args.command}: error: this command needs {e.name}: {FIX[e.name]}", file=sys.stderr)
+            return 2
         if e.name in ("torch", "onnx", "onnxscript", "safetensors"):
             print(
                 f"edge-mimo {args.command}: error: this command needs {e.name}: "
@@ -38,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ..bundle.manifest import Metrics, Uncertainty, WidthAccuracy
 from ..metrics import entropy, fit_temperature, softmax, summary
 from ..packing import pack_groups, unpack_groups
 from ..quantize.calibration import normalize
@@ -25,7 +26,8 @@ def onnx_replica_logits(path: str | Path, images: np.ndarray, width: int, mean, 
     return unpack_groups(np.concatenate(outs), len(images))
 
 
-def width_report(fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray) -> dict:
+def width_report(fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray,
+                 fp32_max_abs_diff_vs_torch: float | None = None) -> WidthAccuracy:
     """Metrics of FP32 and INT8 replica logits [M, R, K], the INT8 drop, temperature and threshold.
 
     The temperature is fitted on the INT8 prediction (what is deployed). ``entropy_threshold`` is the
@@ -38,15 +40,15 @@ def width_report(fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray) -> dict
     temperature = fit_temperature(q_mean, labels)
     calibrated = softmax(q_mean, temperature)
     h = entropy(calibrated) / np.log(k)
-    threshold = float(np.quantile(h, 1 - FLAG_RATE))
+    threshold = min(float(np.quantile(h, 1 - FLAG_RATE)), 1.0)  # normalised entropy: at most 1
     correct = calibrated.argmax(-1) == labels
     kept = h <= threshold
-    return {
-        "fp32": fp_metrics, "int8": q_metrics,
-        "drop_points": 100.0 * (fp_metrics["accuracy"] - q_metrics["accuracy"]),
-        "temperature": temperature,
-        "int8_calibrated": summary(calibrated, labels),
-        "uncertainty": {"entropy_threshold": threshold, "flag_rate": float((~kept).mean()),
-                        "accuracy_kept": float(correct[kept].mean()),
-                        "accuracy_flagged": float(correct[~kept].mean()) if (~kept).any() else None},
-    }
+    return WidthAccuracy(
+        fp32=Metrics(**fp_metrics), int8=Metrics(**q_metrics),
+        drop_points=100.0 * (fp_metrics["accuracy"] - q_metrics["accuracy"]), temperature=temperature,
+        int8_calibrated=Metrics(**summary(calibrated, labels)),
+        uncertainty=Uncertainty(entropy_threshold=threshold, flag_rate=float((~kept).mean()),
+                                accuracy_kept=float(correct[kept].mean()),
+                                accuracy_flagged=float(correct[~kept].mean()) if (~kept).any() else None),
+        fp32_max_abs_diff_vs_torch=fp32_max_abs_diff_vs_torch,
+    )

@@ -54,7 +54,13 @@ class OnnxRuntimeBackend:
                 raise BundleIntegrityError(
                     f"ONNX Runtime cannot load {path.name} ({type(e).__name__}: {e}): recompile the bundle"
                 ) from e
-            inp, outp = session.get_inputs()[0], session.get_outputs()[0]
+            inputs, outputs = session.get_inputs(), session.get_outputs()
+            kinds = [(v.name, v.type) for v in inputs + outputs]
+            if len(inputs) != 1 or len(outputs) < 1 or any(t != "tensor(float)" for _, t in kinds):
+                raise BundleIntegrityError(
+                    f"{path.name} has inputs/outputs {kinds}, expected one float32 input and float32 logits: "
+                    "graph and manifest disagree, recompile the bundle")
+            inp, outp = inputs[0], outputs[0]
             want_in = ["B", n, *(input_chw or ("C", "H", "W"))]
             want_out = ["B", capacity // n if capacity else "R", n, num_classes or "K"]
             for what, got, want in (("input", inp.shape, want_in), ("output", outp.shape, want_out)):

@@ -9,8 +9,8 @@ from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from ..bundle.manifest import artifact_path, load_manifest, verify_artifacts
-from ..errors import BackendUnavailableError, BundleError, BundleIntegrityError, ConfigError
+from ..bundle.manifest import Manifest, artifact_path, verify_artifacts
+from ..errors import BackendUnavailableError, BundleError, ConfigError
 from .backends import OnnxRuntimeBackend
 from .preprocess import RESIZE_MODES, InputSpec, Normalizer, check_roi, prepare_batch
 from .results import StreamResult, Timing, frame_statistics
@@ -20,6 +20,23 @@ from .tensorrt_backend import TensorRTBackend, gpu_available
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "int8", "fp32")
 MAX_GROUPS_PER_RUN = 64  # bounds the memory of one backend call on very large frame lists
+
+
+def _integer(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _streams(frames) -> tuple[list, list]:
+    """(stream ids, images) of ``frames``: a list/tuple (ids 0..M-1) or a mapping; anything else is refused."""
+    if isinstance(frames, Mapping):
+        return list(frames.keys()), list(frames.values())
+    if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
+        raise ConfigError(f"infer_many got one {frames.shape} image, not a list of frames: pass [frame] "
+                          "(or a dict {stream: frame}), or call infer(frame)")
+    if isinstance(frames, (list, tuple)) or (isinstance(frames, np.ndarray) and frames.ndim == 4):
+        return list(range(len(frames))), list(frames)
+    raise ConfigError(f"infer_many takes a list of frames or a dict {{stream: frame}}, not a "
+                      f"{type(frames).__name__}: pass list(...) of your frames, or [frame] for one")
 
 
 class Runtime:
@@ -46,22 +63,24 @@ class Runtime:
             raise ConfigError(f"precision {precision!r} is unknown: choose one of {', '.join(PRECISIONS)}")
         if resize is not None and resize not in RESIZE_MODES:
             raise ConfigError(f"resize mode {resize!r} is unknown: choose one of {', '.join(RESIZE_MODES)}")
+        if threads is not None and not (_integer(threads) and threads >= 0):
+            raise ConfigError(f"threads must be a whole number >= 0 (0 or None: ONNX Runtime's choice), got {threads!r}")
         self.bundle = Path(bundle)
-        self.manifest = load_manifest(self.bundle)
+        self.manifest = Manifest.load(self.bundle)
         m = self.manifest
-        self.capacity = int(m["model"]["capacity"])
-        self.num_classes = int(m["model"]["num_classes"])
-        self.class_names = tuple(m["model"].get("class_names") or (str(i) for i in range(self.num_classes)))
-        self.widths = tuple(sorted(int(n) for n in m["widths"]))
-        spec = dict(m["input"], **({"resize": resize} if resize else {}))
-        self.spec = InputSpec.from_manifest(spec)
+        self.capacity = m.model.capacity
+        self.num_classes = m.model.num_classes
+        self.class_names = m.class_names
+        self.widths = tuple(sorted(m.widths))
+        self.spec = InputSpec(channels=m.input.channels, height=m.input.height, width=m.input.width,
+                              color=m.input.color, mean=m.input.mean, std=m.input.std,
+                              resize=resize or m.input.resize)
         self._normalize = Normalizer(self.spec)
         self.backend_name = self._choose_backend(backend, precision)
         self.precision = "int8" if self.backend_name == "tensorrt" else self._choose_precision(precision)
-        self.temperature = {n: float(m.get("temperature", {}).get(str(n), 1.0)) for n in self.widths}
-        self.entropy_threshold = {
-            n: float(m.get("uncertainty", {}).get(str(n), {}).get("entropy_threshold", np.inf)) for n in self.widths
-        }
+        self.temperature = {n: m.temperature.get(n, 1.0) for n in self.widths}
+        self.entropy_threshold = {n: u.entropy_threshold if (u := m.uncertainty.get(n)) else np.inf
+                                  for n in self.widths}
         if self.backend_name == "tensorrt":
             self._backend = TensorRTBackend(self._engine_files())
         else:
@@ -79,11 +98,10 @@ class Runtime:
 
     # -- loading -------------------------------------------------------------------------------------------
     def _choose_precision(self, precision: str) -> str:
-        arts = self.manifest["artifacts"]
-        has_int8 = all("int8" in arts.get(str(n), {}) for n in self.widths)
+        arts = self.manifest.artifacts
         if precision == "auto":
-            return "int8" if has_int8 else "fp32"
-        if not all(precision in arts.get(str(n), {}) for n in self.widths):
+            return "int8" if all(arts[n].int8 for n in self.widths) else "fp32"
+        if not all(arts[n].graph(precision) for n in self.widths):
             raise BundleError(
                 f"{self.bundle} has no {precision} graph for every width {list(self.widths)}: "
                 f"pass precision='auto' or recompile the bundle with {precision}"
@@ -91,25 +109,17 @@ class Runtime:
         return precision
 
     def _artifact_files(self) -> dict[int, Path]:
-        files, rels = {}, []
-        for n in self.widths:
-            entry = self.manifest["artifacts"][str(n)][self.precision]
-            rel = entry["file"]
-            if self.manifest["files"].get(rel) != entry.get("sha256"):
-                raise BundleIntegrityError(
-                    f"the manifest's files list and artifacts disagree about {rel}: the bundle is damaged, recompile it"
-                )
-            files[n] = artifact_path(self.bundle, rel)
-            rels.append(rel)
-        verify_artifacts(self.bundle, self.manifest, only=rels)
+        files = {n: artifact_path(self.bundle, self.manifest.artifacts[n].graph(self.precision).file)
+                 for n in self.widths}
+        verify_artifacts(self.bundle, self.manifest)  # every listed file, used now or not: a copy is whole or refused
         return files
 
     def _choose_backend(self, backend: str, precision: str) -> str:
         """'auto' takes TensorRT for a bundle compiled for a TensorRT target on a machine with TensorRT and a GPU."""
         if backend == "onnxruntime":
             return "onnxruntime"
-        if backend == "auto" and not (self.manifest.get("target", {}).get("backend") == "tensorrt"
-                                      and precision != "fp32" and gpu_available()):
+        if backend == "auto" and not (self.manifest.backend == "tensorrt" and precision != "fp32"
+                                      and gpu_available()):
             return "onnxruntime"
         if precision == "fp32":
             raise ConfigError("TensorRT engines are built from the bundle's INT8 graphs: "
@@ -121,14 +131,14 @@ class Runtime:
         from ..build.tensorrt import build_bundle_engines, check_compatible, device_identity, find_engine
 
         cc, version = device_identity()
-        if any(find_engine(self.manifest, n, cc, version) is None for n in self.widths):
+        if any(find_engine(self.manifest.artifacts[n].engines, cc, version) is None for n in self.widths):
             build_bundle_engines(self.bundle)  # first load on this GPU / TensorRT version: build and cache
-            self.manifest = load_manifest(self.bundle)
-        entries = {n: find_engine(self.manifest, n, cc, version) for n in self.widths}
+            self.manifest = Manifest.load(self.bundle)
+        entries = {n: find_engine(self.manifest.artifacts[n].engines, cc, version) for n in self.widths}
         for entry in entries.values():
             check_compatible(entry, cc, version)
-        verify_artifacts(self.bundle, self.manifest, only=[e["file"] for e in entries.values()])
-        return {n: artifact_path(self.bundle, e["file"]) for n, e in entries.items()}
+        verify_artifacts(self.bundle, self.manifest)
+        return {n: artifact_path(self.bundle, e.file) for n, e in entries.items()}
 
     # -- planning ------------------------------------------------------------------------------------------
     def estimate_ms(self, plan_: Plan) -> float:
@@ -147,7 +157,9 @@ class Runtime:
         if budget_ms is not None and not (isinstance(budget_ms, (int, float)) and budget_ms > 0):
             raise ConfigError(f"budget_ms must be a number > 0 (got {budget_ms!r}): give milliseconds, or None for no budget")
         if width is not None:
-            return plan(count, self.capacity, self.widths, width=width)
+            if not _integer(width):
+                raise ConfigError(f"width {width!r} is not an integer: pass one of {list(self.widths)}")
+            return plan(count, self.capacity, self.widths, width=int(width))
         target = min_replicas(policy, self.capacity)
         levels = sorted({self.capacity // n for n in self.widths if self.capacity // n <= target} | {1}, reverse=True)
         for level in levels:
@@ -182,11 +194,7 @@ class Runtime:
         A bad frame gets a result with ``error`` set; the other frames are still classified.
         """
         start = time.perf_counter()
-        if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
-            raise ConfigError(f"infer_many got one {frames.shape} image, not a list of frames: pass [frame] "
-                              "(or a dict {stream: frame}), or call infer(frame)")
-        keys, images = (list(frames.keys()), list(frames.values())) if isinstance(frames, Mapping) else (
-            list(range(len(frames))), list(frames))
+        keys, images = _streams(frames)
         images = [getattr(f, "image", f) for f in images]  # streams' Frame objects carry their image
         roi_list = self._roi_list(rois, keys, isinstance(frames, Mapping))
         batch, good, errors = prepare_batch(images, self.spec, roi_list)
@@ -218,6 +226,9 @@ class Runtime:
     def _roi_list(rois, keys: list, keyed: bool) -> list | None:
         if rois is None:
             return None
+        if not isinstance(rois, (Mapping, list, tuple)):
+            raise ConfigError(f"rois must be a dict keyed like the frames or a list aligned with them, not a "
+                              f"{type(rois).__name__}: e.g. rois={{'left': (x, y, w, h)}}")
         if isinstance(rois, Mapping):
             unknown = set(rois) - set(keys)
             if unknown:
@@ -245,9 +256,13 @@ class Runtime:
         confidence = probs[np.arange(count), classes].tolist()
         entropy, disagreement = stats["entropy"].tolist(), stats["disagreement"].tolist()
         widths, replicas = frame_width.tolist(), stats["replicas"].tolist()
+        finite = np.isfinite(probs).all(1) & np.isfinite(stats["entropy"]) & np.isfinite(stats["disagreement"])
+        broken = BundleError("the model gave non-finite outputs for this frame: the bundle's graphs or manifest "
+                             "values are broken, recompile the bundle")
         return [dict(class_index=c, class_name=self.class_names[c], probabilities=probs[i], confidence=confidence[i],
                      entropy=entropy[i], disagreement=disagreement[i], replicas=replicas[i], width=widths[i],
-                     uncertain=entropy[i] > self.entropy_threshold[widths[i]])
+                     uncertain=not entropy[i] <= self.entropy_threshold[widths[i]])
+                if finite[i] else dict(error=broken, replicas=replicas[i], width=widths[i])
                 for i, c in enumerate(classes.tolist())]
 
     def close(self) -> None:
