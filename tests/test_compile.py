@@ -19,7 +19,7 @@ from edge_mimo.models.default import DEFAULT_MODEL_DIR
 from edge_mimo.models.plain import PlainWRN
 from edge_mimo.models.weights import load_model
 from edge_mimo.quantize import CalibrationCache, data_hash, quantize_width
-from edge_mimo.quantize.calibration import normalize
+from edge_mimo.runtime.batching import model_inputs, spec_for, width_groups
 
 torch.set_num_threads(2)
 
@@ -42,7 +42,7 @@ def quiet(*_):
 @pytest.mark.parametrize("width", [1, 4])
 def test_onnx_matches_pytorch_on_real_images(model, graphs, width):
     images = shipped_sample("validation").images[: 16 * width]
-    x = normalize(images, model.config.mean, model.config.std).reshape(16, width, 1, 28, 28)
+    x = width_groups(model_inputs(images, spec_for(model.config)), width)
     assert max_abs_difference(model, graphs[width], x) < 1e-4
     graph = onnx.load(graphs[width]).graph
     assert [i.name for i in graph.input] == ["images"] and [o.name for o in graph.output] == ["logits"]
@@ -64,7 +64,7 @@ def test_rewrites_see_through_deduplicated_constants(model, tmp_path):
     path = export_width(fresh, 1, tmp_path / "plain.onnx")
     ops = {n.op_type for n in onnx.load(path).graph.node}
     assert not ops & {"PRelu", "BatchNormalization"} and "LeakyRelu" in ops
-    x = normalize(shipped_sample("validation").images[:8], model.config.mean, model.config.std)[:, None]
+    x = model_inputs(shipped_sample("validation").images[:8], spec_for(model.config))[:, None]
     assert max_abs_difference(fresh, path, x) < 1e-4
 
 

@@ -20,8 +20,8 @@ from ..bundle.target import TargetProfile
 from ..datasets import ImageSet, load_dataset
 from ..errors import AccuracyGateError, BackendUnavailableError, ConfigError, DataError
 from ..quantize import CalibrationCache, data_hash, quantize_width
-from ..quantize.calibration import normalize
-from .evaluate import onnx_replica_logits, width_report
+from ..runtime.batching import model_inputs, spec_for, width_groups
+from .evaluate import onnx_frame_logits, width_report
 from .report import render, write_plot
 
 DEFAULT_CACHE = Path.home() / ".cache" / "edge-mimo" / "calibration"
@@ -127,12 +127,13 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
         (tmp / "fp32").mkdir()
         (tmp / "int8").mkdir()
         steps = tqdm(total=3 * len(widths), desc="compile", unit="step", dynamic_ncols=True)
+        spec = spec_for(cfg)
+        val_x = model_inputs(val.images, spec)  # the runtime's preprocessing, as the bundle will be fed
         for n in widths:
             fp32_rel, int8_rel = f"fp32/width{n}.onnx", f"int8/width{n}.{flavour}.onnx"
             steps.set_postfix_str(f"export n={n}")
             export_width(model, n, tmp / fp32_rel)
-            probe = calib.images[: 8 * n]
-            x = normalize(probe, cfg.mean, cfg.std).reshape(-1, n, *probe.shape[1:])
+            x = width_groups(model_inputs(calib.images[: 8 * n], spec), n)
             diff = max_abs_difference(model, tmp / fp32_rel, x)
             if diff > 1e-3:
                 raise RuntimeError(f"the width-{n} ONNX graph differs from PyTorch by {diff:.2e}: export is broken")
@@ -144,8 +145,8 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
             cache_status[n] = quant["cache"]
             steps.update()
             steps.set_postfix_str(f"evaluate n={n}")
-            fp_logits = onnx_replica_logits(tmp / fp32_rel, val.images, n, cfg.mean, cfg.std)
-            q_logits = onnx_replica_logits(tmp / int8_rel, val.images, n, cfg.mean, cfg.std)
+            fp_logits = onnx_frame_logits(tmp / fp32_rel, val_x, n, cfg.capacity)
+            q_logits = onnx_frame_logits(tmp / int8_rel, val_x, n, cfg.capacity)
             accuracy[n] = width_report(fp_logits, q_logits, val.labels, fp32_max_abs_diff_vs_torch=diff)
             steps.update()
             for rel in (fp32_rel, int8_rel):

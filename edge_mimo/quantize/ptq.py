@@ -24,7 +24,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from ..bundle.manifest import sha256_file
 from ..errors import CalibrationCacheError, ConfigError
 from .cache import CalibrationCache
-from .calibration import GroupReader, normalize
+from .calibration import GroupReader, calibration_groups
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
@@ -57,9 +57,7 @@ def _quantize_modelopt(fp32: Path, out: Path, images: np.ndarray, width: int, me
     """TensorRT-flavour PTQ with NVIDIA ModelOpt (``modelopt.onnx.quantization.quantize``)."""
     from modelopt.onnx.quantization import quantize
 
-    from ..packing import pack_groups
-
-    groups, _ = pack_groups(normalize(images, mean, std), width)
+    groups = calibration_groups(images, width, mean, std)
     quantize(onnx_path=str(fp32), quantize_mode="int8", calibration_data={"images": groups},
              calibration_method={"minmax": "max", "entropy": "entropy"}.get(method, "max"),
              output_path=str(out))

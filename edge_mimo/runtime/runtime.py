@@ -12,6 +12,7 @@ import numpy as np
 from ..bundle.manifest import Manifest, artifact_path, verify_artifacts
 from ..errors import BackendUnavailableError, BundleError, ConfigError
 from .backends import OnnxRuntimeBackend
+from .batching import pack
 from .preprocess import RESIZE_MODES, InputSpec, Normalizer, check_roi, prepare_batch
 from .results import StreamResult, Timing, frame_statistics
 from .scheduler import POLICIES, Plan, gather, min_replicas, plan
@@ -205,9 +206,8 @@ class Runtime:
         with self._lock:
             if self._closed:
                 raise BackendUnavailableError("this Runtime was closed: create a new Runtime(bundle) to infer again")
-            for n, groups in schedule.by_width().items():
-                idx = np.asarray([g.frames for g in groups])  # [G, n] frame indices
-                outputs[n] = self._timed_run(n, x[idx])
+            for n, groups in pack(x, schedule).items():
+                outputs[n] = self._timed_run(n, groups)
         t_inf = time.perf_counter()
         results = self._results(schedule, outputs, len(good))
         t_end = time.perf_counter()
