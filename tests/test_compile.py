@@ -79,7 +79,7 @@ def test_tensorrt_flavour_is_symmetric_per_channel(graphs, tmp_path):
     out = tmp_path / "w4.trt.onnx"
     info = quantize_width(graphs[4], out, calib, 4, (0.286,), (0.353,), data_sha256="d",
                           flavour="tensorrt")
-    assert info["symmetric_activations"] and info["tool"].startswith("onnxruntime")
+    assert info.symmetric_activations and info.tool.startswith("onnxruntime")
     model, inits = _qdq(out)
     qnodes = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert qnodes
@@ -108,17 +108,17 @@ def test_calibration_cache_hit_and_damage_detection(graphs, tmp_path):
     kw = dict(data_sha256=data_hash(calib), method="minmax", flavour="cpu", cache=cache)
     first = quantize_width(graphs[1], tmp_path / "a.onnx", calib, 1, (0.286,), (0.353,), **kw)
     second = quantize_width(graphs[1], tmp_path / "b.onnx", calib, 1, (0.286,), (0.353,), **kw)
-    assert (first["cache"], second["cache"]) == ("miss", "hit")
+    assert (first.cache, second.cache) == ("miss", "hit")
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
 
-    fields = CalibrationCache.key_fields(sha256_file(graphs[1]), kw["data_sha256"], 1, "minmax", "cpu", first["tool"])
+    fields = CalibrationCache.key_fields(sha256_file(graphs[1]), kw["data_sha256"], 1, "minmax", "cpu", first.tool)
     entry = cache.entry(fields)
     ranges = entry / "ranges.json"
     ranges.write_text(ranges.read_text().replace("0", "9", 3))  # altered ranges
     with pytest.raises(CalibrationCacheError, match="altered"):
         cache.lookup(fields)
     third = quantize_width(graphs[1], tmp_path / "c.onnx", calib, 1, (0.286,), (0.353,), **kw)
-    assert third["cache"].startswith("discarded a damaged entry")
+    assert third.cache.startswith("discarded a damaged entry")
     assert (tmp_path / "c.onnx").read_bytes() == (tmp_path / "a.onnx").read_bytes()
 
     meta = json.loads((entry / "meta.json").read_text())  # an entry copied from another model: stale

@@ -41,10 +41,10 @@ def test_a_cache_entry_replaced_by_a_plain_file_is_reported_and_recomputed(cpu_b
         else:
             entry.symlink_to(tmp_path / "nowhere")
         again = quantize_width(graph, tmp_path / "b.onnx", calib, 1, MEAN, STD, **kw)
-        assert again["cache"].startswith("discarded a damaged entry and recalibrated"), (damage, again["cache"])
+        assert again.cache.startswith("discarded a damaged entry and recalibrated"), (damage, again.cache)
         assert sha256_file(tmp_path / "b.onnx") == sha256_file(tmp_path / "a.onnx")
-        assert quantize_width(graph, tmp_path / "c.onnx", calib, 1, MEAN, STD, **kw)["cache"] == "hit"
-    assert first["cache"] == "miss"
+        assert quantize_width(graph, tmp_path / "c.onnx", calib, 1, MEAN, STD, **kw).cache == "hit"
+    assert first.cache == "miss"
 
 
 def activation_scales(path) -> dict[str, float]:
@@ -61,7 +61,7 @@ def test_each_calibration_method_gives_its_own_ranges(cpu_bundle, calib, tmp_pat
         out = tmp_path / f"{method}.onnx"
         info = quantize_width(graph, out, calib, 1, MEAN, STD, data_sha256=data_hash(calib), method=method,
                               flavour="cpu")
-        assert info["method"] == method
+        assert info.method == method
         graphs[method], scales[method] = out.read_bytes(), activation_scales(out)
     for a, b in itertools.combinations(graphs, 2):
         assert graphs[a] != graphs[b], f"{a} and {b} give the same graph"
@@ -79,13 +79,13 @@ def test_cache_entries_of_the_old_entropy_settings_are_not_reused(cpu_bundle, ca
     cache = CalibrationCache(tmp_path / "cache")
     planted = quantize_width(graph, tmp_path / "m.onnx", calib, 1, MEAN, STD, data_sha256=data_hash(calib),
                              method="minmax", flavour="cpu", cache=cache)
-    assert planted["cache"] == "miss"
-    minmax = CalibrationCache.key_fields(sha256_file(graph), data_hash(calib), 1, "minmax", "cpu", planted["tool"])
+    assert planted.cache == "miss"
+    minmax = CalibrationCache.key_fields(sha256_file(graph), data_hash(calib), 1, "minmax", "cpu", planted.tool)
     old = dict(minmax, method="entropy", tool=f"onnxruntime {onnxruntime.__version__}")  # the old key of entropy
     cache.store(old, cache.lookup(minmax))
     info = quantize_width(graph, tmp_path / "e.onnx", calib, 1, MEAN, STD, data_sha256=data_hash(calib),
                           method="entropy", flavour="cpu", cache=cache)
-    assert info["cache"] == "miss"
+    assert info.cache == "miss"
     assert (tmp_path / "e.onnx").read_bytes() != (tmp_path / "m.onnx").read_bytes()
 
 

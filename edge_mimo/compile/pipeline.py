@@ -122,7 +122,7 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
     output = Path(opts.output or f"bundles/{name}-{profile.name}-m{opts.m}")
     check_replaceable(output, MANIFEST_FILE, owned=is_bundle)  # only an earlier bundle is ever replaced
 
-    artifacts, accuracy, files, quant, cache_status = {}, {}, {}, {}, {}
+    artifacts, accuracy, files, cache_status = {}, {}, {}, {}
     with atomic_dir(output, marker=MANIFEST_FILE) as tmp:
         (tmp / "fp32").mkdir()
         (tmp / "int8").mkdir()
@@ -142,7 +142,7 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
             quant = quantize_width(tmp / fp32_rel, tmp / int8_rel, calib.images, n, cfg.mean, cfg.std,
                                    data_sha256=calib_sha, method=opts.calib_method,
                                    flavour=flavour, cache=cache)
-            cache_status[n] = quant["cache"]
+            cache_status[n] = quant.cache
             steps.update()
             steps.set_postfix_str(f"evaluate n={n}")
             fp_logits = onnx_frame_logits(tmp / fp32_rel, val_x, n, cfg.capacity)
@@ -170,9 +170,9 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
                             mean=tuple(cfg.mean), std=tuple(cfg.std), color="gray" if cfg.in_channels == 1 else "rgb"),
             widths=tuple(widths), target=profile, artifacts=artifacts,
             quantization=Quantization(
-                method=quant["method"], flavour=quant["flavour"], tool=quant["tool"],
-                calibration_images=quant["calibration_images"], per_channel=quant["per_channel"],
-                symmetric_activations=quant["symmetric_activations"], calibration_sha256=calib_sha,
+                method=quant.method, flavour=quant.flavour, tool=quant.tool,
+                calibration_images=quant.calibration_images, per_channel=quant.per_channel,
+                symmetric_activations=quant.symmetric_activations, calibration_sha256=calib_sha,
                 calibration_source=opts.calib, cache=cache_status),
             validation=Validation(source=val_source, images=int(len(val)), gate_max_drop=opts.max_drop,
                                   gate_failed=tuple(sorted(failed)), allowed_drop=bool(failed and opts.allow_drop)),

@@ -2,6 +2,6 @@
 
 from .cache import CalibrationCache
 from .calibration import GroupReader, data_hash
-from .ptq import FLAVOURS, METHODS, quantize_width
+from .ptq import FLAVOURS, METHODS, QuantizeResult, quantize_width
 
-__all__ = ["CalibrationCache", "GroupReader", "data_hash", "FLAVOURS", "METHODS", "quantize_width"]
+__all__ = ["CalibrationCache", "GroupReader", "data_hash", "FLAVOURS", "METHODS", "QuantizeResult", "quantize_width"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +73,27 @@ def calibrate(graph: Path, reader: GroupReader, method: str, ranges: Path) -> No
         save_tensors_data(calibrator.compute_data(), ranges)
 
 
+@dataclass(frozen=True)
+class QuantizeResult:
+    """What :func:`quantize_width` did, for the manifest's ``quantization`` section."""
+
+    flavour: str
+    method: str
+    tool: str
+    calibration_images: int
+    cache: str  # "hit", "miss", "off", or what was wrong with a discarded entry
+    per_channel: bool = True
+
+    @property
+    def symmetric_activations(self) -> bool:
+        return self.flavour == "tensorrt"
+
+
 def quantize_width(
     fp32: str | Path, out: str | Path, images: np.ndarray, width: int, mean, std, *,
     data_sha256: str, method: str = "minmax", flavour: str = "cpu",
     cache: CalibrationCache | None = None,
-) -> dict:
+) -> QuantizeResult:
     """Quantize the width-``width`` graph ``fp32`` into ``out``; returns what was done (for the manifest)."""
     if method not in METHODS:
         raise ConfigError(f"calibration method {method!r} is unknown: choose one of {', '.join(METHODS)}")
@@ -84,24 +101,21 @@ def quantize_width(
         raise ConfigError(f"quantization flavour {flavour!r} is unknown: choose one of {', '.join(FLAVOURS)}")
     fp32, out = Path(fp32), Path(out)
     tool = _tool(flavour)
-    info = {"flavour": flavour, "method": method, "tool": tool, "per_channel": True,
-            "symmetric_activations": flavour == "tensorrt", "calibration_images": int(len(images))}
+    done = dict(flavour=flavour, method=method, tool=tool, calibration_images=int(len(images)))
     if tool.startswith("nvidia-modelopt"):
         _quantize_modelopt(fp32, out, images, width, mean, std, method)
-        info["cache"] = "not used (ModelOpt calibrates itself)"
-        return info
+        return QuantizeResult(**done, cache="not used (ModelOpt calibrates itself)")
 
     settings = "".join(f" {k}={v}" for k, v in CALIBRATOR_OPTIONS[method].items())  # entries of other settings miss
     fields = CalibrationCache.key_fields(sha256_file(fp32), data_sha256, width, method, flavour, tool + settings)
-    ranges = None
-    info["cache"] = "off"
+    ranges, status = None, "off"
     if cache is not None:
         try:
             ranges = cache.lookup(fields)
-            info["cache"] = "hit" if ranges else "miss"
+            status = "hit" if ranges else "miss"
         except CalibrationCacheError as e:
             cache.discard(fields)
-            info["cache"] = f"discarded a damaged entry and recalibrated: {e}"
+            status = f"discarded a damaged entry and recalibrated: {e}"
     spec = FLAVOURS[flavour]
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -125,4 +139,4 @@ def quantize_width(
             root.setLevel(level)
         if cache is not None and ranges is None:
             cache.store(fields, fresh)
-    return info
+    return QuantizeResult(**done, cache=status)

@@ -13,9 +13,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from ..bundle.manifest import RESIZE_MODES
 from ..errors import ConfigError, FrameError
-
-RESIZE_MODES = ("center-crop", "stretch", "letterbox")
 ROI = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
 
@@ -40,18 +39,6 @@ class InputSpec:
             raise ConfigError(f"resize mode {self.resize!r} is unknown: choose one of {', '.join(RESIZE_MODES)}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ConfigError("input mean and std need one value per channel: fix the manifest")
-
-    @classmethod
-    def from_manifest(cls, spec: dict) -> "InputSpec":
-        return cls(
-            channels=int(spec["channels"]),
-            height=int(spec["height"]),
-            width=int(spec["width"]),
-            color=spec.get("color", "gray" if int(spec["channels"]) == 1 else "rgb"),
-            mean=tuple(float(v) for v in spec["mean"]),
-            std=tuple(float(v) for v in spec["std"]),
-            resize=spec.get("resize", "center-crop"),
-        )
 
 
 def check_frame(frame) -> np.ndarray:

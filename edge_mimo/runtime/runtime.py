@@ -66,6 +66,7 @@ class Runtime:
             raise ConfigError(f"resize mode {resize!r} is unknown: choose one of {', '.join(RESIZE_MODES)}")
         if threads is not None and not (_integer(threads) and threads >= 0):
             raise ConfigError(f"threads must be a whole number >= 0 (0 or None: ONNX Runtime's choice), got {threads!r}")
+        threads = None if threads is None else int(threads)
         self.bundle = Path(bundle)
         self.manifest = Manifest.load(self.bundle)
         m = self.manifest
