@@ -320,7 +320,7 @@ ENGINES = [{"file": "engines/sm87-trt10.3.0/width4.plan", "sha256": "0" * 64, "c
 
 @pytest.mark.parametrize("device", [("8.6", "10.3.0"), ("8.7", "10.8.0"), ("9.0", "10.3.0")])
 def test_engines_for_another_gpu_or_tensorrt_are_refused(device):
-    from edge_mimo.build.tensorrt import check_compatible, find_engine
+    from edge_mimo.engines.plans import check_compatible, find_engine
 
     manifest = {"artifacts": {"4": {"engines": copy.deepcopy(ENGINES)}}}
     assert find_engine(manifest, 4, *device) is None  # never picked for this device ...

@@ -21,7 +21,7 @@ def plain_int8_runner(manifest: dict, workdir: Path, calibration: np.ndarray, th
     from ..models.config import ModelConfig
     from ..models.plain import PlainWRN
     from ..quantize import quantize_width
-    from ..runtime.backends import session_options
+    from ..engines import session_options
 
     torch.manual_seed(0)
     cfg = ModelConfig.from_dict(manifest["model"])

@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..build.tensorrt import build_bundle_engines
+    from ..engines import build_bundle_engines
 
     built = build_bundle_engines(args.bundle)
     print(f"{len(built)} engine(s) built" if built else "engines for this GPU and TensorRT version already exist")

@@ -16,6 +16,7 @@ from .. import __version__
 from ..atomic import atomic_dir
 from ..bundle.manifest import MANIFEST_FILE, SCHEMA_VERSION, sha256_file
 from ..datasets import ImageSet, load_dataset
+from ..engines import build_bundle_engines
 from ..errors import AccuracyGateError, BackendUnavailableError, ConfigError, DataError
 from ..quantize import CalibrationCache, data_hash, quantize_width
 from ..quantize.calibration import normalize
@@ -174,13 +175,11 @@ def _engines(tmp: Path, manifest: dict, log) -> str:
     """Build TensorRT plans when this machine can; otherwise say where they will be built."""
     if manifest["target"]["backend"] != "tensorrt":
         return "none (ONNX Runtime runs the INT8 ONNX directly)"
-    from ..build.tensorrt import build_bundle_engines
-
     (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     try:
-        built = build_bundle_engines(tmp, log=log)
+        built = build_bundle_engines(tmp)
     except BackendUnavailableError as e:
         return (f"not built here ({e}). Build them on the device with `edge-mimo build-engines BUNDLE`, "
-                "or let the runtime build them on first load")
+                "or let the runtime build them into its plan cache on first load")
     manifest.update(json.loads((tmp / MANIFEST_FILE).read_text()))
     return f"built {len(built)} plan(s) on this machine"
