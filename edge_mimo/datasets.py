@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .models.config import FASHION_MNIST_CLASSES
+
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 VALIDATION_HOLDOUT = 3000  # the last images of the Fashion-MNIST training split, never trained on
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -22,6 +24,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".p
 
 @dataclass
 class ImageSet:
+    """Labelled images: uint8 ``images`` [M, C, H, W], ``labels`` [M] and the class names."""
     images: np.ndarray  # uint8 [M, C, H, W]
     labels: np.ndarray  # int64 [M]
     class_names: tuple[str, ...] = ()
@@ -30,6 +33,7 @@ class ImageSet:
         return len(self.labels)
 
     def subset(self, index) -> "ImageSet":
+        """The images and labels at ``index`` (a slice, an index array or a mask)."""
         return ImageSet(self.images[index], self.labels[index], self.class_names)
 
 
@@ -49,8 +53,6 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 def load_fashion_mnist(split: str, root: str | Path = FASHION_MNIST_DIR) -> ImageSet:
     """``split``: 'train' (57k, the held-out tail removed), 'val' (the 3k held out), 'test' (10k), 'full-train'."""
-    from .models.config import FASHION_MNIST_CLASSES
-
     root = Path(root)
     prefix = "t10k" if split == "test" else "train"
     files = [root / f"{prefix}-{kind}-idx{d}-ubyte.gz" for kind, d in (("images", 3), ("labels", 1))]

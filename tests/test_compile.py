@@ -35,10 +35,6 @@ def graphs(model, tmp_path_factory):
     return {n: export_width(model, n, out / f"w{n}.onnx") for n in (1, 4)}
 
 
-def quiet(*_):
-    pass
-
-
 @pytest.mark.parametrize("width", [1, 4])
 def test_onnx_matches_pytorch_on_real_images(model, graphs, width):
     images = shipped_sample("validation").images[: 16 * width]
@@ -132,7 +128,7 @@ def test_calibration_cache_hit_and_damage_detection(graphs, tmp_path):
 
 def small_compile(tmp_path, **kw):
     kw = {"cache_dir": tmp_path / "cache", **kw}
-    opts = CompileOptions(calib_size=256, val_size=400, output=tmp_path / "bundle", log=quiet, **kw)
+    opts = CompileOptions(calib_size=256, val_size=400, output=tmp_path / "bundle", **kw)
     return compile_bundle(opts)
 
 

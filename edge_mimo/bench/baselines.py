@@ -6,6 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
+
+from ..engines import session_options
+from ..models.config import ModelConfig
 
 
 def plain_int8_runner(manifest: dict, workdir: Path, calibration: np.ndarray, threads: int) -> Callable:
@@ -14,14 +18,11 @@ def plain_int8_runner(manifest: dict, workdir: Path, calibration: np.ndarray, th
     Its weights are randomly initialised: it is a speed baseline only (its accuracy is not measured).
     Returns ``run(x)`` for normalised inputs [M, C, H, W].
     """
-    import onnxruntime as ort
-    import torch
+    import torch  # the compile extra; ImportError tells the caller to skip this baseline
 
     from ..export import export_width
-    from ..models.config import ModelConfig
     from ..models.plain import PlainWRN
-    from ..quantize import quantize_width
-    from ..engines import session_options
+    from ..quantize import quantize_width  # onnx: the compile extra
 
     torch.manual_seed(0)
     cfg = ModelConfig.from_dict(manifest["model"])

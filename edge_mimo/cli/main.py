@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from .. import __version__
@@ -13,6 +14,7 @@ COMMANDS = ("train", "info", "targets", "compile", "build-engines", "run", "benc
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``edge-mimo`` parser with one sub-parser per command."""
     parser = argparse.ArgumentParser(prog="edge-mimo", description="Superposed (MIMO) classifiers on edge devices.")
     parser.add_argument("--version", action="version", version=f"edge-mimo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -22,15 +24,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(quiet: bool) -> None:
+    """edge-mimo's progress messages on stderr (warnings only with ``--json``); other libraries' warnings too."""
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("edge_mimo").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``edge-mimo`` sub-command; returns the exit status (2 with a one-line message for user errors)."""
     args = build_parser().parse_args(argv)
+    configure_logging(getattr(args, "json", False))
     try:
         return args.run(args) or 0
     except (EdgeMimoError, FileNotFoundError, ValueError) as e:
         print(f"edge-mimo {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
-        if e.name in ("torch", "onnx", "onnxscript", "safetensors"):
+        if e.name in ("torch", "onnx", "onnxscript", "safetensors", "tqdm", "matplotlib"):
             print(
                 f"edge-mimo {args.command}: error: this command needs {e.name}: "
                 "install the compile extra with `pip install 'edge-mimo[compile]'`",

@@ -9,11 +9,15 @@ import sys
 import time
 
 from ..errors import ConfigError
+from ..runtime import Runtime
+from ..streams import StreamMux
+from ..streams.annotate import MosaicWriter, draw_tile
 
 NAMED = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")  # name=uri (a URL's own '=' comes after ':' or '/')
 
 
 def add_parser(sub) -> None:
+    """Register ``edge-mimo run``."""
     p = sub.add_parser("run", help="classify live sources (files, RTSP/HTTP, V4L2, GStreamer) with a bundle")
     p.add_argument("bundle", help="bundle directory written by `edge-mimo compile`")
     p.add_argument("--source", action="append", required=True, metavar="[NAME=]URI",
@@ -43,6 +47,7 @@ def add_parser(sub) -> None:
 
 
 def parse_sources(specs: list[str]) -> dict[str, str]:
+    """``[NAME=]URI`` options -> {name: uri}; unnamed sources become cam0, cam1, ..."""
     sources = {}
     for i, spec in enumerate(specs):
         m = NAMED.match(spec)
@@ -54,6 +59,7 @@ def parse_sources(specs: list[str]) -> dict[str, str]:
 
 
 def parse_rois(specs: list[str], names) -> dict[str, tuple[int, ...]]:
+    """``NAME=X,Y,W,H`` options -> {name: (x, y, w, h)} for known source names."""
     rois = {}
     for spec in specs:
         m = re.fullmatch(r"([A-Za-z0-9_.-]+)=(\d+),(\d+),(\d+),(\d+)", spec)
@@ -75,30 +81,31 @@ class Stats:
         self.errors = dict.fromkeys(names, 0)
 
     def add(self, name: str, result) -> None:
+        """Count one result of stream ``name``."""
         self.times[name].append(time.monotonic())
         self.count[name] += 1
         self.uncertain[name] += bool(result.ok and result.uncertain)
         self.errors[name] += not result.ok
 
     def fps(self, name: str) -> float:
+        """Predictions per second of stream ``name`` over its last 30."""
         t = self.times[name]
         return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
 
     def rate(self, name: str) -> float:
+        """Share of stream ``name``'s good predictions flagged uncertain."""
         ok = self.count[name] - self.errors[name]
         return self.uncertain[name] / ok if ok else 0.0
 
     def line(self, health: dict, elapsed: float) -> str:
+        """One status line for stderr."""
         parts = [f"{n} {health[n].state} {self.fps(n):.1f} fps uncertain {100 * self.rate(n):.0f}%"
                  + (f" errors {self.errors[n]}" if self.errors[n] else "") for n in self.count]
         return f"[{elapsed:6.1f}s] " + " | ".join(parts)
 
 
 def run(args) -> int:
-    from ..runtime import Runtime
-    from ..streams import StreamMux
-    from ..streams.annotate import MosaicWriter, draw_tile
-
+    """Classify the sources until they end, a limit is reached or Ctrl-C; returns the exit status."""
     sources = parse_sources(args.source)
     rois = parse_rois(args.roi, sources)
     runtime = Runtime(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads,
@@ -146,6 +153,7 @@ def run(args) -> int:
         pass
     finally:
         mux.close()
+        runtime.close()
         if writer:
             writer.close()
         if out is not sys.stdout:

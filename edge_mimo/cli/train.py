@@ -8,8 +8,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from ..atomic import check_replaceable
+from ..datasets import load_dataset, load_fashion_mnist
+from ..models import build_model
+from ..models.config import ModelConfig
+
 
 def add_parser(sub) -> None:
+    """Register ``edge-mimo train``."""
     p = sub.add_parser("train", help="train a MIMOConv / MIMO / MixMo classifier",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", default="fashion-mnist",
@@ -38,8 +46,6 @@ def add_parser(sub) -> None:
 
 
 def _load(args):
-    from ..datasets import load_dataset, load_fashion_mnist
-
     train = load_dataset(args.dataset, "train", args.image_size, args.channels)
     if args.dataset.startswith("fashion-mnist"):
         root = args.dataset.partition(":")[2] or None
@@ -51,12 +57,8 @@ def _load(args):
 
 
 def run(args) -> int:
-    import numpy as np
-
-    from ..models import build_model
-    from ..models.config import ModelConfig
-    from ..atomic import check_replaceable
-    from ..models.weights import CONFIG_FILE, save_model
+    """Train, evaluate and save a model directory with training.json; returns the exit status."""
+    from ..models.weights import CONFIG_FILE, save_model  # torch: the compile extra
     from ..train import TrainConfig, evaluate, train
 
     check_replaceable(args.output, CONFIG_FILE)  # before hours of training, not after

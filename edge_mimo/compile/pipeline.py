@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -17,17 +17,20 @@ from ..atomic import atomic_dir
 from ..bundle.manifest import MANIFEST_FILE, SCHEMA_VERSION, sha256_file
 from ..datasets import ImageSet, load_dataset
 from ..engines import build_bundle_engines
-from ..errors import AccuracyGateError, BackendUnavailableError, ConfigError, DataError
+from ..models.default import resolve_model
+from ..errors import AccuracyGateError, BackendUnavailableError, ConfigError, DataError, ExportError
 from ..quantize import CalibrationCache, data_hash, quantize_width
 from ..quantize.calibration import normalize
 from .evaluate import onnx_replica_logits, width_report
 from .report import render, write_plot
+from .targets import load_target
 
 DEFAULT_CACHE = Path.home() / ".cache" / "edge-mimo" / "calibration"
 
 
 @dataclass
 class CompileOptions:
+    """What :func:`compile_bundle` builds; the fields mirror ``edge-mimo compile``'s options."""
     model: str = "default"
     target: str = "cpu"
     m: int = 4
@@ -41,7 +44,6 @@ class CompileOptions:
     allow_drop: bool = False
     output: Path | None = None
     cache_dir: Path | None = DEFAULT_CACHE
-    log: object = field(default=print)
 
 
 def _versions() -> dict:
@@ -81,12 +83,9 @@ def _widths(opts: CompileOptions, profile: dict, capacity_widths: tuple[int, ...
 
 def compile_bundle(opts: CompileOptions) -> tuple[Path, dict]:
     """Run the pipeline; returns the bundle path and its manifest. Nothing is left behind on failure."""
-    from ..export import export_width, max_abs_difference
-    from ..models.default import resolve_model
+    from ..export import export_width, max_abs_difference  # torch: the compile extra
     from ..models.weights import WEIGHTS_FILE, count_macs, load_model
-    from .targets import load_target
 
-    log = opts.log
     profile = load_target(opts.target)
     model_dir = resolve_model(opts.model)
     model = load_model(model_dir)
@@ -114,7 +113,8 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, dict]:
             x = normalize(probe, cfg.mean, cfg.std).reshape(-1, n, *probe.shape[1:])
             diff = max_abs_difference(model, tmp / fp32_rel, x)
             if diff > 1e-3:
-                raise RuntimeError(f"the width-{n} ONNX graph differs from PyTorch by {diff:.2e}: export is broken")
+                raise ExportError(f"the width-{n} ONNX graph differs from PyTorch by {diff:.2e} (allowed 1e-3): "
+                                  "the export is broken for this model; check the torch and onnx versions")
             steps.update()
             steps.set_postfix_str(f"quantize n={n}")
             quant = quantize_width(tmp / fp32_rel, tmp / int8_rel, calib.images, n, cfg.mean, cfg.std,
@@ -163,7 +163,7 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, dict]:
             "macs_per_image": {str(n): count_macs(model, n) // n for n in widths},
             "versions": _versions(), "files": files,
         }
-        manifest["engines_note"] = _engines(tmp, manifest, log)
+        manifest["engines_note"] = _engines(tmp, manifest)
         write_plot(tmp / "operating_points.png", widths, accuracy, manifest["macs_per_image"],
                    f"{cfg.arch} N={cfg.capacity}, {profile['name']}")
         (tmp / "report.md").write_text(render(manifest))
@@ -171,7 +171,7 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, dict]:
     return output, manifest
 
 
-def _engines(tmp: Path, manifest: dict, log) -> str:
+def _engines(tmp: Path, manifest: dict) -> str:
     """Build TensorRT plans when this machine can; otherwise say where they will be built."""
     if manifest["target"]["backend"] != "tensorrt":
         return "none (ONNX Runtime runs the INT8 ONNX directly)"

@@ -38,12 +38,14 @@ class GroupReader(CalibrationDataReader):
         self.pos = 0
 
     def get_next(self) -> dict | None:
+        """The next batch of superposed groups as ONNX Runtime feeds, or None at the end."""
         if self.pos >= len(self.batches):
             return None
         self.pos += 1
         return {self.input_name: self.batches[self.pos - 1]}
 
     def rewind(self) -> None:
+        """Start again from the first batch."""
         self.pos = 0
 
     def __len__(self) -> int:

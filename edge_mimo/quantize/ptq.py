@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..bundle.manifest import sha256_file
 from ..errors import CalibrationCacheError, ConfigError
+from ..packing import pack_groups
 from .cache import CalibrationCache
 from .calibration import GroupReader, normalize
 
@@ -38,6 +37,7 @@ FLAVOURS = {
 
 
 def modelopt_available() -> bool:
+    """True when NVIDIA ModelOpt is installed (TensorRT-flavour PTQ then uses it)."""
     return importlib.util.find_spec("modelopt") is not None
 
 
@@ -52,8 +52,6 @@ def _tool(flavour: str) -> str:
 def _quantize_modelopt(fp32: Path, out: Path, images: np.ndarray, width: int, mean, std, method: str) -> None:
     """TensorRT-flavour PTQ with NVIDIA ModelOpt (``modelopt.onnx.quantization.quantize``)."""
     from modelopt.onnx.quantization import quantize
-
-    from ..packing import pack_groups
 
     groups, _ = pack_groups(normalize(images, mean, std), width)
     quantize(onnx_path=str(fp32), quantize_mode="int8", calibration_data={"images": groups},
@@ -95,20 +93,14 @@ def quantize_width(
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         fresh = Path(tmp) / "ranges.json"
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # ORT warns that BatchNorm's 1-D scale has no axis 1: it quantizes per tensor
-        try:
-            quantize_static(
+        quantize_static(
             str(pre), str(out),
-                calibration_data_reader=None if ranges else GroupReader(images, width, mean, std),
-                quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=METHODS[method],
-                activation_type=spec["activation_type"], weight_type=spec["weight_type"],
-                extra_options=dict(spec["extra_options"]),
-                calibration_cache_path=str(ranges or fresh),
-            )
-        finally:
-            root.setLevel(level)
+            calibration_data_reader=None if ranges else GroupReader(images, width, mean, std),
+            quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=METHODS[method],
+            activation_type=spec["activation_type"], weight_type=spec["weight_type"],
+            extra_options=dict(spec["extra_options"]),
+            calibration_cache_path=str(ranges or fresh),
+        )
         if cache is not None and ranges is None:
             cache.store(fields, fresh)
     return info

@@ -44,11 +44,13 @@ class Frame:
 
     @property
     def age(self) -> float:
+        """Seconds since capture."""
         return time.monotonic() - self.monotonic
 
 
 @dataclass(frozen=True)
 class SourceStatus:
+    """A snapshot of one source's health, as :meth:`VideoSource.status` reports it."""
     stream: str
     state: str
     frames: int  # frames read so far
@@ -113,6 +115,7 @@ class VideoSource:
 
     # -- public --------------------------------------------------------------------------------------------
     def start(self) -> "VideoSource":
+        """Start the reader thread (once); returns the source."""
         if not self._thread.is_alive() and not self._stop.is_set():
             self._thread.start()
         return self
@@ -132,10 +135,12 @@ class VideoSource:
         self._notify()
 
     def latest(self) -> Frame | None:
+        """The freshest frame read so far, or None."""
         with self._lock:
             return self._latest
 
     def status(self) -> SourceStatus:
+        """The source's health now (LIVE turns STALLED when no frame came for ``stall_after`` s)."""
         with self._lock:
             state, last, times = self._state, self._latest, list(self._times)
             frames, reconnects, error = self._frames, self._reconnects, self._error
@@ -147,6 +152,7 @@ class VideoSource:
 
     @property
     def finished(self) -> bool:
+        """True once the source ended or failed for good."""
         with self._lock:
             return self._state in FINISHED
 

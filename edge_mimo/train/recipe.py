@@ -7,6 +7,7 @@ SGD with Nesterov momentum and a one-cycle learning rate; optional mixup.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -20,7 +21,9 @@ from tqdm import tqdm
 from ..atomic import atomic_write_bytes
 from ..datasets import ImageSet
 from ..models.base import SuperposedClassifier
-from .evaluate import normalize
+from .evaluate import evaluate, normalize
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -139,9 +142,11 @@ def train(
     cfg: TrainConfig,
     checkpoint: str | Path | None = None,
     val: ImageSet | None = None,
-    log=print,
 ) -> dict:
-    """Train ``model`` in place; resumes from ``checkpoint`` if it exists. Returns a history dict."""
+    """Train ``model`` in place; resumes from ``checkpoint`` if it exists. Returns a history dict.
+
+    With ``val``, each epoch ends with an evaluation at every width, logged and kept in the history.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -171,7 +176,7 @@ def train(
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         sampler.perm, sampler.pos, step = state["perm"], state["pos"], state["step"]
-        log(f"resumed from {ckpt} at step {step}/{total}")
+        logger.info("resumed from %s at step %d/%d", ckpt, step, total)
 
     history = {"config": asdict(cfg), "epochs": []}
     start = time.time()
@@ -209,10 +214,8 @@ def train(
             entry = {"step": step, "epoch": step / steps_per_epoch, "loss": run_loss, "train_acc": run_acc,
                      "seconds": time.time() - start}
             if val is not None:
-                from .evaluate import evaluate
-
                 entry["val"] = {str(k): v for k, v in evaluate(model, val.images, val.labels).items()}
-                log(f"epoch {entry['epoch']:.0f}: " + ", ".join(
+                logger.info("epoch %.0f: %s", entry["epoch"], ", ".join(
                     f"n={k} acc {v['accuracy']:.4f}" for k, v in entry["val"].items()))
             history["epochs"].append(entry)
             if ckpt:
