@@ -124,8 +124,8 @@ def load_cifar10(root: str | Path, split: str) -> ImageSet:
 
 
 def shipped_sample(name: str) -> ImageSet:
-    """The samples shipped with edge-mimo: 'calibration' or 'validation' (Fashion-MNIST, see calibration/)."""
-    ref = resources.files("edge_mimo.calibration_data") / f"fashion_mnist_{name}.npz"
+    """The samples shipped with edge-mimo: 'calibration' or 'validation' (Fashion-MNIST, see edge_mimo/samples/)."""
+    ref = resources.files("edge_mimo.samples") / f"fashion_mnist_{name}.npz"
     if not ref.is_file():
         raise FileNotFoundError(f"no shipped sample {name!r}: choose 'calibration' or 'validation'")
     with ref.open("rb") as f, np.load(f) as z:

@@ -1,4 +1,4 @@
-"""Deployment target profiles: one TOML file per target in ``targets/`` (torch-free)."""
+"""Deployment target profiles: one TOML file per target in ``edge_mimo/targets/`` (torch-free)."""
 
 from __future__ import annotations
 
