@@ -9,7 +9,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ..engines import session_options
-from ..models.config import ModelConfig
+from ..bundle.names import INPUT_NAME
+from ..models.config import WEIGHTS_FILE, ModelConfig
 
 
 def plain_int8_runner(manifest: dict, workdir: Path, calibration: np.ndarray, threads: int) -> Callable:
@@ -32,7 +33,7 @@ def plain_int8_runner(manifest: dict, workdir: Path, calibration: np.ndarray, th
     quantize_width(fp32, int8, calibration, 1, cfg.mean, cfg.std, data_sha256="bench",
                    flavour=manifest["quantization"]["flavour"])
     session = ort.InferenceSession(str(int8), session_options(threads), providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"images": x[:, None]})[0]
+    return lambda x: session.run(None, {INPUT_NAME: x[:, None]})[0]
 
 
 def torch_eager_runner(manifest: dict, threads: int) -> Callable | None:
@@ -44,7 +45,7 @@ def torch_eager_runner(manifest: dict, threads: int) -> Callable | None:
     except ImportError:
         return None
     source = Path(manifest.get("model_source", ""))
-    if not (source / "model.safetensors").is_file():
+    if not (source / WEIGHTS_FILE).is_file():
         return None
     torch.set_num_threads(threads)
     model = load_model(source)

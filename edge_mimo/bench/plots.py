@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .run import POLICIES
+from ..runtime.scheduler import POLICIES
 
 
 def _pyplot():

@@ -13,11 +13,10 @@ import numpy as np
 from ..datasets import shipped_sample
 from ..runtime import Runtime
 from ..runtime.preprocess import Normalizer, prepare_batch
+from ..runtime.scheduler import POLICIES
 from .baselines import plain_int8_runner, torch_eager_runner
 from .frames import camera_frames
 from .timing import measure_interleaved, summary
-
-POLICIES = ("throughput", "balanced", "robust")
 
 logger = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..models.config import TRAINING_FILE
 from ..models.default import resolve_model
 
 
@@ -22,7 +23,7 @@ def describe(model_dir: Path) -> dict:
 
     model = load_model(model_dir)
     cfg = model.config
-    training = model_dir / "training.json"
+    training = model_dir / TRAINING_FILE
     recorded = json.loads(training.read_text()).get("test", {}) if training.exists() else {}
     return {
         "path": str(model_dir),

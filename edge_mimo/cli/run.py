@@ -8,8 +8,10 @@ import re
 import sys
 import time
 
+from ..engines import BACKENDS, PRECISIONS
 from ..errors import ConfigError
-from ..runtime import Runtime
+from ..runtime import POLICIES, Runtime
+from ..runtime.preprocess import RESIZE_MODES
 from ..streams import StreamMux
 from ..streams.annotate import MosaicWriter, draw_tile
 
@@ -22,14 +24,14 @@ def add_parser(sub) -> None:
     p.add_argument("bundle", help="bundle directory written by `edge-mimo compile`")
     p.add_argument("--source", action="append", required=True, metavar="[NAME=]URI",
                    help="video file, rtsp:// or http:// URL, device index or /dev/videoN, GStreamer pipeline; repeat")
-    p.add_argument("--policy", default="throughput", choices=("throughput", "balanced", "robust"),
+    p.add_argument("--policy", default="throughput", choices=POLICIES,
                    help="fewest passes | >= 2 replicas per frame | full ensemble per frame")
     p.add_argument("--budget-ms", type=float, help="cap on inference time per step (lowers replicas to fit)")
     p.add_argument("--width", type=int, help="force one superposition width")
-    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
-    p.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"))
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--threads", type=int, help="ONNX Runtime threads")
-    p.add_argument("--resize", choices=("center-crop", "stretch", "letterbox"), help="override the bundle's resize")
+    p.add_argument("--resize", choices=RESIZE_MODES, help="override the bundle's resize")
     p.add_argument("--roi", action="append", default=[], metavar="NAME=X,Y,W,H", help="region of interest per stream")
     p.add_argument("--loop", action="store_true", help="restart video files at their end")
     p.add_argument("--no-pace", action="store_true", help="read files as fast as possible instead of at their fps")

@@ -15,7 +15,7 @@ from ..atomic import check_replaceable
 from ..datasets import (AUGMENT_PRESETS, FOLDER_HOLDOUT_SHARE, folder_has_test_split, load_dataset,
                         load_fashion_mnist)
 from ..models import build_model
-from ..models.config import ARCHITECTURES, ModelConfig
+from ..models.config import ARCHITECTURES, TRAINING_FILE, ModelConfig
 
 
 def add_parser(sub) -> None:
@@ -132,6 +132,6 @@ def run(args) -> int:
         record["validation"] = {str(k): v for k, v in evaluate(model, val.images, val.labels).items()}
     if args.init:
         record["init"] = str(args.init)
-    (args.output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    (args.output / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.output}")
     return 0

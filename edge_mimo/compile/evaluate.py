@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ..bundle.names import INPUT_NAME
 from ..metrics import entropy, fit_temperature, softmax, summary
 from ..packing import pack_groups, unpack_groups
 from ..quantize.calibration import normalize
@@ -21,7 +22,7 @@ def onnx_replica_logits(path: str | Path, images: np.ndarray, width: int, mean, 
     opts.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     groups, _ = pack_groups(normalize(images, mean, std), width)
-    outs = [session.run(None, {"images": groups[i : i + batch]})[0] for i in range(0, len(groups), batch)]
+    outs = [session.run(None, {INPUT_NAME: groups[i : i + batch]})[0] for i in range(0, len(groups), batch)]
     return unpack_groups(np.concatenate(outs), len(images))
 
 

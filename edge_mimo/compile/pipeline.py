@@ -15,6 +15,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..atomic import atomic_dir
 from ..bundle.manifest import MANIFEST_FILE, SCHEMA_VERSION, sha256_file
+from ..bundle.names import OUTPUT_NAME, PLOT_FILE, REPORT_FILE, graph_file
 from ..datasets import ImageSet, load_dataset
 from ..engines import build_bundle_engines
 from ..models.default import resolve_model
@@ -106,7 +107,7 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, dict]:
         (tmp / "int8").mkdir()
         steps = tqdm(total=3 * len(widths), desc="compile", unit="step", dynamic_ncols=True)
         for n in widths:
-            fp32_rel, int8_rel = f"fp32/width{n}.onnx", f"int8/width{n}.{flavour}.onnx"
+            fp32_rel, int8_rel = graph_file("fp32", n), graph_file("int8", n, flavour)
             steps.set_postfix_str(f"export n={n}")
             export_width(model, n, tmp / fp32_rel)
             probe = calib.images[: 8 * n]
@@ -151,7 +152,7 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, dict]:
                       "height": cfg.image_size, "width": cfg.image_size,
                       "color": "gray" if cfg.in_channels == 1 else "rgb", "mean": list(cfg.mean),
                       "std": list(cfg.std), "resize": "center-crop"},
-            "output": {"name": "logits", "layout": "B,R,n,K"},
+            "output": {"name": OUTPUT_NAME, "layout": "B,R,n,K"},
             "widths": widths, "target": profile, "artifacts": artifacts,
             "quantization": dict(quant, calibration_sha256=calib_sha, calibration_source=opts.calib,
                                  cache=cache_status),
@@ -164,9 +165,9 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, dict]:
             "versions": _versions(), "files": files,
         }
         manifest["engines_note"] = _engines(tmp, manifest)
-        write_plot(tmp / "operating_points.png", widths, accuracy, manifest["macs_per_image"],
+        write_plot(tmp / PLOT_FILE, widths, accuracy, manifest["macs_per_image"],
                    f"{cfg.arch} N={cfg.capacity}, {profile['name']}")
-        (tmp / "report.md").write_text(render(manifest))
+        (tmp / REPORT_FILE).write_text(render(manifest))
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return output, manifest
 

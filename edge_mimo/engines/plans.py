@@ -23,13 +23,12 @@ from pathlib import Path
 
 from ..atomic import atomic_write_bytes
 from ..bundle.manifest import MANIFEST_FILE, artifact_path, load_manifest, sha256_file, verify_artifacts
+from ..bundle.names import TIMING_CACHE_FILE, engine_dir, plan_file
 from ..errors import BackendUnavailableError, EngineBuildError, EngineMismatchError
 from .base import DEFAULT_PLAN_CACHE
 from .device import device_identity, tensorrt
 
 logger = logging.getLogger(__name__)
-
-TIMING_CACHE = "timing.cache"
 
 
 def engine_key(compute_capability: str, trt_version: str) -> str:
@@ -128,14 +127,15 @@ def build_bundle_engines(bundle: str | Path) -> list[dict]:
     _check_tensorrt_target(bundle, manifest)
     cc, version = device_identity()
     key = engine_key(cc, version)
-    timing_cache = artifact_path(bundle, f"engines/{key}/{TIMING_CACHE}")
+    timing_rel = f"{engine_dir(key)}/{TIMING_CACHE_FILE}"
+    timing_cache = artifact_path(bundle, timing_rel)
     built = []
     for n in manifest["widths"]:
         if find_engine(manifest, n, cc, version):
             continue
         source = manifest["artifacts"][str(n)]["int8"]["file"]
         verify_artifacts(bundle, manifest, only=[source])
-        rel = f"engines/{key}/width{n}.plan"
+        rel = plan_file(key, n)
         start = time.time()
         build_plan(artifact_path(bundle, source), artifact_path(bundle, rel), n, _input_shape(manifest),
                    manifest["target"]["tensorrt"], timing_cache)
@@ -146,7 +146,7 @@ def build_bundle_engines(bundle: str | Path) -> list[dict]:
         built.append(entry)
         logger.info("built %s in %s s", rel, entry["build_seconds"])
     if built:
-        manifest["files"][f"engines/{key}/{TIMING_CACHE}"] = sha256_file(timing_cache)
+        manifest["files"][timing_rel] = sha256_file(timing_cache)
         atomic_write_bytes(bundle / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
     return built
 
@@ -191,7 +191,7 @@ class PlanCache:
         plan = self.path(fields)
         start = time.time()
         build_plan(onnx_path, plan, fields["width"], tuple(fields["input"]), fields["settings"],
-                   plan.parent / TIMING_CACHE)
+                   plan.parent / TIMING_CACHE_FILE)
         meta = {"key": fields, "sha256": sha256_file(plan), "build_seconds": round(time.time() - start, 1)}
         atomic_write_bytes(plan.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
         return plan

@@ -28,10 +28,9 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from ..bundle.names import INPUT_NAME, OUTPUT_NAME
 from ..models.base import SuperposedClassifier
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
 OPSET = 18
 
 

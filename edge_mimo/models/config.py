@@ -6,6 +6,10 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+CONFIG_FILE = "config.json"  # a model directory: this, the weights and (after training) the training record
+WEIGHTS_FILE = "model.safetensors"
+TRAINING_FILE = "training.json"
+
 ARCHITECTURES = ("mimoconv", "mimo", "mixmo", "plain")
 
 

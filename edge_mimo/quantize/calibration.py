@@ -7,6 +7,7 @@ import hashlib
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from ..bundle.names import INPUT_NAME
 from ..packing import pack_groups
 
 
@@ -31,7 +32,7 @@ class GroupReader(CalibrationDataReader):
     superposed activations.
     """
 
-    def __init__(self, images: np.ndarray, width: int, mean, std, input_name: str = "images", batch: int = 16):
+    def __init__(self, images: np.ndarray, width: int, mean, std, input_name: str = INPUT_NAME, batch: int = 16):
         groups, _ = pack_groups(normalize(images, mean, std), width)
         self.batches = [groups[i : i + batch] for i in range(0, len(groups), batch)]
         self.input_name = input_name

@@ -20,6 +20,7 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..bundle.manifest import sha256_file
+from ..bundle.names import INPUT_NAME
 from ..errors import CalibrationCacheError, ConfigError
 from ..packing import pack_groups
 from .cache import CalibrationCache
@@ -54,7 +55,7 @@ def _quantize_modelopt(fp32: Path, out: Path, images: np.ndarray, width: int, me
     from modelopt.onnx.quantization import quantize
 
     groups, _ = pack_groups(normalize(images, mean, std), width)
-    quantize(onnx_path=str(fp32), quantize_mode="int8", calibration_data={"images": groups},
+    quantize(onnx_path=str(fp32), quantize_mode="int8", calibration_data={INPUT_NAME: groups},
              calibration_method={"minmax": "max", "entropy": "entropy"}.get(method, "max"),
              output_path=str(out))
 
