@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
+    """The recipe's settings (``edge-mimo train`` options map onto these fields)."""
     epochs: int = 15
     batch: int = 64  # superposed groups per step
     lr: float = 0.1
@@ -68,6 +69,7 @@ class SlotSampler:
         self.perm, self.pos = torch.randperm(size, generator=generator), 0
 
     def take(self, count: int) -> torch.Tensor:
+        """The next ``count`` indices, reshuffling at the end of each pass."""
         out = []
         while count:
             if self.pos == self.size:
