@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("--repeats", type=int, default=20, help="timed calls per measurement (after warm-up)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime / torch intra-op threads")
     p.add_argument("--no-baselines", action="store_true", help="skip the plain WRN and PyTorch baselines")
+    p.add_argument("--compare", type=Path, nargs="*", default=[],
+                   help="other bundles (e.g. trained plain networks) timed in the same rounds and put on the "
+                        "operating-point plot")
     p.add_argument("-o", "--output", type=Path, default=Path("bench-results"), help="folder for JSON and plots")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=run)
@@ -35,7 +38,8 @@ def run(args) -> int:
         raise ConfigError(f"--streams {args.streams!r} must be comma-separated integers, e.g. 1,2,4,8") from None
     if min(streams) < 1:
         raise ConfigError("--streams must be >= 1")
-    result = run_bench(args.bundle, streams, args.repeats, args.threads, not args.no_baselines)
+    result = run_bench(args.bundle, streams, args.repeats, args.threads, not args.no_baselines,
+                       compare=args.compare)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     scaling_plot(result, args.output / "scaling.png")
