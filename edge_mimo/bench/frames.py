@@ -7,7 +7,7 @@ import numpy as np
 
 
 def camera_frames(images: np.ndarray, size: tuple[int, int] = (640, 480), seed: int = 0) -> list[np.ndarray]:
-    """uint8 [M, 1, 28, 28] -> M BGR frames (width x height = ``size``), the garment filling the centre square."""
+    """uint8 [M, 1, 28, 28] -> M BGR frames (``size`` = (width_px, height)), the garment filling the centre square."""
     w, h = size
     rng = np.random.default_rng(seed)
     frames = []

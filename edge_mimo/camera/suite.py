@@ -135,15 +135,15 @@ def suite_plot(result: dict, path) -> None:
     names = list(result["conditions"])
     policies = result["policies"]
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names)), 4))
-    width = 0.8 / len(policies)
+    bar_span = 0.8 / len(policies)
     for k, p in enumerate(policies):
         acc = [100 * result["conditions"][n][p]["accuracy"] for n in names]
-        ax.bar(np.arange(len(names)) + k * width, acc, width, label=p)
+        ax.bar(np.arange(len(names)) + k * bar_span, acc, bar_span, label=p)
     clean = result["conditions"].get("clean")
     if clean:
         ax.axhline(100 * clean[policies[0]]["accuracy"] - GOALS["max_drop_vs_clean"], ls="--", c="grey", lw=1,
                    label=f"clean ({policies[0]}) - {GOALS['max_drop_vs_clean']:.0f}")
-    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=35, ha="right", fontsize=8)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - bar_span / 2, names, rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(max(0, min(ax.get_ylim()[0], 50)), 100)
     ax.legend(fontsize=8)

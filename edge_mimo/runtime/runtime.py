@@ -68,7 +68,7 @@ class Runtime:
         self._ms_per_group = {n: None for n in self.widths}
         if warmup:
             for n in self.widths:  # first runs are slow (allocation); also seeds the latency estimates
-                x = np.zeros((1, n, self.spec.channels, self.spec.height, self.spec.width), np.float32)
+                x = np.zeros((1, n, self.spec.channels, self.spec.height, self.spec.width_px), np.float32)
                 self._backend.run(n, x)
                 self._timed_run(n, x)
 
