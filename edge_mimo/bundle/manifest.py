@@ -1,12 +1,12 @@
 """The bundle manifest: what a compile produced and how to check it.
 
 A bundle directory holds ``manifest.json``, the ONNX graphs, engines where built, ``report.md`` and an
-operating-point plot. The manifest (schema version 1) is a JSON object:
+operating-point plot. The manifest (schema version 2) is a JSON object:
 
 ``schema_version`` (int), ``edge_mimo_version``, ``created`` (UTC ISO time),
 ``model``: the ModelConfig dict (arch, capacity, in_channels, image_size, num_classes, class_names, mean, std, ...),
 ``model_sha256``: sha256 of the source weights,
-``input``: {``layout``: "B,n,C,H,W", ``dtype``: "float32", ``channels``, ``height``, ``width``,
+``input``: {``layout``: "B,n,C,H,W", ``dtype``: "float32", ``channels``, ``height``, ``width_px``,
             ``color``: "gray" | "rgb", ``mean``, ``std`` (0..1 units), ``resize``: "center-crop" | "stretch" | "letterbox"},
 ``output``: {``name``: "logits", ``layout``: "B,R,n,K"} (R = capacity / n replicas),
 ``widths``: [1, 2, 4],
@@ -19,7 +19,8 @@ operating-point plot. The manifest (schema version 1) is a JSON object:
 ``macs_per_image``: {"<n>": int}, ``versions``: {package: version or null}, ``files``: {relpath: sha256} of
 every file the runtime may load (engines may be added later by ``edge-mimo build-engines``).
 
-:func:`load_manifest` checks the structure the runtime relies on (types and ranges of ``model``, ``widths``,
+Schema 1 called the input's pixel width ``width``; :func:`load_manifest` reads such bundles as schema 2
+(``width`` means the superposition width everywhere else). It checks the structure the runtime relies on (types and ranges of ``model``, ``widths``,
 ``artifacts``, ``files``, ``input``, ``temperature``, ``uncertainty``) and refuses anything else as damaged.
 """
 
@@ -33,11 +34,12 @@ from pathlib import Path
 from ..errors import BundleError, BundleIntegrityError, BundleVersionError
 
 MANIFEST_FILE = "manifest.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ENGINE_KEYS = ("file", "sha256", "compute_capability", "tensorrt")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in ``chunk``-byte blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -67,10 +69,19 @@ def load_manifest(bundle: str | Path) -> dict:
     for key in ("model", "widths", "artifacts", "files", "input"):
         if key not in manifest:
             raise BundleIntegrityError(f"{path} lacks '{key}': the bundle is damaged, compile it again")
+    _upgrade(manifest)
     problem = _structure_problem(manifest)
     if problem:
         raise BundleIntegrityError(f"{path}: {problem}: the bundle is damaged, compile it again")
     return manifest
+
+
+def _upgrade(manifest: dict) -> None:
+    """Schema 1 -> 2 in place: the input's pixel width, ``input.width``, became ``input.width_px``."""
+    inp = manifest["input"]
+    if manifest["schema_version"] < 2 and isinstance(inp, dict) and "width" in inp:
+        inp["width_px"] = inp.pop("width")
+    manifest["schema_version"] = SCHEMA_VERSION
 
 
 def _count(v) -> bool:
@@ -108,10 +119,10 @@ def _structure_problem(m: dict) -> str | None:
             return f"'artifacts.{n}.engines' must be a list of {{{', '.join(ENGINE_KEYS)}}} entries"
     channels = inp.get("channels") if isinstance(inp, dict) else None
     if not (channels in (1, 3) and not isinstance(channels, bool) and _count(inp.get("height"))
-            and _count(inp.get("width")) and all(isinstance(inp.get(k), list) and len(inp[k]) == channels
+            and _count(inp.get("width_px")) and all(isinstance(inp.get(k), list) and len(inp[k]) == channels
                                                  and all(_number(v) for v in inp[k]) for k in ("mean", "std"))
             and all(v > 0 for v in inp["std"])):
-        return "'input' needs channels (1 or 3), positive height and width, and mean/std lists (std > 0) per channel"
+        return "'input' needs channels (1 or 3), positive height and width_px, and mean/std lists (std > 0) per channel"
     for key, ok in (("temperature", lambda t: _number(t) and t > 0),
                     ("uncertainty", lambda u: isinstance(u, dict) and _number(u.get("entropy_threshold", 0.0)))):
         table = m.get(key, {})

@@ -149,7 +149,7 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, dict]:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "model": cfg.to_dict(), "model_sha256": model_sha, "model_source": str(model_dir),
             "input": {"layout": "B,n,C,H,W", "dtype": "float32", "channels": cfg.in_channels,
-                      "height": cfg.image_size, "width": cfg.image_size,
+                      "height": cfg.image_size, "width_px": cfg.image_size,
                       "color": "gray" if cfg.in_channels == 1 else "rgb", "mean": list(cfg.mean),
                       "std": list(cfg.std), "resize": "center-crop"},
             "output": {"name": OUTPUT_NAME, "layout": "B,R,n,K"},

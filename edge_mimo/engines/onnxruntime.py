@@ -88,7 +88,7 @@ class OnnxRuntimeBackend:
         """Sessions over the bundle's ``options.precision`` graphs, checked against the manifest's shapes."""
         model, spec = manifest["model"], manifest["input"]
         return cls(bundle_graphs(bundle, manifest, options.precision), threads=options.threads,
-                   input_chw=(int(spec["channels"]), int(spec["height"]), int(spec["width"])),
+                   input_chw=(int(spec["channels"]), int(spec["height"]), int(spec["width_px"])),
                    capacity=int(model["capacity"]), num_classes=int(model["num_classes"]),
                    precision=options.precision)
 

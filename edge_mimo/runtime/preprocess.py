@@ -49,7 +49,7 @@ class InputSpec:
         return cls(
             channels=int(spec["channels"]),
             height=int(spec["height"]),
-            width_px=int(spec["width"]),
+            width_px=int(spec["width_px"]),
             color=spec.get("color", "gray" if int(spec["channels"]) == 1 else "rgb"),
             mean=tuple(float(v) for v in spec["mean"]),
             std=tuple(float(v) for v in spec["std"]),
