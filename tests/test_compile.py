@@ -21,7 +21,7 @@ from edge_mimo.models.default import DEFAULT_MODEL_DIR
 from edge_mimo.models.plain import PlainWRN
 from edge_mimo.models.weights import load_model
 from edge_mimo.quantize import CalibrationCache, data_hash, quantize_width
-from edge_mimo.quantize.calibration import normalize
+from edge_mimo.runtime.batching import model_inputs, spec_for, width_groups
 
 torch.set_num_threads(2)
 
@@ -40,7 +40,7 @@ def graphs(model, tmp_path_factory):
 @pytest.mark.parametrize("width", [1, 4])
 def test_onnx_matches_pytorch_on_real_images(model, graphs, width):
     images = shipped_sample("validation").images[: 16 * width]
-    x = normalize(images, model.config.mean, model.config.std).reshape(16, width, 1, 28, 28)
+    x = width_groups(model_inputs(images, spec_for(model.config)), width)
     assert max_abs_difference(model, graphs[width], x) < 1e-4
     graph = onnx.load(graphs[width]).graph
     assert [i.name for i in graph.input] == ["images"] and [o.name for o in graph.output] == ["logits"]
@@ -62,7 +62,7 @@ def test_rewrites_see_through_deduplicated_constants(model, tmp_path):
     path = export_width(fresh, 1, tmp_path / "plain.onnx")
     ops = {n.op_type for n in onnx.load(path).graph.node}
     assert not ops & {"PRelu", "BatchNormalization"} and "LeakyRelu" in ops
-    x = normalize(shipped_sample("validation").images[:8], model.config.mean, model.config.std)[:, None]
+    x = model_inputs(shipped_sample("validation").images[:8], spec_for(model.config))[:, None]
     assert max_abs_difference(fresh, path, x) < 1e-4
 
 
@@ -78,8 +78,8 @@ def test_every_family_exports_with_global_pooling_and_constant_reshapes(model, a
     assert "GlobalAveragePool" in ops and not ops & {"ReduceMean", "Shape", "PRelu", "BatchNormalization"}
     constants = {i.name for i in graph.initializer}
     assert all(n.input[1] in constants for n in graph.node if n.op_type == "Reshape")
-    x = normalize(shipped_sample("validation").images[:10], model.config.mean, model.config.std)
-    assert max_abs_difference(other, path, x.reshape(5, 2, 1, 28, 28)) < 1e-4
+    x = width_groups(model_inputs(shipped_sample("validation").images[:10], spec_for(model.config)), 2)
+    assert max_abs_difference(other, path, x) < 1e-4
 
 
 def _qdq(path):
@@ -153,9 +153,9 @@ def small_compile(tmp_path, **kw):
 @pytest.mark.parametrize("target", ["cpu", "jetson-orin"])
 def test_compile_writes_a_complete_bundle(tmp_path, target):
     bundle, manifest = small_compile(tmp_path, target=target)
-    loaded = load_manifest(bundle)
+    verify_artifacts(bundle, load_manifest(bundle))
+    loaded = load_manifest(bundle).to_dict()
     assert loaded["widths"] == [1, 2, 4]
-    verify_artifacts(bundle, loaded)
     for n in ("1", "2", "4"):
         a = loaded["accuracy"][n]
         assert abs(a["drop_points"]) <= 1.0 and a["fp32"]["accuracy"] > 0.7
@@ -202,13 +202,13 @@ def test_gate_fails_a_broken_quantization(tmp_path, monkeypatch):
         small_compile(tmp_path, widths=[4], cache_dir=None)
     assert not (tmp_path / "bundle").exists()
     bundle, manifest = small_compile(tmp_path, widths=[4], allow_drop=True)
-    assert manifest["validation"]["gate_failed"] == ["4"] and manifest["validation"]["allowed_drop"]
+    assert manifest.validation.gate_failed == (4,) and manifest.validation.allowed_drop
 
 
 def test_targets_and_profile_validation(tmp_path):
     targets = list_targets()
     assert {"cpu", "jetson-orin", "desktop-ampere", "desktop-ada", "desktop-hopper"} <= set(targets)
-    assert targets["jetson-orin"]["compute_capability"] == "8.7"
+    assert targets["jetson-orin"].compute_capability == "8.7"
     custom = tmp_path / "mine.toml"
     custom.write_text('name = "mine"\nbackend = "tensorrt"\nflavour = "tensorrt"\n'
                       '[tensorrt]\nworkspace_mib = 512\nbatch = { min = 4, opt = 2, max = 8 }\n')

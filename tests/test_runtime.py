@@ -114,7 +114,7 @@ def test_camera_frames_match_the_compile_report(runtime, validation):
     """640x480 BGR frames with a noisy background, fed 8 streams at a time, score as the bundle's report says."""
     sample = validation.subset(slice(0, 1200))
     frames = [camera_frame(img[0]) for img in sample.images]
-    report = runtime.manifest["accuracy"]
+    report = runtime.manifest.accuracy
     for width in runtime.widths:
         predictions = []
         for i in range(0, len(frames), 8):
@@ -123,7 +123,7 @@ def test_camera_frames_match_the_compile_report(runtime, validation):
             assert all(r.width == width and r.replicas >= runtime.capacity // width for r in results)
             predictions += [r.class_index for r in results]
         acc = float(np.mean(np.array(predictions) == sample.labels))
-        recorded = report[str(width)][runtime.precision]["accuracy"]  # on the full 3000-image validation set
+        recorded = getattr(report[width], runtime.precision).accuracy  # on the full 3000-image validation set
         assert abs(acc - recorded) < 0.03, (width, acc, recorded)
 
 
@@ -222,7 +222,7 @@ def test_altered_artifact_is_refused(bundle, tmp_path):
     copy = tmp_path / "b"
     shutil.copytree(bundle, copy)
     loaded = Runtime(bundle, warmup=False)
-    graph = copy / loaded.manifest["artifacts"]["1"][loaded.precision]["file"]  # a graph the Runtime loads
+    graph = copy / loaded.manifest.artifacts[1].graph(loaded.precision).file  # a graph the Runtime loads
     data = bytearray(graph.read_bytes())
     data[len(data) // 2] ^= 0xFF
     graph.write_bytes(bytes(data))

@@ -1,5 +1,6 @@
 """TensorRT engines: compatibility rules and where plans go here; real builds only where TensorRT and a GPU exist."""
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -8,6 +9,7 @@ import shutil
 
 import pytest
 
+from edge_mimo.bundle.manifest import SCHEMA_VERSION, EngineFile, Manifest
 from edge_mimo.engines import plans
 from edge_mimo.engines.plans import PlanCache, check_compatible, engine_key, find_engine, plans_for_device
 from edge_mimo.errors import EngineMismatchError
@@ -27,15 +29,14 @@ needs_tensorrt = pytest.mark.skipif(
 
 def test_engine_key_and_mismatch_refusal():
     assert engine_key("8.7", "10.3.0") == "sm87-trt10.3.0"
-    entry = {"file": "engines/sm87-trt10.3.0/width4.plan", "compute_capability": "8.7", "tensorrt": "10.3.0"}
+    entry = EngineFile("engines/sm87-trt10.3.0/width4.plan", "0" * 64, "8.7", "10.3.0")
     check_compatible(entry, "8.7", "10.3.0")
     with pytest.raises(EngineMismatchError, match="SM 8.7 with TensorRT 10.3.0.*SM 8.9.*build-engines"):
         check_compatible(entry, "8.9", "10.3.0")
     with pytest.raises(EngineMismatchError, match="TensorRT 10.7"):
         check_compatible(entry, "8.7", "10.7.0")
-    manifest = {"artifacts": {"4": {"engines": [entry]}}}
-    assert find_engine(manifest, 4, "8.7", "10.3.0") is entry
-    assert find_engine(manifest, 4, "9.0", "10.3.0") is None
+    assert find_engine([entry], "8.7", "10.3.0") is entry
+    assert find_engine([entry], "9.0", "10.3.0") is None
 
 
 def test_build_engines_without_tensorrt_names_the_fix(tmp_path):
@@ -56,20 +57,22 @@ def test_build_engines_without_tensorrt_names_the_fix(tmp_path):
 DEVICE = ("8.7", "10.3.0")
 
 
-def fake_bundle(root):
+def fake_bundle(root) -> Manifest:
     """A TensorRT-target bundle of two widths whose INT8 graphs are placeholder bytes."""
     root.mkdir()
     (root / "int8").mkdir()
-    manifest = {"model": {"in_channels": 1, "image_size": 28}, "widths": [1, 4], "files": {}, "artifacts": {},
-                "target": {"name": "jetson-orin", "backend": "tensorrt",
-                           "tensorrt": {"workspace_mib": 64, "batch": {"min": 1, "opt": 1, "max": 4}}}}
-    for n in manifest["widths"]:
+    doc = {"schema_version": SCHEMA_VERSION, "model": {"capacity": 4, "num_classes": 10}, "widths": [1, 4],
+           "files": {}, "artifacts": {},
+           "input": {"channels": 1, "height": 28, "width_px": 28, "mean": [0.3], "std": [0.35]},
+           "target": {"name": "jetson-orin", "backend": "tensorrt", "flavour": "tensorrt",
+                      "tensorrt": {"workspace_mib": 64, "batch": {"min": 1, "opt": 1, "max": 4}}}}
+    for n in doc["widths"]:
         rel = f"int8/width{n}.tensorrt.onnx"
         (root / rel).write_bytes(f"graph {n}".encode())
         digest = hashlib.sha256(f"graph {n}".encode()).hexdigest()
-        manifest["files"][rel] = digest
-        manifest["artifacts"][str(n)] = {"int8": {"file": rel, "sha256": digest}, "engines": []}
-    return manifest
+        doc["files"][rel] = digest
+        doc["artifacts"][str(n)] = {"int8": {"file": rel, "sha256": digest}, "engines": []}
+    return Manifest.from_dict(doc)
 
 
 def snapshot(root):
@@ -108,7 +111,8 @@ def test_cached_plans_are_rebuilt_when_their_source_or_bytes_change(tmp_path, fa
     manifest = fake_bundle(bundle)
     first = plans_for_device(bundle, manifest, cache)
     first[1].write_bytes(b"truncated")  # a damaged cache entry is rebuilt, not loaded
-    manifest["artifacts"]["4"]["int8"]["sha256"] = "f" * 64  # a recompiled graph is a new entry
+    recompiled = manifest.artifacts[4]
+    recompiled.int8 = dataclasses.replace(recompiled.int8, sha256="f" * 64)  # a recompiled graph is a new entry
     assert plans_for_device(bundle, manifest, cache)[4] != first[4]
     assert fake_device == [1, 4, 1, 4] and first[1].read_bytes() == b"plan of graph 1"
 
@@ -124,14 +128,13 @@ def test_without_a_cache_missing_plans_are_refused_with_the_command(tmp_path, fa
 def test_the_bundles_own_plans_come_first(tmp_path, fake_device):
     bundle, cache = tmp_path / "bundle", PlanCache(tmp_path / "cache")
     manifest = fake_bundle(bundle)
-    for n in manifest["widths"]:
+    for n in manifest.widths:
         rel = f"engines/{engine_key(*DEVICE)}/width{n}.plan"
         (bundle / rel).parent.mkdir(parents=True, exist_ok=True)
         (bundle / rel).write_bytes(b"shipped plan")
         digest = hashlib.sha256(b"shipped plan").hexdigest()
-        manifest["files"][rel] = digest
-        manifest["artifacts"][str(n)]["engines"] = [
-            {"file": rel, "sha256": digest, "compute_capability": DEVICE[0], "tensorrt": DEVICE[1]}]
+        manifest.files[rel] = digest
+        manifest.artifacts[n].engines.append(EngineFile(rel, digest, *DEVICE))
     found = plans_for_device(bundle, manifest, cache)
     assert fake_device == [] and all(bundle.resolve() in p.parents for p in found.values())
     assert not cache.root.exists()
@@ -149,7 +152,7 @@ def test_build_plans_for_every_width_and_run_them(tmp_path):
     bundle, _ = compile_bundle(CompileOptions(target="desktop-ampere", calib_size=128, val_size=256,
                                               output=tmp_path / "b", cache_dir=None))
     built = build_bundle_engines(bundle)
-    assert len(built) == 3 and all((bundle / e["file"]).stat().st_size > 0 for e in built)
+    assert len(built) == 3 and all((bundle / e.file).stat().st_size > 0 for e in built)
     assert build_bundle_engines(bundle) == []  # cached for this GPU + TensorRT version
     frames = list(shipped_sample("validation").images[:16, 0])
     with Runtime(bundle, backend="tensorrt") as trt_rt, Runtime(bundle, backend="onnxruntime") as ort_rt:

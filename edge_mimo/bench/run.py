@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bundle.manifest import Manifest
 from ..datasets import shipped_sample
 from ..runtime import Runtime
 from ..runtime.preprocess import Normalizer, prepare_batch
@@ -29,7 +30,14 @@ def _stage_shares(timings: list) -> dict:
             "preprocess_share": pre / total, "inference_share": inf / total, "demux_share": post / total}
 
 
-def _baseline_runners(manifest: dict, threads: int) -> dict:
+def _report(manifest: Manifest) -> dict:
+    """A compared bundle's figures for bench.json and the operating-point plot, in the manifest's JSON form."""
+    doc = manifest.to_dict()
+    return {"macs_per_image": doc.get("macs_per_image", {}), "accuracy": doc.get("accuracy", {}),
+            "validation": doc.get("validation")}
+
+
+def _baseline_runners(manifest: Manifest, threads: int) -> dict:
     """(b) plain WRN INT8 batched and (d) PyTorch eager FP32 width 1: name -> run(normalised [M, C, H, W])."""
     runners = {}
     try:
@@ -63,7 +71,8 @@ def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads
     frames_all = camera_frames(shipped_sample("validation").images[: max(streams)])
     result = {"bundle": str(bundle), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
               "threads": threads, "repeats": repeats, "frame_size": "640x480 BGR",
-              "method": "interleaved rounds of 5-call bursts", "macs_per_image": manifest["macs_per_image"], "runs": []}
+              "method": "interleaved rounds of 5-call bursts",
+              "macs_per_image": {str(n): v for n, v in manifest.macs_per_image.items()}, "runs": []}
 
     for m in streams:
         frames = frames_all[:m]
@@ -79,8 +88,7 @@ def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads
             cases[("int8", name)] = lambda rt=rt: rt.infer_many(frames)[0].timing
             rows[("int8", name)] = {"streams": m, "precision": "int8", "policy": name, "passes": rt.plan(m).cost,
                                     "widths": sorted({g.width for g in rt.plan(m).groups}),
-                                    "bundle": str(rt.bundle), "macs_per_image": rt.manifest["macs_per_image"],
-                                    "accuracy": rt.manifest["accuracy"], "validation": rt.manifest.get("validation")}
+                                    "bundle": str(rt.bundle), **_report(rt.manifest)}
         for name, run in runners.items():
             precision = "fp32" if "eager" in name else "int8"
             cases[(precision, name)] = lambda run=run: run(normalize(prepare_batch(frames, spec, None)[0]))

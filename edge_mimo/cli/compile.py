@@ -43,17 +43,16 @@ def run(args) -> int:
         opts.cache_dir = None
     bundle, manifest = compile_bundle(opts)
     if args.json:
-        print(json.dumps(dict(manifest, bundle=str(bundle)), indent=2))
+        print(json.dumps(dict(manifest.to_dict(), bundle=str(bundle)), indent=2))
         return 0
-    q = manifest["quantization"]
-    print(f"\nbundle {bundle}  (target {manifest['target']['name']}, INT8 {q['flavour']} by {q['tool']}, "
-          f"{q['method']} calibration)")
-    print(f"validation: {manifest['validation']['source']}, {manifest['validation']['images']} images")
+    q, val = manifest.quantization, manifest.validation
+    print(f"\nbundle {bundle}  (target {manifest.target.name}, INT8 {q.flavour} by {q.tool}, {q.method} calibration)")
+    print(f"validation: {val.source}, {val.images} images")
     print("width  MMAC/img  FP32 acc  INT8 acc   drop  INT8 NLL  ECE(T)  temp")
-    for n in manifest["widths"]:
-        a = manifest["accuracy"][str(n)]
-        print(f"{n:>5}  {manifest['macs_per_image'][str(n)] / 1e6:>8.1f}  {100 * a['fp32']['accuracy']:>7.2f}%"
-              f"  {100 * a['int8']['accuracy']:>7.2f}%  {a['drop_points']:>+5.2f}  {a['int8']['nll']:>8.3f}"
-              f"  {a['int8_calibrated']['ece']:>6.4f}  {a['temperature']:.3f}")
-    print(f"engines: {manifest['engines_note']}")
+    for n in manifest.widths:
+        a = manifest.accuracy[n]
+        print(f"{n:>5}  {manifest.macs_per_image[n] / 1e6:>8.1f}  {100 * a.fp32.accuracy:>7.2f}%"
+              f"  {100 * a.int8.accuracy:>7.2f}%  {a.drop_points:>+5.2f}  {a.int8.nll:>8.3f}"
+              f"  {a.int8_calibrated.ece:>6.4f}  {a.temperature:.3f}")
+    print(f"engines: {manifest.engines_note}")
     return 0

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from .. import __version__
 from ..errors import EdgeMimoError
+from .check import FIX
 
-COMMANDS = ("train", "info", "targets", "compile", "build-engines", "run", "bench", "eval")
+COMMANDS = ("train", "info", "targets", "compile", "build-engines", "verify", "run", "bench", "eval", "check")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,16 +33,26 @@ def configure_logging(quiet: bool) -> None:
     logging.getLogger("edge_mimo").setLevel(logging.WARNING if quiet else logging.INFO)
 
 
+def _terminated(signum: int, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C: temporary directories are removed and cameras closed on the way out."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one ``edge-mimo`` sub-command; returns the exit status (2 with a one-line message for user errors)."""
     args = build_parser().parse_args(argv)
     configure_logging(getattr(args, "json", False))
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         return args.run(args) or 0
     except (EdgeMimoError, FileNotFoundError, ValueError) as e:
         print(f"edge-mimo {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
+        if e.name in ("cv2", "onnxruntime"):
+            print(f"edge-mimo {args.command}: error: this command needs {e.name}: {FIX[e.name]}", file=sys.stderr)
+            return 2
         if e.name in ("torch", "onnx", "onnxscript", "safetensors", "tqdm", "matplotlib"):
             print(
                 f"edge-mimo {args.command}: error: this command needs {e.name}: "
@@ -48,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

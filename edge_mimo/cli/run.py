@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import re
 import sys
 import time
+from pathlib import Path
 
 from ..engines import BACKENDS, PRECISIONS
 from ..errors import ConfigError
@@ -49,10 +51,16 @@ def add_parser(sub) -> None:
 
 
 def parse_sources(specs: list[str]) -> dict[str, str]:
-    """``[NAME=]URI`` options -> {name: uri}; unnamed sources become cam0, cam1, ..."""
+    """``[NAME=]URI`` specs -> {name: uri}. A file whose own name contains '=' is a file, not NAME=URI."""
     sources = {}
     for i, spec in enumerate(specs):
         m = NAMED.match(spec)
+        if m and Path(spec).exists():
+            if Path(m.group(2)).exists():
+                raise ConfigError(
+                    f"--source {spec!r} may be the file {spec!r} or the file {m.group(2)!r} named {m.group(1)!r}: "
+                    f"write cam{i}={spec} for the first, {m.group(1)}=./{m.group(2)} for the second")
+            m = None
         name, uri = (m.group(1), m.group(2)) if m else (f"cam{i}", spec)
         if name in sources:
             raise ConfigError(f"two sources are named {name!r}: name them with NAME=URI")
@@ -106,13 +114,32 @@ class Stats:
         return f"[{elapsed:6.1f}s] " + " | ".join(parts)
 
 
+def check_limits(args) -> None:
+    """Numbers that must be finite and in range (``inf`` or ``nan`` would mean something else than asked)."""
+    for option, value, lowest, strict in (("--max-frames", args.max_frames, 1, False),
+                                          ("--duration", args.duration, 0, True),
+                                          ("--max-age", args.max_age, 0, True),
+                                          ("--gather-ms", args.gather_ms, 0, False),
+                                          ("--stats-every", args.stats_every, 0, False),
+                                          ("--video-fps", args.video_fps, 0, True)):
+        if value is not None and not (math.isfinite(value) and (value > lowest if strict else value >= lowest)):
+            raise ConfigError(f"{option} must be a finite number {'>' if strict else '>='} {lowest}, got {value}: "
+                              + ("leave it out for no limit" if option in ("--max-frames", "--duration")
+                                 else "give a finite number"))
+
+
 def run(args) -> int:
     """Classify the sources until they end, a limit is reached or Ctrl-C; returns the exit status."""
+    check_limits(args)
     sources = parse_sources(args.source)
     rois = parse_rois(args.roi, sources)
     runtime = Runtime(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads,
                       resize=args.resize)
-    out = open(args.output, "w") if args.output else sys.stdout
+    try:
+        out = open(args.output, "w") if args.output else sys.stdout
+    except OSError as e:
+        raise ConfigError(f"cannot write predictions to {args.output} ({e.strerror or e}): "
+                          "give a file path in a writable directory") from None
     writer = MosaicWriter(args.video, len(sources), args.video_fps) if args.video else None
     stats = Stats(sources)
     last = {name: (None, "", [], False) for name in sources}  # for the mosaic: frame, title, lines, alarm

@@ -18,9 +18,9 @@ def run(args) -> int:
     """Print the shipped targets; returns the exit status."""
     targets = list_targets()
     if args.json:
-        print(json.dumps(targets, indent=2))
+        print(json.dumps({name: t.to_dict() for name, t in targets.items()}, indent=2))
         return 0
     for name, t in targets.items():
-        extra = f"SM {t['compute_capability']}" if "compute_capability" in t else ""
-        print(f"{name:<16} {t['backend']:<12} {t['flavour']:<9} {extra:<8} {t['description']}")
+        extra = f"SM {t.compute_capability}" if t.compute_capability else ""
+        print(f"{name:<16} {t.backend:<12} {t.flavour:<9} {extra:<8} {t.description}")
     return 0

@@ -91,7 +91,7 @@ def run(args) -> int:
     channels = data.images.shape[1]
     config = ModelConfig(
         arch=args.arch, capacity=capacity, in_channels=channels, image_size=data.images.shape[-1],
-        num_classes=int(data.labels.max()) + 1, class_names=data.class_names,
+        num_classes=len(data.class_names) or int(data.labels.max()) + 1, class_names=data.class_names,
         mean=tuple(round(float(v), 4) for v in x.mean((0, 2, 3))),
         std=tuple(round(float(v), 4) for v in x.std((0, 2, 3))),
         stem_channels=args.stem_channels, depth=args.depth, widen=args.widen,

@@ -8,6 +8,8 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..bundle.manifest import Manifest
+
 DEFAULT_PLAN_CACHE = Path.home() / ".cache" / "edge-mimo" / "engines"
 
 
@@ -33,7 +35,7 @@ class Backend(Protocol):
     precision: str
 
     @classmethod
-    def load(cls, bundle: Path, manifest: dict, options: LoadOptions) -> Backend:
+    def load(cls, bundle: Path, manifest: Manifest, options: LoadOptions) -> Backend:
         """Load every width of the checked bundle at ``bundle`` (its manifest already read)."""
         ...
 

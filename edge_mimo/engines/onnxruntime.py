@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..bundle.manifest import artifact_path, verify_artifacts
+from ..bundle.manifest import Manifest, artifact_path
 from ..errors import BackendUnavailableError, BundleIntegrityError
 from .base import LoadOptions
 
@@ -26,20 +26,9 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
-def bundle_graphs(bundle: Path, manifest: dict, precision: str) -> dict[int, Path]:
-    """The bundle's ``precision`` graph per width, sha256-checked."""
-    files, rels = {}, []
-    for n in manifest["widths"]:
-        entry = manifest["artifacts"][str(n)][precision]
-        rel = entry["file"]
-        if manifest["files"].get(rel) != entry.get("sha256"):
-            raise BundleIntegrityError(
-                f"the manifest's files list and artifacts disagree about {rel}: the bundle is damaged, recompile it"
-            )
-        files[n] = artifact_path(bundle, rel)
-        rels.append(rel)
-    verify_artifacts(bundle, manifest, only=rels)
-    return files
+def bundle_graphs(bundle: Path, manifest: Manifest, precision: str) -> dict[int, Path]:
+    """The bundle's ``precision`` graph per width (the files are checked by :func:`~.factory.load_backend`)."""
+    return {n: artifact_path(bundle, manifest.artifacts[n].graph(precision).file) for n in manifest.widths}
 
 
 class OnnxRuntimeBackend:
@@ -70,7 +59,13 @@ class OnnxRuntimeBackend:
                 raise BundleIntegrityError(
                     f"ONNX Runtime cannot load {path.name} ({type(e).__name__}: {e}): recompile the bundle"
                 ) from e
-            inp, outp = session.get_inputs()[0], session.get_outputs()[0]
+            inputs, outputs = session.get_inputs(), session.get_outputs()
+            kinds = [(v.name, v.type) for v in inputs + outputs]
+            if len(inputs) != 1 or len(outputs) < 1 or any(t != "tensor(float)" for _, t in kinds):
+                raise BundleIntegrityError(
+                    f"{path.name} has inputs/outputs {kinds}, expected one float32 input and float32 logits: "
+                    "graph and manifest disagree, recompile the bundle")
+            inp, outp = inputs[0], outputs[0]
             want_in = ["B", n, *(input_chw or ("C", "H", "W"))]
             want_out = ["B", capacity // n if capacity else "R", n, num_classes or "K"]
             for what, got, want in (("input", inp.shape, want_in), ("output", outp.shape, want_out)):
@@ -84,13 +79,12 @@ class OnnxRuntimeBackend:
             self.fixed_batch[n] = inp.shape[0] if isinstance(inp.shape[0], int) else None
 
     @classmethod
-    def load(cls, bundle: Path, manifest: dict, options: LoadOptions) -> OnnxRuntimeBackend:
+    def load(cls, bundle: Path, manifest: Manifest, options: LoadOptions) -> OnnxRuntimeBackend:
         """Sessions over the bundle's ``options.precision`` graphs, checked against the manifest's shapes."""
-        model, spec = manifest["model"], manifest["input"]
+        spec = manifest.input
         return cls(bundle_graphs(bundle, manifest, options.precision), threads=options.threads,
-                   input_chw=(int(spec["channels"]), int(spec["height"]), int(spec["width_px"])),
-                   capacity=int(model["capacity"]), num_classes=int(model["num_classes"]),
-                   precision=options.precision)
+                   input_chw=(spec.channels, spec.height, spec.width_px), capacity=manifest.model.capacity,
+                   num_classes=manifest.model.num_classes, precision=options.precision)
 
     def run(self, width: int, groups: np.ndarray) -> np.ndarray:
         """groups float32 [G, n, C, H, W] -> per-replica logits [G, N/n, n, K]."""

@@ -15,16 +15,19 @@ Plans live in one of two places:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes
-from ..bundle.manifest import MANIFEST_FILE, artifact_path, load_manifest, sha256_file, verify_artifacts
+from ..bundle.manifest import EngineFile, Manifest, artifact_path, sha256_file, verify_artifacts
 from ..bundle.names import TIMING_CACHE_FILE, engine_dir, plan_file
-from ..errors import BackendUnavailableError, EngineBuildError, EngineMismatchError
+from ..bundle.target import TensorRTSettings
+from ..errors import BackendUnavailableError, BundleError, EngineBuildError, EngineMismatchError
 from .base import DEFAULT_PLAN_CACHE
 from .device import device_identity, tensorrt
 
@@ -36,26 +39,26 @@ def engine_key(compute_capability: str, trt_version: str) -> str:
     return f"sm{compute_capability.replace('.', '')}-trt{trt_version}"
 
 
-def check_compatible(entry: dict, compute_capability: str, trt_version: str) -> None:
+def check_compatible(entry: EngineFile, compute_capability: str, trt_version: str) -> None:
     """Refuse a plan built for another GPU architecture or TensorRT version."""
-    if entry.get("compute_capability") != compute_capability or entry.get("tensorrt") != trt_version:
+    if entry.compute_capability != compute_capability or entry.tensorrt != trt_version:
         raise EngineMismatchError(
-            f"{entry.get('file')} was built for SM {entry.get('compute_capability')} with TensorRT "
-            f"{entry.get('tensorrt')}, this machine has SM {compute_capability} with TensorRT {trt_version}: "
+            f"{entry.file} was built for SM {entry.compute_capability} with TensorRT {entry.tensorrt}, "
+            f"this machine has SM {compute_capability} with TensorRT {trt_version}: "
             "run `edge-mimo build-engines BUNDLE` on this machine to build matching engines"
         )
 
 
-def find_engine(manifest: dict, width: int, compute_capability: str, trt_version: str) -> dict | None:
-    """The manifest's plan for this width and machine, or None when none was built here yet."""
-    for entry in manifest["artifacts"][str(width)].get("engines", []):
-        if entry.get("compute_capability") == compute_capability and entry.get("tensorrt") == trt_version:
+def find_engine(engines: Sequence[EngineFile], compute_capability: str, trt_version: str) -> EngineFile | None:
+    """The plan among one width's ``engines`` for this machine, or None when none was built here yet."""
+    for entry in engines:
+        if entry.compute_capability == compute_capability and entry.tensorrt == trt_version:
             return entry
     return None
 
 
-def build_plan(onnx_path: Path, plan_path: Path, width: int, input_shape: tuple[int, int, int], settings: dict,
-               timing_cache: Path | None = None) -> None:
+def build_plan(onnx_path: Path, plan_path: Path, width: int, input_shape: tuple[int, int, int],
+               settings: TensorRTSettings, timing_cache: Path | None = None) -> None:
     """Build one plan for ``width`` from a Q/DQ ONNX graph with a target's ``[tensorrt]`` settings.
 
     ``input_shape``: (C, H, W) of one image. ``timing_cache`` is read if it exists and rewritten after the build.
@@ -73,22 +76,21 @@ def build_plan(onnx_path: Path, plan_path: Path, width: int, input_shape: tuple[
                                "for a TensorRT target with this edge-mimo")
 
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings["workspace_mib"]) << 20)
-    config.builder_optimization_level = int(settings.get("builder_optimization_level", 3))
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
+    config.builder_optimization_level = settings.builder_optimization_level
     if not strongly_typed:  # TensorRT 10 without strong typing still needs the INT8 flag for Q/DQ graphs
         config.set_flag(trt.BuilderFlag.INT8)
 
-    batch = settings["batch"]
-    dla_core = int(settings.get("dla_core", -1))
-    if dla_core >= 0:  # DLA runs static shapes only
+    sizes = (settings.batch.min, settings.batch.opt, settings.batch.max)
+    if settings.dla_core >= 0:  # DLA runs static shapes only
         config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = dla_core
-        if settings.get("gpu_fallback", True):
+        config.DLA_core = settings.dla_core
+        if settings.gpu_fallback:
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-        batch = {"min": batch["opt"], "opt": batch["opt"], "max": batch["opt"]}
+        sizes = (settings.batch.opt,) * 3
     profile = builder.create_optimization_profile()
     name = network.get_input(0).name
-    profile.set_shape(name, *[(batch[k], width, *input_shape) for k in ("min", "opt", "max")])
+    profile.set_shape(name, *[(b, width, *input_shape) for b in sizes])
     config.add_optimization_profile(profile)
 
     cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.exists() else b""
@@ -103,51 +105,61 @@ def build_plan(onnx_path: Path, plan_path: Path, width: int, input_shape: tuple[
         atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
 
 
-def _input_shape(manifest: dict) -> tuple[int, int, int]:
-    model = manifest["model"]
-    return model["in_channels"], model["image_size"], model["image_size"]
+def _input_shape(manifest: Manifest) -> tuple[int, int, int]:
+    return manifest.input.channels, manifest.input.height, manifest.input.width_px
 
 
-def _check_tensorrt_target(bundle: Path, manifest: dict) -> None:
-    target = manifest.get("target") if isinstance(manifest.get("target"), dict) else {}
-    if target.get("backend") != "tensorrt" or not isinstance(target.get("tensorrt"), dict):
+def _tensorrt_settings(bundle: Path, manifest: Manifest) -> TensorRTSettings:
+    """The bundle's TensorRT builder settings; a bundle compiled for ONNX Runtime is refused."""
+    if manifest.target is None or manifest.target.tensorrt is None:
+        name = manifest.target.name if manifest.target else None
         raise BackendUnavailableError(
-            f"{bundle} was compiled for target {target.get('name')!r} (ONNX Runtime): "
+            f"{bundle} was compiled for target {name!r} (ONNX Runtime): "
             "compile it for a TensorRT target (e.g. --target jetson-orin) to build engines")
+    return manifest.target.tensorrt
 
 
-def build_bundle_engines(bundle: str | Path) -> list[dict]:
+def _int8_graph(bundle: Path, manifest: Manifest, width: int) -> str:
+    """The bundle-relative INT8 graph plans of ``width`` are built from."""
+    graph = manifest.artifacts[width].int8
+    if graph is None:
+        raise BundleError(f"{bundle} has no INT8 graph for width {width}, which TensorRT engines are built from: "
+                          "recompile the bundle for a TensorRT target")
+    return graph.file
+
+
+def build_bundle_engines(bundle: str | Path) -> list[EngineFile]:
     """Build (or reuse) one plan per width for this machine into the bundle and record them in its manifest.
 
     Returns the manifest entries of the plans built (empty when all existed). This writes into the bundle:
     it is the explicit step (``edge-mimo build-engines``); the runtime itself builds into a :class:`PlanCache`.
     """
     bundle = Path(bundle)
-    manifest = load_manifest(bundle)
-    _check_tensorrt_target(bundle, manifest)
+    manifest = Manifest.load(bundle)
+    settings = _tensorrt_settings(bundle, manifest)
     cc, version = device_identity()
     key = engine_key(cc, version)
     timing_rel = f"{engine_dir(key)}/{TIMING_CACHE_FILE}"
     timing_cache = artifact_path(bundle, timing_rel)
     built = []
-    for n in manifest["widths"]:
-        if find_engine(manifest, n, cc, version):
+    for n in manifest.widths:
+        if find_engine(manifest.artifacts[n].engines, cc, version):
             continue
-        source = manifest["artifacts"][str(n)]["int8"]["file"]
+        source = _int8_graph(bundle, manifest, n)
         verify_artifacts(bundle, manifest, only=[source])
         rel = plan_file(key, n)
         start = time.time()
-        build_plan(artifact_path(bundle, source), artifact_path(bundle, rel), n, _input_shape(manifest),
-                   manifest["target"]["tensorrt"], timing_cache)
-        entry = {"file": rel, "sha256": sha256_file(artifact_path(bundle, rel)), "compute_capability": cc,
-                 "tensorrt": version, "source": source, "build_seconds": round(time.time() - start, 1)}
-        manifest["artifacts"][str(n)].setdefault("engines", []).append(entry)
-        manifest["files"][rel] = entry["sha256"]
+        build_plan(artifact_path(bundle, source), artifact_path(bundle, rel), n, _input_shape(manifest), settings,
+                   timing_cache)
+        entry = EngineFile(rel, sha256_file(artifact_path(bundle, rel)), cc, version, source,
+                           round(time.time() - start, 1))
+        manifest.artifacts[n].engines.append(entry)
+        manifest.files[rel] = entry.sha256
         built.append(entry)
-        logger.info("built %s in %s s", rel, entry["build_seconds"])
+        logger.info("built %s in %s s", rel, entry.build_seconds)
     if built:
-        manifest["files"][timing_rel] = sha256_file(timing_cache)
-        atomic_write_bytes(bundle / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
+        manifest.files[timing_rel] = sha256_file(timing_cache)
+        manifest.save(bundle)
     return built
 
 
@@ -168,10 +180,10 @@ class PlanCache:
         return self.root / key / f"width{fields['width']}-{digest}.plan"
 
     @staticmethod
-    def fields(manifest: dict, width: int, compute_capability: str, trt_version: str) -> dict:
+    def fields(manifest: Manifest, width: int, compute_capability: str, trt_version: str) -> dict:
         """What a plan depends on: the exact INT8 graph, the width and input, the builder settings, the device."""
-        return {"source_sha256": manifest["artifacts"][str(width)]["int8"]["sha256"], "width": width,
-                "input": list(_input_shape(manifest)), "settings": manifest["target"]["tensorrt"],
+        return {"source_sha256": manifest.artifacts[width].int8.sha256, "width": width,
+                "input": list(_input_shape(manifest)), "settings": dataclasses.asdict(manifest.target.tensorrt),
                 "compute_capability": compute_capability, "tensorrt": trt_version}
 
     def lookup(self, fields: dict) -> Path | None:
@@ -186,46 +198,43 @@ class PlanCache:
             return None
         return plan
 
-    def build(self, onnx_path: Path, fields: dict) -> Path:
-        """Build the plan for ``fields`` from ``onnx_path`` into the cache; returns its path."""
+    def build(self, onnx_path: Path, fields: dict, settings: TensorRTSettings) -> Path:
+        """Build the plan for ``fields`` (``settings`` among them) from ``onnx_path`` into the cache; returns its path."""
         plan = self.path(fields)
         start = time.time()
-        build_plan(onnx_path, plan, fields["width"], tuple(fields["input"]), fields["settings"],
-                   plan.parent / TIMING_CACHE_FILE)
+        build_plan(onnx_path, plan, fields["width"], tuple(fields["input"]), settings, plan.parent / TIMING_CACHE_FILE)
         meta = {"key": fields, "sha256": sha256_file(plan), "build_seconds": round(time.time() - start, 1)}
         atomic_write_bytes(plan.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
         return plan
 
 
-def plans_for_device(bundle: str | Path, manifest: dict, cache: PlanCache | None) -> dict[int, Path]:
+def plans_for_device(bundle: str | Path, manifest: Manifest, cache: PlanCache | None) -> dict[int, Path]:
     """This machine's plan per width: the bundle's own (``edge-mimo build-engines``), else the cache's.
 
     Plans missing from both are built into ``cache`` (logged, with where they went); with ``cache=None`` they
-    are refused with the command that builds them. The bundle is never written.
+    are refused with the command that builds them. The bundle is never written; its files are checked by the
+    caller (:func:`~.factory.load_backend`).
     """
     bundle = Path(bundle)
     cc, version = device_identity()
-    _check_tensorrt_target(bundle, manifest)
-    plans, checked = {}, []
-    for n in manifest["widths"]:
-        entry = find_engine(manifest, n, cc, version)
+    settings = _tensorrt_settings(bundle, manifest)
+    plans = {}
+    for n in manifest.widths:
+        entry = find_engine(manifest.artifacts[n].engines, cc, version)
         if entry is not None:
             check_compatible(entry, cc, version)
-            plans[n] = artifact_path(bundle, entry["file"])
-            checked.append(entry["file"])
+            plans[n] = artifact_path(bundle, entry.file)
             continue
         if cache is None:
             raise EngineMismatchError(
                 f"{bundle} has no TensorRT plan for width {n} on SM {cc} with TensorRT {version}: run "
                 "`edge-mimo build-engines BUNDLE` on this machine, or give the runtime an engine cache to build into")
+        source = _int8_graph(bundle, manifest, n)
         fields = PlanCache.fields(manifest, n, cc, version)
         plans[n] = cache.lookup(fields)
         if plans[n] is None:
-            source = manifest["artifacts"][str(n)]["int8"]["file"]
-            verify_artifacts(bundle, manifest, only=[source])
             logger.warning("building the width-%d TensorRT plan for SM %s / TensorRT %s into %s (first load on "
                            "this device; `edge-mimo build-engines BUNDLE` stores plans in the bundle instead)",
                            n, cc, version, cache.root)
-            plans[n] = cache.build(artifact_path(bundle, source), fields)
-    verify_artifacts(bundle, manifest, only=checked)
+            plans[n] = cache.build(artifact_path(bundle, source), fields, settings)
     return plans

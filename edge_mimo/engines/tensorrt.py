@@ -13,6 +13,7 @@ from types import ModuleType
 
 import numpy as np
 
+from ..bundle.manifest import Manifest
 from ..errors import BackendUnavailableError, EngineMismatchError
 from .base import LoadOptions
 from .device import check, cudart, tensorrt
@@ -65,7 +66,7 @@ class TensorRTBackend:
             raise
 
     @classmethod
-    def load(cls, bundle: Path, manifest: dict, options: LoadOptions) -> TensorRTBackend:
+    def load(cls, bundle: Path, manifest: Manifest, options: LoadOptions) -> TensorRTBackend:
         """This device's plans for the bundle: its own, else cached ones, else built into the cache."""
         if options.precision != "int8":
             raise BackendUnavailableError("TensorRT runs the bundle's INT8 graphs only: use precision='int8'")

@@ -39,7 +39,7 @@ class CalibrationCache:
     def lookup(self, fields: dict) -> Path | None:
         """The ranges file of a valid entry, or None. Raises CalibrationCacheError for a damaged entry."""
         entry = self.entry(fields)
-        if not entry.exists():
+        if not (entry.exists() or entry.is_symlink()):  # a dangling link is damage too
             return None
         try:
             meta = json.loads((entry / META).read_text())
@@ -54,8 +54,12 @@ class CalibrationCache:
         return ranges
 
     def discard(self, fields: dict) -> None:
-        """Delete the entry of ``fields`` if there is one."""
-        shutil.rmtree(self.entry(fields), ignore_errors=True)
+        """Remove an entry, whatever it became (a directory, a plain file, a link)."""
+        entry = self.entry(fields)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
     def store(self, fields: dict, ranges: Path) -> Path:
         """Move a freshly computed ranges file into a new entry (atomically: directory rename)."""

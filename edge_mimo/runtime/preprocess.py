@@ -44,18 +44,6 @@ class InputSpec:
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ConfigError("input mean and std need one value per channel: fix the manifest")
 
-    @classmethod
-    def from_manifest(cls, spec: dict) -> "InputSpec":
-        return cls(
-            channels=int(spec["channels"]),
-            height=int(spec["height"]),
-            width_px=int(spec["width_px"]),
-            color=spec.get("color", "gray" if int(spec["channels"]) == 1 else "rgb"),
-            mean=tuple(float(v) for v in spec["mean"]),
-            std=tuple(float(v) for v in spec["std"]),
-            resize=spec.get("resize", "center-crop"),
-        )
-
 
 def check_frame(frame) -> np.ndarray:
     """A frame as OpenCV gives it -> uint8 HxW or HxWxC (C in 1, 3, 4: gray, BGR, BGRA).
@@ -66,6 +54,9 @@ def check_frame(frame) -> np.ndarray:
         raise FrameError("frame is None (the camera returned nothing): skip it or check the source")
     if not isinstance(frame, np.ndarray):
         raise FrameError(f"frame is a {type(frame).__name__}, not a numpy array: pass images as OpenCV gives them")
+    if isinstance(frame, np.ma.MaskedArray):
+        raise FrameError("frame is a masked array, whose hidden values would be classified: "
+                         "pass frame.filled(0) (or another fill value) as a plain array")
     if frame.ndim == 3 and frame.shape[2] == 1:
         frame = frame[:, :, 0]
     if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
@@ -93,11 +84,14 @@ def check_frame(frame) -> np.ndarray:
 
 
 def check_roi(roi) -> ROI:
-    """Validate an ``(x, y, width, height)`` region of interest given by the caller."""
-    try:
-        x, y, w, h = (int(v) for v in roi)
-    except (TypeError, ValueError):
-        raise ConfigError(f"region of interest {roi!r} must be four integers (x, y, width, height)") from None
+    """Validate an ``(x, y, width, height)`` region of interest given by the caller: four integers (a tuple,
+    list or array), never a string, fractions or infinities."""
+    values = list(roi) if isinstance(roi, (tuple, list, np.ndarray)) else None
+    if values is None or len(values) != 4 or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in values):
+        raise ConfigError(f"region of interest {roi!r} must be four integers (x, y, width, height), "
+                          "e.g. (100, 50, 320, 240)")
+    x, y, w, h = (int(v) for v in values)
     if x < 0 or y < 0 or w <= 0 or h <= 0:
         raise ConfigError(f"region of interest {roi!r} needs x, y >= 0 and width, height > 0")
     return x, y, w, h
@@ -186,13 +180,12 @@ def fit_frame(img: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 def crop_roi(img: np.ndarray, roi: ROI) -> np.ndarray:
     x, y, w, h = roi
-    crop = img[y : y + h, x : x + w]
-    if crop.shape[0] == 0 or crop.shape[1] == 0:
+    if x + w > img.shape[1] or y + h > img.shape[0]:
         raise FrameError(
-            f"region of interest {roi} lies outside the {img.shape[1]}x{img.shape[0]} frame: "
+            f"region of interest {roi} reaches outside the {img.shape[1]}x{img.shape[0]} frame: "
             "give a region inside the frame (x, y, width, height in pixels)"
         )
-    return crop
+    return img[y : y + h, x : x + w]
 
 
 def prepare_frame(frame, spec: InputSpec, roi: ROI | None = None) -> np.ndarray:

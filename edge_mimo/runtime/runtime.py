@@ -9,15 +9,33 @@ from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from ..bundle.manifest import load_manifest
+from ..bundle.manifest import Manifest
 from ..engines import BACKENDS, PRECISIONS, load_backend
 from ..engines.base import DEFAULT_PLAN_CACHE
-from ..errors import BackendUnavailableError, ConfigError
+from ..errors import BackendUnavailableError, BundleError, ConfigError
+from .batching import pack
 from .preprocess import RESIZE_MODES, InputSpec, Normalizer, check_roi, prepare_batch
 from .results import StreamResult, Timing, frame_statistics
 from .scheduler import POLICIES, Plan, gather, min_replicas, plan
 
 MAX_GROUPS_PER_RUN = 64  # bounds the memory of one backend call on very large frame lists
+
+
+def _integer(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _streams(frames) -> tuple[list, list]:
+    """(stream ids, images) of ``frames``: a list/tuple (ids 0..M-1) or a mapping; anything else is refused."""
+    if isinstance(frames, Mapping):
+        return list(frames.keys()), list(frames.values())
+    if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
+        raise ConfigError(f"infer_many got one {frames.shape} image, not a list of frames: pass [frame] "
+                          "(or a dict {stream: frame}), or call infer(frame)")
+    if isinstance(frames, (list, tuple)) or (isinstance(frames, np.ndarray) and frames.ndim == 4):
+        return list(range(len(frames))), list(frames)
+    raise ConfigError(f"infer_many takes a list of frames or a dict {{stream: frame}}, not a "
+                      f"{type(frames).__name__}: pass list(...) of your frames, or [frame] for one")
 
 
 class Runtime:
@@ -47,20 +65,22 @@ class Runtime:
             raise ConfigError(f"precision {precision!r} is unknown: choose one of {', '.join(PRECISIONS)}")
         if resize is not None and resize not in RESIZE_MODES:
             raise ConfigError(f"resize mode {resize!r} is unknown: choose one of {', '.join(RESIZE_MODES)}")
+        if threads is not None and not (_integer(threads) and threads >= 0):
+            raise ConfigError(f"threads must be a whole number >= 0 (0 or None: ONNX Runtime's choice), got {threads!r}")
         self.bundle = Path(bundle)
-        self.manifest = load_manifest(self.bundle)
+        self.manifest = Manifest.load(self.bundle)
         m = self.manifest
-        self.capacity = int(m["model"]["capacity"])
-        self.num_classes = int(m["model"]["num_classes"])
-        self.class_names = tuple(m["model"].get("class_names") or (str(i) for i in range(self.num_classes)))
-        self.widths = tuple(sorted(int(n) for n in m["widths"]))
-        spec = dict(m["input"], **({"resize": resize} if resize else {}))
-        self.spec = InputSpec.from_manifest(spec)
+        self.capacity = m.model.capacity
+        self.num_classes = m.model.num_classes
+        self.class_names = m.class_names
+        self.widths = tuple(sorted(m.widths))
+        self.spec = InputSpec(channels=m.input.channels, height=m.input.height, width_px=m.input.width_px,
+                              color=m.input.color, mean=m.input.mean, std=m.input.std,
+                              resize=resize or m.input.resize)
         self._normalize = Normalizer(self.spec)
-        self.temperature = {n: float(m.get("temperature", {}).get(str(n), 1.0)) for n in self.widths}
-        self.entropy_threshold = {
-            n: float(m.get("uncertainty", {}).get(str(n), {}).get("entropy_threshold", np.inf)) for n in self.widths
-        }
+        self.temperature = {n: m.temperature.get(n, 1.0) for n in self.widths}
+        self.entropy_threshold = {n: u.entropy_threshold if (u := m.uncertainty.get(n)) else np.inf
+                                  for n in self.widths}
         self._backend = load_backend(self.bundle, m, backend, precision, threads, plan_cache)
         self.backend_name, self.precision = self._backend.name, self._backend.precision
         self._lock = threading.Lock()
@@ -89,7 +109,9 @@ class Runtime:
         if budget_ms is not None and not (isinstance(budget_ms, (int, float)) and budget_ms > 0):
             raise ConfigError(f"budget_ms must be a number > 0 (got {budget_ms!r}): give milliseconds, or None for no budget")
         if width is not None:
-            return plan(count, self.capacity, self.widths, width=width)
+            if not _integer(width):
+                raise ConfigError(f"width {width!r} is not an integer: pass one of {list(self.widths)}")
+            return plan(count, self.capacity, self.widths, width=int(width))
         target = min_replicas(policy, self.capacity)
         levels = sorted({self.capacity // n for n in self.widths if self.capacity // n <= target} | {1}, reverse=True)
         for level in levels:
@@ -124,11 +146,7 @@ class Runtime:
         A bad frame gets a result with ``error`` set; the other frames are still classified.
         """
         start = time.perf_counter()
-        if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
-            raise ConfigError(f"infer_many got one {frames.shape} image, not a list of frames: pass [frame] "
-                              "(or a dict {stream: frame}), or call infer(frame)")
-        keys, images = (list(frames.keys()), list(frames.values())) if isinstance(frames, Mapping) else (
-            list(range(len(frames))), list(frames))
+        keys, images = _streams(frames)
         images = [getattr(f, "image", f) for f in images]  # streams' Frame objects carry their image
         roi_list = self._roi_list(rois, keys, isinstance(frames, Mapping))
         batch, good, errors = prepare_batch(images, self.spec, roi_list)
@@ -139,9 +157,8 @@ class Runtime:
         with self._lock:
             if self._closed:
                 raise BackendUnavailableError("this Runtime was closed: create a new Runtime(bundle) to infer again")
-            for n, groups in schedule.by_width().items():
-                idx = np.asarray([g.frames for g in groups])  # [G, n] frame indices
-                outputs[n] = self._timed_run(n, x[idx])
+            for n, groups in pack(x, schedule).items():
+                outputs[n] = self._timed_run(n, groups)
         t_inf = time.perf_counter()
         results = self._results(schedule, outputs, len(good))
         t_end = time.perf_counter()
@@ -160,6 +177,9 @@ class Runtime:
     def _roi_list(rois, keys: list, keyed: bool) -> list | None:
         if rois is None:
             return None
+        if not isinstance(rois, (Mapping, list, tuple)):
+            raise ConfigError(f"rois must be a dict keyed like the frames or a list aligned with them, not a "
+                              f"{type(rois).__name__}: e.g. rois={{'left': (x, y, w, h)}}")
         if isinstance(rois, Mapping):
             unknown = set(rois) - set(keys)
             if unknown:
@@ -187,9 +207,13 @@ class Runtime:
         confidence = probs[np.arange(count), classes].tolist()
         entropy, disagreement = stats["entropy"].tolist(), stats["disagreement"].tolist()
         widths, replicas = frame_width.tolist(), stats["replicas"].tolist()
+        finite = np.isfinite(probs).all(1) & np.isfinite(stats["entropy"]) & np.isfinite(stats["disagreement"])
+        broken = BundleError("the model gave non-finite outputs for this frame: the bundle's graphs or manifest "
+                             "values are broken, recompile the bundle")
         return [dict(class_index=c, class_name=self.class_names[c], probabilities=probs[i], confidence=confidence[i],
                      entropy=entropy[i], disagreement=disagreement[i], replicas=replicas[i], width=widths[i],
-                     uncertain=entropy[i] > self.entropy_threshold[widths[i]])
+                     uncertain=not entropy[i] <= self.entropy_threshold[widths[i]])
+                if finite[i] else dict(error=broken, replicas=replicas[i], width=widths[i])
                 for i, c in enumerate(classes.tolist())]
 
     def close(self) -> None:
