@@ -130,11 +130,13 @@ class GraphFile:
 
     @classmethod
     def from_dict(cls, d: object) -> "GraphFile":
+        """Parse the JSON form, checking each field (a damaged one is reported by name)."""
         _need(isinstance(d, dict) and isinstance(d.get("file"), str) and isinstance(d.get("sha256"), str)
               and _optional(d.get("flavour"), lambda f: isinstance(f, str)), "a graph needs 'file' and 'sha256'")
         return cls(d["file"], d["sha256"], d.get("flavour"))
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         return {"file": self.file, "sha256": self.sha256, **({"flavour": self.flavour} if self.flavour else {})}
 
 
@@ -151,12 +153,14 @@ class EngineFile:
 
     @classmethod
     def from_dict(cls, d: object) -> "EngineFile":
+        """Parse the JSON form, checking each field (a damaged one is reported by name)."""
         _need(isinstance(d, dict) and all(isinstance(d.get(k), str) for k in ENGINE_KEYS)
               and _optional(d.get("source"), lambda s: isinstance(s, str))
               and _optional(d.get("build_seconds"), _number), f"engines must be {{{', '.join(ENGINE_KEYS)}}} entries")
         return cls(*(d[k] for k in ENGINE_KEYS), d.get("source"), d.get("build_seconds"))
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
@@ -173,6 +177,7 @@ class WidthArtifacts:
         return {"fp32": self.fp32, "int8": self.int8}.get(precision)
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         out = {p: g.to_dict() for p, g in (("fp32", self.fp32), ("int8", self.int8)) if g is not None}
         return dict(out, engines=[e.to_dict() for e in self.engines])
 
@@ -213,6 +218,7 @@ class InputInfo:
                    color, resize)
 
     def to_dict(self) -> dict:
+        """The JSON form (schema 2: the pixel width as ``width_px``)."""
         return {"layout": self.layout, "dtype": self.dtype, "channels": self.channels, "height": self.height,
                 "width_px": self.width_px, "color": self.color, "mean": list(self.mean), "std": list(self.std),
                 "resize": self.resize}
@@ -220,17 +226,20 @@ class InputInfo:
 
 @dataclass(frozen=True)
 class Metrics:
+    """Accuracy, negative log-likelihood and expected calibration error on the validation set."""
     accuracy: float
     nll: float
     ece: float
 
     @classmethod
     def from_dict(cls, d: object) -> "Metrics":
+        """Parse the JSON form, checking each field (a damaged one is reported by name)."""
         _need(isinstance(d, dict) and all(isinstance(d.get(k), (int, float)) and not isinstance(d.get(k), bool)
                                           for k in ("accuracy", "nll", "ece")), "needs accuracy, nll and ece")
         return cls(float(d["accuracy"]), float(d["nll"]), float(d["ece"]))
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         return {"accuracy": self.accuracy, "nll": self.nll, "ece": self.ece}
 
 
@@ -245,6 +254,7 @@ class Uncertainty:
 
     @classmethod
     def from_dict(cls, d: object) -> "Uncertainty":
+        """Parse the JSON form, checking each field (a damaged one is reported by name)."""
         _need(isinstance(d, dict) and _in(d.get("entropy_threshold"), (0.0, 1.0)),
               "a threshold: {\"entropy_threshold\": 0..1}")
         extra = [d.get(k) for k in ("flag_rate", "accuracy_kept", "accuracy_flagged")]
@@ -252,6 +262,7 @@ class Uncertainty:
         return cls(float(d["entropy_threshold"]), *extra)
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         return {"entropy_threshold": self.entropy_threshold, "flag_rate": self.flag_rate,
                 "accuracy_kept": self.accuracy_kept, "accuracy_flagged": self.accuracy_flagged}
 
@@ -270,6 +281,7 @@ class WidthAccuracy:
 
     @classmethod
     def from_dict(cls, d: object) -> "WidthAccuracy":
+        """Parse the JSON form, checking each field (a damaged one is reported by name)."""
         _need(isinstance(d, dict) and _number(d.get("drop_points")) and _in(d.get("temperature"), TEMPERATURE_RANGE)
               and _optional(d.get("fp32_max_abs_diff_vs_torch"), _number), "a width report")
         return cls(Metrics.from_dict(d.get("fp32")), Metrics.from_dict(d.get("int8")), float(d["drop_points"]),
@@ -277,6 +289,7 @@ class WidthAccuracy:
                    Uncertainty.from_dict(d.get("uncertainty")), d.get("fp32_max_abs_diff_vs_torch"))
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         out = {"fp32": self.fp32.to_dict(), "int8": self.int8.to_dict(), "drop_points": self.drop_points,
                "temperature": self.temperature, "int8_calibrated": self.int8_calibrated.to_dict(),
                "uncertainty": self.uncertainty.to_dict()}
@@ -301,6 +314,7 @@ class Quantization:
 
     @classmethod
     def from_dict(cls, d: object) -> "Quantization":
+        """Parse the JSON form, checking each field (a damaged one is reported by name)."""
         _need(isinstance(d, dict) and all(isinstance(d.get(k), str) for k in ("method", "flavour", "tool"))
               and _int(d.get("calibration_images")) and isinstance(d.get("per_channel", True), bool)
               and isinstance(d.get("symmetric_activations", False), bool)
@@ -313,6 +327,7 @@ class Quantization:
                    d.get("calibration_source", ""), cache)
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         return {"flavour": self.flavour, "method": self.method, "tool": self.tool, "per_channel": self.per_channel,
                 "symmetric_activations": self.symmetric_activations, "calibration_images": self.calibration_images,
                 "calibration_sha256": self.calibration_sha256, "calibration_source": self.calibration_source,
@@ -331,6 +346,7 @@ class Validation:
 
     @classmethod
     def from_dict(cls, d: object) -> "Validation":
+        """Parse the JSON form, checking each field (a damaged one is reported by name)."""
         _need(isinstance(d, dict) and isinstance(d.get("source"), str) and _int(d.get("images"))
               and _number(d.get("gate_max_drop")) and isinstance(d.get("allowed_drop", False), bool)
               and isinstance(d.get("gate_failed", []), list)
@@ -340,6 +356,7 @@ class Validation:
                    tuple(int(n) for n in d.get("gate_failed", [])), d.get("allowed_drop", False))
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         return {"source": self.source, "images": self.images, "gate_max_drop": self.gate_max_drop,
                 "gate_failed": [str(n) for n in self.gate_failed], "allowed_drop": self.allowed_drop}
 
@@ -502,6 +519,7 @@ class Manifest:
         return {k: v for k, v in out.items() if v is not None}
 
     def to_json(self) -> str:
+        """The JSON text written as ``manifest.json``."""
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def save(self, bundle: str | Path) -> None:
@@ -511,6 +529,7 @@ class Manifest:
     # -- questions the loaders ask -------------------------------------------------------------------------
     @property
     def class_names(self) -> tuple[str, ...]:
+        """The class names, or '0', '1', ... when the model has none."""
         return self.model.class_names or tuple(str(i) for i in range(self.model.num_classes))
 
     @property

@@ -179,6 +179,7 @@ def fit_frame(img: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def crop_roi(img: np.ndarray, roi: ROI) -> np.ndarray:
+    """The region ``roi`` of a frame; FrameError when it reaches outside the frame."""
     x, y, w, h = roi
     if x + w > img.shape[1] or y + h > img.shape[0]:
         raise FrameError(
