@@ -48,7 +48,7 @@ def small_bundle(tmp_path):
     files = {rel: sha256_file(root / rel) for rel in ("graphs/a.onnx", "b.bin")}
     manifest = {"schema_version": SCHEMA_VERSION, "model": {"capacity": 4, "num_classes": 10}, "widths": [1, 4],
                 "artifacts": {n: {"fp32": {"file": "graphs/a.onnx", "sha256": files["graphs/a.onnx"]}} for n in "14"},
-                "files": files, "input": {"channels": 1, "height": 28, "width": 28, "mean": [0.3], "std": [0.35]},
+                "files": files, "input": {"channels": 1, "height": 28, "width_px": 28, "mean": [0.3], "std": [0.35]},
                 "temperature": {"1": 1.2, "4": 0.9}}
     (root / MANIFEST_FILE).write_text(json.dumps(manifest))
     return root
@@ -260,7 +260,7 @@ def test_graph_reading_weights_from_outside_the_bundle_is_refused(bundle_copy, t
     refused(BundleIntegrityError, lambda: runtime(bundle_copy), "cannot load")
 
 
-@pytest.mark.parametrize("field, value", [("height", 32), ("width", 20), ("channels", 3)])
+@pytest.mark.parametrize("field, value", [("height", 32), ("width_px", 20), ("channels", 3)])
 def test_manifest_input_that_disagrees_with_the_graphs_is_refused(bundle_copy, field, value):
     manifest = read_manifest(bundle_copy)
     manifest["input"][field] = value
@@ -268,6 +268,19 @@ def test_manifest_input_that_disagrees_with_the_graphs_is_refused(bundle_copy, f
         manifest["input"].update(color="rgb", mean=[0.5] * 3, std=[0.5] * 3)
     write_manifest(bundle_copy, manifest)
     refused(BundleIntegrityError, lambda: runtime(bundle_copy), "input")
+
+
+def test_schema_1_bundles_still_load_their_pixel_width(bundle_copy, cpu_runtime):
+    """Schema 1 called the input's pixel width ``width``; it is read as ``width_px``."""
+    manifest = read_manifest(bundle_copy)
+    manifest["schema_version"] = 1
+    manifest["input"]["width"] = manifest["input"].pop("width_px")
+    write_manifest(bundle_copy, manifest)
+    loaded = load_manifest(bundle_copy)
+    assert loaded.input.width_px == 28 and loaded.to_dict()["input"]["width_px"] == 28
+    frame = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(runtime(bundle_copy).infer(frame).probabilities,
+                               cpu_runtime.infer(frame).probabilities, atol=1e-6)
 
 
 def test_newer_bundle_is_refused_with_upgrade_advice(bundle_copy):
@@ -325,7 +338,7 @@ ENGINES = [{"file": "engines/sm87-trt10.3.0/width4.plan", "sha256": "0" * 64, "c
 
 @pytest.mark.parametrize("device", [("8.6", "10.3.0"), ("8.7", "10.8.0"), ("9.0", "10.3.0")])
 def test_engines_for_another_gpu_or_tensorrt_are_refused(device):
-    from edge_mimo.build.tensorrt import check_compatible, find_engine
+    from edge_mimo.engines.plans import check_compatible, find_engine
 
     engines = [EngineFile.from_dict(e) for e in ENGINES]
     assert find_engine(engines, *device) is None  # never picked for this device ...

@@ -1,5 +1,6 @@
 """The compile pipeline: export, INT8 flavours, calibration cache, gate, atomic bundles, targets."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,6 +16,7 @@ from edge_mimo.compile.targets import list_targets, load_target
 from edge_mimo.datasets import shipped_sample
 from edge_mimo.errors import AccuracyGateError, CalibrationCacheError, ConfigError
 from edge_mimo.export import export_width, max_abs_difference
+from edge_mimo.models import build_model
 from edge_mimo.models.default import DEFAULT_MODEL_DIR
 from edge_mimo.models.plain import PlainWRN
 from edge_mimo.models.weights import load_model
@@ -33,10 +35,6 @@ def model():
 def graphs(model, tmp_path_factory):
     out = tmp_path_factory.mktemp("graphs")
     return {n: export_width(model, n, out / f"w{n}.onnx") for n in (1, 4)}
-
-
-def quiet(*_):
-    pass
 
 
 @pytest.mark.parametrize("width", [1, 4])
@@ -66,6 +64,22 @@ def test_rewrites_see_through_deduplicated_constants(model, tmp_path):
     assert not ops & {"PRelu", "BatchNormalization"} and "LeakyRelu" in ops
     x = model_inputs(shipped_sample("validation").images[:8], spec_for(model.config))[:, None]
     assert max_abs_difference(fresh, path, x) < 1e-4
+
+
+@pytest.mark.parametrize("arch", ["mimo", "mixmo"])
+def test_every_family_exports_with_global_pooling_and_constant_reshapes(model, arch, tmp_path):
+    """torch.export's mean is written back as GlobalAveragePool (integer kernels) and no family keeps shape
+    arithmetic: the graphs quantize like the default model's."""
+    torch.manual_seed(0)
+    other = build_model(dataclasses.replace(model.config, arch=arch)).eval()
+    path = export_width(other, 2, tmp_path / f"{arch}.onnx")
+    graph = onnx.load(path).graph
+    ops = {n.op_type for n in graph.node}
+    assert "GlobalAveragePool" in ops and not ops & {"ReduceMean", "Shape", "PRelu", "BatchNormalization"}
+    constants = {i.name for i in graph.initializer}
+    assert all(n.input[1] in constants for n in graph.node if n.op_type == "Reshape")
+    x = width_groups(model_inputs(shipped_sample("validation").images[:10], spec_for(model.config)), 2)
+    assert max_abs_difference(other, path, x) < 1e-4
 
 
 def _qdq(path):
@@ -132,7 +146,7 @@ def test_calibration_cache_hit_and_damage_detection(graphs, tmp_path):
 
 def small_compile(tmp_path, **kw):
     kw = {"cache_dir": tmp_path / "cache", **kw}
-    opts = CompileOptions(calib_size=256, val_size=400, output=tmp_path / "bundle", log=quiet, **kw)
+    opts = CompileOptions(calib_size=256, val_size=400, output=tmp_path / "bundle", **kw)
     return compile_bundle(opts)
 
 

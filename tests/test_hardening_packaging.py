@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import venv
 import zipfile
 from pathlib import Path
@@ -18,16 +17,14 @@ TOP_LEVEL_SKIP = {".venv", ".git", "build", "dist", "bundles", ".hypothesis", ".
 
 
 def skip_outputs(directory: str, names: list[str]) -> set[str]:
-    """What a checkout holds that is no source (only at its top: edge_mimo/build/ is source)."""
+    """What a checkout holds that is no source (only at its top)."""
     top = Path(directory) == ROOT
     return {n for n in names if n == "__pycache__" or top and (n in TOP_LEVEL_SKIP or n.endswith(".egg-info"))}
 
 
 def source_packages() -> set[str]:
-    """Every package the checkout defines: edge_mimo's folders with Python files, plus the package-dir mappings."""
-    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "edge_mimo").rglob("__init__.py")}
-    mapped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    return found | set(mapped)
+    """Every package the checkout defines: edge_mimo's folders with Python files (shipped data included)."""
+    return {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "edge_mimo").rglob("__init__.py")}
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +40,11 @@ def wheel(tmp_path_factory) -> Path:
 def test_the_wheel_holds_every_subpackage_and_the_shipped_data(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     packages = {n.rsplit("/", 1)[0].replace("/", ".") for n in names if n.endswith("/__init__.py")}
-    packages |= {"edge_mimo.calibration_data", "edge_mimo.targets"} & {
-        n.rsplit("/", 1)[0].replace("/", ".") for n in names}
     missing = source_packages() - packages
     assert not missing, f"left out of the wheel: {sorted(missing)}"
     for data in ("edge_mimo/default_model/model.safetensors", "edge_mimo/default_model/config.json",
-                 "edge_mimo/calibration_data/fashion_mnist_calibration.npz",
-                 "edge_mimo/calibration_data/fashion_mnist_validation.npz", "edge_mimo/targets/cpu.toml",
+                 "edge_mimo/samples/fashion_mnist_calibration.npz",
+                 "edge_mimo/samples/fashion_mnist_validation.npz", "edge_mimo/targets/cpu.toml",
                  "edge_mimo/targets/jetson-orin.toml"):
         assert data in names, data
 
@@ -75,7 +70,7 @@ def test_the_wheels_cli_runs_without_the_checkout_on_the_path(wheel, tmp_path):
         assert result.returncode == 0 and "usage: edge-mimo" in result.stdout, (command, result.stderr)
     code = ("import importlib, pkgutil, edge_mimo; "
             "[importlib.import_module(m.name) for m in pkgutil.walk_packages(edge_mimo.__path__, 'edge_mimo.') "
-            "if not m.name.startswith('edge_mimo.calibration_data.')]; print('ok')")
+            "if not m.name.startswith('edge_mimo.samples.')]; print('ok')")
     imported = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=300)
     assert imported.stdout.strip() == "ok", imported.stderr

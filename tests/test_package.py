@@ -32,3 +32,16 @@ def test_shipped_samples():
     calib, val = shipped_sample("calibration"), shipped_sample("validation")
     assert calib.images.shape == (1024, 1, 28, 28) and val.images.shape == (3000, 1, 28, 28)
     assert len(set(calib.labels.tolist())) == 10 and len(val.class_names) == 10
+
+
+def test_public_api_is_importable_and_import_stays_light():
+    code = (BLOCK_TORCH + "import edge_mimo; "
+            "heavy = [m for m in ('torch', 'onnxruntime', 'cv2') if sys.modules.get(m) is not None]; "
+            "missing = [n for n in edge_mimo.__all__ if not hasattr(edge_mimo, n)]; "
+            "print(heavy, missing, issubclass(edge_mimo.FrameError, edge_mimo.EdgeMimoError))")
+    result = run_python(code)
+    assert result.returncode == 0 and result.stdout.split() == ["[]", "[]", "True"], result.stderr
+    import edge_mimo
+
+    assert {"Runtime", "StreamResult", "StreamMux", "compile_bundle", "EdgeMimoError"} <= set(edge_mimo.__all__)
+    assert callable(edge_mimo.compile_bundle)

@@ -132,4 +132,4 @@ def test_any_valid_frame_gives_the_model_shape(h, w, channels, dtype, spec):
     frame = rng.random(shape).astype(dtype) if dtype == "float32" else rng.integers(
         0, np.iinfo(dtype).max, shape, dtype=dtype)
     out = prepare_frame(frame, spec)
-    assert out.shape == (spec.channels, spec.height, spec.width) and out.dtype == np.uint8
+    assert out.shape == (spec.channels, spec.height, spec.width_px) and out.dtype == np.uint8

@@ -93,7 +93,7 @@ def test_any_input_becomes_the_model_input_or_a_frame_error(frame, spec):
         event("refused: " + " ".join(message.split()[:3]))
         return
     event("accepted")
-    assert out.shape == (spec.channels, spec.height, spec.width) and out.dtype == np.uint8
+    assert out.shape == (spec.channels, spec.height, spec.width_px) and out.dtype == np.uint8
     assert isinstance(frame, np.ndarray) and frame.size > 0  # only real, non-empty images get through
 
 
@@ -112,7 +112,7 @@ def test_any_region_of_interest_is_cropped_or_refused_clearly(h, w, roi, spec):
     except FrameError as e:
         assert "outside" in str(e) and (roi[0] + roi[2] > w or roi[1] + roi[3] > h)  # never clipped silently
         return
-    assert out.shape == (spec.channels, spec.height, spec.width)
+    assert out.shape == (spec.channels, spec.height, spec.width_px)
 
 
 @settings(max_examples=60, deadline=None)

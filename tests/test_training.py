@@ -17,10 +17,6 @@ torch.set_num_threads(2)
 TINY = dict(capacity=4, depth=10, widen=1, stem_channels=8, base_width=8)
 
 
-def quiet(*_):
-    pass
-
-
 @needs_fashion_mnist
 def test_fashion_mnist_splits():
     train_set, val, test = (load_fashion_mnist(s) for s in ("train", "val", "test"))
@@ -39,7 +35,7 @@ def test_tiny_training_run_reduces_loss_and_beats_chance():
     model = build_model(ModelConfig(**dict(TINY, stem_channels=16, base_width=16)))
     cfg = TrainConfig(epochs=3, batch=32, lr=0.1, seed=0, bn_batches=10)
     before = evaluate(model, val.images, val.labels, widths=[1, 4])
-    history = train(model, data, cfg, log=quiet)
+    history = train(model, data, cfg)
     assert len(history["epochs"]) == 3
     results = evaluate(model, val.images, val.labels, widths=[1, 4])
     # Held-out loss falls at both widths; four images in one pass learn more slowly than one.
@@ -58,13 +54,13 @@ def test_training_is_deterministic_and_resumes(tmp_path):
         return build_model(ModelConfig(**TINY))
 
     a, b = fresh(), fresh()
-    train(a, data, cfg, checkpoint=tmp_path / "a.ckpt", log=quiet)
-    train(b, data, cfg, log=quiet)
+    train(a, data, cfg, checkpoint=tmp_path / "a.ckpt")
+    train(b, data, cfg)
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
     # A run that finds a finished checkpoint resumes at its last step and changes no weight.
     c = fresh()
-    history = train(c, data, cfg, checkpoint=tmp_path / "a.ckpt", log=quiet)
+    history = train(c, data, cfg, checkpoint=tmp_path / "a.ckpt")
     assert history["epochs"] == []
     trained = {k: v for k, v in a.state_dict().items() if "running" not in k and "num_batches" not in k}
     for name, value in trained.items():

@@ -6,8 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from ..bundle.manifest import Manifest
+from ..bundle.names import INPUT_NAME
+from ..engines import session_options
+from ..models.config import WEIGHTS_FILE
 
 
 def plain_int8_runner(manifest: Manifest, workdir: Path, calibration: np.ndarray, threads: int) -> Callable:
@@ -16,13 +20,11 @@ def plain_int8_runner(manifest: Manifest, workdir: Path, calibration: np.ndarray
     Its weights are randomly initialised: it is a speed baseline only (its accuracy is not measured).
     Returns ``run(x)`` for normalised inputs [M, C, H, W].
     """
-    import onnxruntime as ort
-    import torch
+    import torch  # the compile extra; ImportError tells the caller to skip this baseline
 
     from ..export import export_width
     from ..models.plain import PlainWRN
-    from ..quantize import quantize_width
-    from ..runtime.backends import session_options
+    from ..quantize import quantize_width  # onnx: the compile extra
 
     torch.manual_seed(0)
     cfg = manifest.model
@@ -32,7 +34,7 @@ def plain_int8_runner(manifest: Manifest, workdir: Path, calibration: np.ndarray
     quantize_width(fp32, int8, calibration, 1, cfg.mean, cfg.std, data_sha256="bench",
                    flavour=manifest.quantization.flavour if manifest.quantization else "cpu")
     session = ort.InferenceSession(str(int8), session_options(threads), providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"images": x[:, None]})[0]
+    return lambda x: session.run(None, {INPUT_NAME: x[:, None]})[0]
 
 
 def torch_eager_runner(manifest: Manifest, threads: int) -> Callable | None:
@@ -44,7 +46,7 @@ def torch_eager_runner(manifest: Manifest, threads: int) -> Callable | None:
     except ImportError:
         return None
     source = Path(manifest.model_source or "")
-    if not manifest.model_source or not (source / "model.safetensors").is_file():
+    if not manifest.model_source or not (source / WEIGHTS_FILE).is_file():
         return None
     torch.set_num_threads(threads)
     model = load_model(source)

@@ -10,5 +10,5 @@ BENCH_CONDITION = "textured-background"  # a scene behind a garment that fills 1
 
 
 def camera_frames(images: np.ndarray, size: tuple[int, int] = (640, 480), seed: int = 0) -> list[np.ndarray]:
-    """uint8 [M, 1, 28, 28] -> M BGR frames (width x height = ``size``) of the objects on a textured scene."""
+    """uint8 [M, 1, 28, 28] -> M BGR frames (``size`` = (width_px, height)) of the objects on a textured scene."""
     return render_frames(images, CONDITIONS[BENCH_CONDITION], seed, size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..bundle.manifest import Manifest
-from .run import POLICIES
+from ..runtime.scheduler import POLICIES
 
 LABEL_STEP = 10  # points a label moves up while it overlaps another
 

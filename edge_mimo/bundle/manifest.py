@@ -1,12 +1,12 @@
 """The bundle manifest: what a compile produced and how to check it, as a typed, validated :class:`Manifest`.
 
 A bundle directory holds ``manifest.json``, the ONNX graphs, engines where built, ``report.md`` and an
-operating-point plot. The manifest (schema version 1) is a JSON object; widths are JSON object keys ("1", "4"):
+operating-point plot. The manifest (schema version 2) is a JSON object; widths are JSON object keys ("1", "4"):
 
 ``schema_version`` (int), ``edge_mimo_version``, ``created`` (UTC ISO time),
 ``model``: the ModelConfig dict (arch, capacity, in_channels, image_size, num_classes, class_names, mean, std, ...),
 ``model_sha256``: sha256 of the source weights, ``model_source``: where they were read,
-``input``: {``layout``: "B,n,C,H,W", ``dtype``: "float32", ``channels``, ``height``, ``width``,
+``input``: {``layout``: "B,n,C,H,W", ``dtype``: "float32", ``channels``, ``height``, ``width_px``,
             ``color``: "gray" | "rgb", ``mean``, ``std`` (0..1 units), ``resize``: "center-crop" | "stretch" | "letterbox"},
 ``output``: {``name``: "logits", ``layout``: "B,R,n,K"} (R = capacity / n replicas),
 ``widths``: [1, 2, 4],
@@ -21,6 +21,9 @@ accuracy_flagged}}, ``accuracy``: {"<n>": {fp32, int8, int8_calibrated: {accurac
 temperature, uncertainty, fp32_max_abs_diff_vs_torch}}, ``macs_per_image``: {"<n>": int},
 ``versions``: {package: version or null}, ``engines_note``, ``files``: {relpath: sha256} of every file the
 runtime may load (engines may be added later by ``edge-mimo build-engines``).
+
+Schema 1 called the input's pixel width ``width`` (a word kept for the superposition width): such bundles still
+load, ``input.width`` read as ``width_px``, and are saved as schema 2.
 
 :meth:`Manifest.load` checks every field's type and range. A damaged field the runtime reads (model, input,
 widths, artifacts, files, target, temperature, uncertainty) refuses the bundle (:class:`BundleIntegrityError`
@@ -45,10 +48,11 @@ from typing import TypeVar
 from ..atomic import atomic_write_bytes
 from ..errors import BundleError, BundleIntegrityError, BundleVersionError, ConfigError
 from ..models.config import ModelConfig
+from .names import OUTPUT_NAME
 from .target import TargetProfile
 
 MANIFEST_FILE = "manifest.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ENGINE_KEYS = ("file", "sha256", "compute_capability", "tensorrt")
 REQUIRED = ("model", "widths", "artifacts", "files", "input")
 TEMPERATURE_RANGE = (0.01, 100.0)
@@ -66,6 +70,7 @@ class _Damaged(Exception):
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in ``chunk``-byte blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -125,11 +130,13 @@ class GraphFile:
 
     @classmethod
     def from_dict(cls, d: object) -> "GraphFile":
+        """Parse the JSON form, checking each field (a damaged one is reported by name)."""
         _need(isinstance(d, dict) and isinstance(d.get("file"), str) and isinstance(d.get("sha256"), str)
               and _optional(d.get("flavour"), lambda f: isinstance(f, str)), "a graph needs 'file' and 'sha256'")
         return cls(d["file"], d["sha256"], d.get("flavour"))
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         return {"file": self.file, "sha256": self.sha256, **({"flavour": self.flavour} if self.flavour else {})}
 
 
@@ -146,12 +153,14 @@ class EngineFile:
 
     @classmethod
     def from_dict(cls, d: object) -> "EngineFile":
+        """Parse the JSON form, checking each field (a damaged one is reported by name)."""
         _need(isinstance(d, dict) and all(isinstance(d.get(k), str) for k in ENGINE_KEYS)
               and _optional(d.get("source"), lambda s: isinstance(s, str))
               and _optional(d.get("build_seconds"), _number), f"engines must be {{{', '.join(ENGINE_KEYS)}}} entries")
         return cls(*(d[k] for k in ENGINE_KEYS), d.get("source"), d.get("build_seconds"))
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
@@ -168,17 +177,18 @@ class WidthArtifacts:
         return {"fp32": self.fp32, "int8": self.int8}.get(precision)
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         out = {p: g.to_dict() for p, g in (("fp32", self.fp32), ("int8", self.int8)) if g is not None}
         return dict(out, engines=[e.to_dict() for e in self.engines])
 
 
 @dataclass(frozen=True)
 class InputInfo:
-    """What the graphs take: ``channels`` x ``height`` x ``width`` pixels, colour, normalisation, resize mode."""
+    """What the graphs take: ``channels`` x ``height`` x ``width_px`` pixels, colour, normalisation, resize mode."""
 
     channels: int
     height: int
-    width: int
+    width_px: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     color: str = "gray"
@@ -187,12 +197,15 @@ class InputInfo:
     dtype: str = "float32"
 
     @classmethod
-    def from_dict(cls, d: object) -> "InputInfo":
+    def from_dict(cls, d: object, schema_version: int = SCHEMA_VERSION) -> "InputInfo":
+        """Validate an ``input`` section; schema 1 named the pixel width ``width``."""
         channels = d.get("channels") if isinstance(d, dict) else None
-        _need(_int(channels) and channels in (1, 3) and _count(d.get("height")) and _count(d.get("width"))
+        width_key = "width" if schema_version < 2 else "width_px"
+        _need(_int(channels) and channels in (1, 3) and _count(d.get("height")) and _count(d.get(width_key))
               and all(isinstance(d.get(k), list) and len(d[k]) == channels and all(_number(v) for v in d[k])
                       for k in ("mean", "std")) and all(v > 0 for v in d["std"]),
-              "'input' needs channels (1 or 3), positive height and width, and mean/std lists (std > 0) per channel")
+              f"'input' needs channels (1 or 3), positive height and {width_key}, and mean/std lists (std > 0) per "
+              "channel")
         _need(all(_in(v, MEAN_RANGE) for v in d["mean"]) and all(_in(v, STD_RANGE) for v in d["std"]),
               f"'input' mean must lie in {list(MEAN_RANGE)} and std in {list(STD_RANGE)} (0..1 pixel units)")
         color = d.get("color", "gray" if channels == 1 else "rgb")
@@ -201,28 +214,32 @@ class InputInfo:
         _need(resize in RESIZE_MODES, f"'input.resize' must be one of {', '.join(RESIZE_MODES)}")
         _need(d.get("layout", "B,n,C,H,W") == "B,n,C,H,W" and d.get("dtype", "float32") == "float32",
               "'input' must be laid out B,n,C,H,W in float32")
-        return cls(channels, d["height"], d["width"], tuple(map(float, d["mean"])), tuple(map(float, d["std"])),
+        return cls(channels, d["height"], d[width_key], tuple(map(float, d["mean"])), tuple(map(float, d["std"])),
                    color, resize)
 
     def to_dict(self) -> dict:
+        """The JSON form (schema 2: the pixel width as ``width_px``)."""
         return {"layout": self.layout, "dtype": self.dtype, "channels": self.channels, "height": self.height,
-                "width": self.width, "color": self.color, "mean": list(self.mean), "std": list(self.std),
+                "width_px": self.width_px, "color": self.color, "mean": list(self.mean), "std": list(self.std),
                 "resize": self.resize}
 
 
 @dataclass(frozen=True)
 class Metrics:
+    """Accuracy, negative log-likelihood and expected calibration error on the validation set."""
     accuracy: float
     nll: float
     ece: float
 
     @classmethod
     def from_dict(cls, d: object) -> "Metrics":
+        """Parse the JSON form, checking each field (a damaged one is reported by name)."""
         _need(isinstance(d, dict) and all(isinstance(d.get(k), (int, float)) and not isinstance(d.get(k), bool)
                                           for k in ("accuracy", "nll", "ece")), "needs accuracy, nll and ece")
         return cls(float(d["accuracy"]), float(d["nll"]), float(d["ece"]))
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         return {"accuracy": self.accuracy, "nll": self.nll, "ece": self.ece}
 
 
@@ -237,6 +254,7 @@ class Uncertainty:
 
     @classmethod
     def from_dict(cls, d: object) -> "Uncertainty":
+        """Parse the JSON form, checking each field (a damaged one is reported by name)."""
         _need(isinstance(d, dict) and _in(d.get("entropy_threshold"), (0.0, 1.0)),
               "a threshold: {\"entropy_threshold\": 0..1}")
         extra = [d.get(k) for k in ("flag_rate", "accuracy_kept", "accuracy_flagged")]
@@ -244,6 +262,7 @@ class Uncertainty:
         return cls(float(d["entropy_threshold"]), *extra)
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         return {"entropy_threshold": self.entropy_threshold, "flag_rate": self.flag_rate,
                 "accuracy_kept": self.accuracy_kept, "accuracy_flagged": self.accuracy_flagged}
 
@@ -262,6 +281,7 @@ class WidthAccuracy:
 
     @classmethod
     def from_dict(cls, d: object) -> "WidthAccuracy":
+        """Parse the JSON form, checking each field (a damaged one is reported by name)."""
         _need(isinstance(d, dict) and _number(d.get("drop_points")) and _in(d.get("temperature"), TEMPERATURE_RANGE)
               and _optional(d.get("fp32_max_abs_diff_vs_torch"), _number), "a width report")
         return cls(Metrics.from_dict(d.get("fp32")), Metrics.from_dict(d.get("int8")), float(d["drop_points"]),
@@ -269,6 +289,7 @@ class WidthAccuracy:
                    Uncertainty.from_dict(d.get("uncertainty")), d.get("fp32_max_abs_diff_vs_torch"))
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         out = {"fp32": self.fp32.to_dict(), "int8": self.int8.to_dict(), "drop_points": self.drop_points,
                "temperature": self.temperature, "int8_calibrated": self.int8_calibrated.to_dict(),
                "uncertainty": self.uncertainty.to_dict()}
@@ -293,6 +314,7 @@ class Quantization:
 
     @classmethod
     def from_dict(cls, d: object) -> "Quantization":
+        """Parse the JSON form, checking each field (a damaged one is reported by name)."""
         _need(isinstance(d, dict) and all(isinstance(d.get(k), str) for k in ("method", "flavour", "tool"))
               and _int(d.get("calibration_images")) and isinstance(d.get("per_channel", True), bool)
               and isinstance(d.get("symmetric_activations", False), bool)
@@ -305,6 +327,7 @@ class Quantization:
                    d.get("calibration_source", ""), cache)
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         return {"flavour": self.flavour, "method": self.method, "tool": self.tool, "per_channel": self.per_channel,
                 "symmetric_activations": self.symmetric_activations, "calibration_images": self.calibration_images,
                 "calibration_sha256": self.calibration_sha256, "calibration_source": self.calibration_source,
@@ -323,6 +346,7 @@ class Validation:
 
     @classmethod
     def from_dict(cls, d: object) -> "Validation":
+        """Parse the JSON form, checking each field (a damaged one is reported by name)."""
         _need(isinstance(d, dict) and isinstance(d.get("source"), str) and _int(d.get("images"))
               and _number(d.get("gate_max_drop")) and isinstance(d.get("allowed_drop", False), bool)
               and isinstance(d.get("gate_failed", []), list)
@@ -332,6 +356,7 @@ class Validation:
                    tuple(int(n) for n in d.get("gate_failed", [])), d.get("allowed_drop", False))
 
     def to_dict(self) -> dict:
+        """The JSON form."""
         return {"source": self.source, "images": self.images, "gate_max_drop": self.gate_max_drop,
                 "gate_failed": [str(n) for n in self.gate_failed], "allowed_drop": self.allowed_drop}
 
@@ -450,7 +475,7 @@ class Manifest:
             for art in (artifacts[n].fp32, artifacts[n].int8, *artifacts[n].engines):
                 _need(art is None or files.get(art.file) == art.sha256,
                       f"'artifacts.{n}' names {art and art.file!r}, which 'files' does not list with the same sha256")
-        inp = InputInfo.from_dict(m["input"])
+        inp = InputInfo.from_dict(m["input"], version)
         _need(inp.channels == model.in_channels or "in_channels" not in m["model"],
               "'input.channels' and 'model.in_channels' disagree")
         target = m.get("target")
@@ -473,7 +498,7 @@ class Manifest:
                 except _Damaged:
                     damaged.append(key)
         return cls(model=model, input=inp, widths=tuple(widths), artifacts=artifacts, files=dict(files),
-                   schema_version=version, target=target, damaged=tuple(damaged), **used, **report)
+                   target=target, damaged=tuple(damaged), **used, **report)
 
     # -- writing -------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -481,7 +506,7 @@ class Manifest:
         out = {"schema_version": self.schema_version, "edge_mimo_version": self.edge_mimo_version,
                "created": self.created, "model": self.model.to_dict(), "model_sha256": self.model_sha256,
                "model_source": self.model_source, "input": self.input.to_dict(),
-               "output": {"name": "logits", "layout": "B,R,n,K"}, "widths": list(self.widths),
+               "output": {"name": OUTPUT_NAME, "layout": "B,R,n,K"}, "widths": list(self.widths),
                "target": self.target.to_dict() if self.target else None,
                "artifacts": {str(n): a.to_dict() for n, a in self.artifacts.items()},
                "quantization": self.quantization.to_dict() if self.quantization else None,
@@ -494,6 +519,7 @@ class Manifest:
         return {k: v for k, v in out.items() if v is not None}
 
     def to_json(self) -> str:
+        """The JSON text written as ``manifest.json``."""
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def save(self, bundle: str | Path) -> None:
@@ -503,6 +529,7 @@ class Manifest:
     # -- questions the loaders ask -------------------------------------------------------------------------
     @property
     def class_names(self) -> tuple[str, ...]:
+        """The class names, or '0', '1', ... when the model has none."""
         return self.model.class_names or tuple(str(i) for i in range(self.model.num_classes))
 
     @property

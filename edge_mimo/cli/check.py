@@ -25,6 +25,7 @@ FIX = {
 
 
 def add_parser(sub) -> None:
+    """Register ``edge-mimo check``."""
     p = sub.add_parser("check", help="show which OpenCV / ONNX Runtime / TensorRT edge-mimo uses, and from where")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
@@ -59,6 +60,7 @@ def describe(module: str) -> dict:
 
 
 def run(args) -> int:
+    """Print where each runtime dependency comes from; returns 2 when a required one is missing."""
     report = [describe(m) for m in MODULES]
     missing = [r for r in report if not r["ok"] and r["module"] in REQUIRED]
     shadowed = [r for r in report if r["ok"] and len(r["copies"]) > 1]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
+    """Register ``edge-mimo compile``."""
     p = sub.add_parser("compile", help="quantize a model to INT8 and write a bundle for a target",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="default", help="model directory, or 'default' (the shipped model)")
@@ -30,19 +31,18 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..compile.pipeline import CompileOptions, compile_bundle
+    """Compile and print the per-width table (or the manifest); returns the exit status."""
+    from ..compile.pipeline import CompileOptions, compile_bundle  # the compile extra
 
-    quiet = args.json
     opts = CompileOptions(
         model=args.model, target=args.target, m=args.m, widths=args.widths, calib=args.calib,
         calib_size=args.calib_size, calib_method=args.calib_method, val=args.val, val_size=args.val_size,
         max_drop=args.max_drop, allow_drop=args.allow_drop, output=args.output,
-        log=(lambda *a: None) if quiet else print,
     )
     if args.no_cache:
         opts.cache_dir = None
     bundle, manifest = compile_bundle(opts)
-    if quiet:
+    if args.json:
         print(json.dumps(dict(manifest.to_dict(), bundle=str(bundle)), indent=2))
         return 0
     q, val = manifest.quantization, manifest.validation

@@ -10,24 +10,30 @@ import sys
 import time
 from pathlib import Path
 
+from ..engines import BACKENDS, PRECISIONS
 from ..errors import ConfigError
+from ..runtime import POLICIES, Runtime
+from ..runtime.preprocess import RESIZE_MODES
+from ..streams import StreamMux
+from ..streams.annotate import MosaicWriter, draw_tile
 
 NAMED = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")  # name=uri (a URL's own '=' comes after ':' or '/')
 
 
 def add_parser(sub) -> None:
+    """Register ``edge-mimo run``."""
     p = sub.add_parser("run", help="classify live sources (files, RTSP/HTTP, V4L2, GStreamer) with a bundle")
     p.add_argument("bundle", help="bundle directory written by `edge-mimo compile`")
     p.add_argument("--source", action="append", required=True, metavar="[NAME=]URI",
                    help="video file, rtsp:// or http:// URL, device index or /dev/videoN, GStreamer pipeline; repeat")
-    p.add_argument("--policy", default="throughput", choices=("throughput", "balanced", "robust"),
+    p.add_argument("--policy", default="throughput", choices=POLICIES,
                    help="fewest passes | >= 2 replicas per frame | full ensemble per frame")
     p.add_argument("--budget-ms", type=float, help="cap on inference time per step (lowers replicas to fit)")
     p.add_argument("--width", type=int, help="force one superposition width")
-    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
-    p.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"))
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--threads", type=int, help="ONNX Runtime threads")
-    p.add_argument("--resize", choices=("center-crop", "stretch", "letterbox"), help="override the bundle's resize")
+    p.add_argument("--resize", choices=RESIZE_MODES, help="override the bundle's resize")
     p.add_argument("--roi", action="append", default=[], metavar="NAME=X,Y,W,H", help="region of interest per stream")
     p.add_argument("--loop", action="store_true", help="restart video files at their end")
     p.add_argument("--no-pace", action="store_true", help="read files as fast as possible instead of at their fps")
@@ -63,6 +69,7 @@ def parse_sources(specs: list[str]) -> dict[str, str]:
 
 
 def parse_rois(specs: list[str], names) -> dict[str, tuple[int, ...]]:
+    """``NAME=X,Y,W,H`` options -> {name: (x, y, w, h)} for known source names."""
     rois = {}
     for spec in specs:
         m = re.fullmatch(r"([A-Za-z0-9_.-]+)=(\d+),(\d+),(\d+),(\d+)", spec)
@@ -84,20 +91,24 @@ class Stats:
         self.errors = dict.fromkeys(names, 0)
 
     def add(self, name: str, result) -> None:
+        """Count one result of stream ``name``."""
         self.times[name].append(time.monotonic())
         self.count[name] += 1
         self.uncertain[name] += bool(result.ok and result.uncertain)
         self.errors[name] += not result.ok
 
     def fps(self, name: str) -> float:
+        """Predictions per second of stream ``name`` over its last 30."""
         t = self.times[name]
         return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
 
     def rate(self, name: str) -> float:
+        """Share of stream ``name``'s good predictions flagged uncertain."""
         ok = self.count[name] - self.errors[name]
         return self.uncertain[name] / ok if ok else 0.0
 
     def line(self, health: dict, elapsed: float) -> str:
+        """One status line for stderr."""
         parts = [f"{n} {health[n].state} {self.fps(n):.1f} fps uncertain {100 * self.rate(n):.0f}%"
                  + (f" errors {self.errors[n]}" if self.errors[n] else "") for n in self.count]
         return f"[{elapsed:6.1f}s] " + " | ".join(parts)
@@ -118,10 +129,7 @@ def check_limits(args) -> None:
 
 
 def run(args) -> int:
-    from ..runtime import Runtime
-    from ..streams import StreamMux
-    from ..streams.annotate import MosaicWriter, draw_tile
-
+    """Classify the sources until they end, a limit is reached or Ctrl-C; returns the exit status."""
     check_limits(args)
     sources = parse_sources(args.source)
     rois = parse_rois(args.roi, sources)
@@ -174,6 +182,7 @@ def run(args) -> int:
         pass
     finally:
         mux.close()
+        runtime.close()
         if writer:
             writer.close()
         if out is not sys.stdout:

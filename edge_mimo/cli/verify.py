@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..bundle.manifest import Manifest, verify_artifacts
+from ..errors import BundleIntegrityError
+
 
 def add_parser(sub) -> None:
+    """Register ``edge-mimo verify``."""
     p = sub.add_parser("verify", help="check every file of a bundle against the sha256 in its manifest")
     p.add_argument("bundle", type=Path)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from ..bundle.manifest import Manifest, verify_artifacts
-    from ..errors import BundleIntegrityError
-
+    """Check every file of the bundle; returns the exit status."""
     manifest = Manifest.load(args.bundle)
     verify_artifacts(args.bundle, manifest)
     if manifest.damaged:

@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..bundle.manifest import Metrics, Uncertainty, WidthAccuracy
+from ..bundle.names import INPUT_NAME
 from ..metrics import entropy, fit_temperature, softmax, summary
 from ..runtime.batching import frame_logits
 
@@ -20,7 +21,7 @@ def onnx_frame_logits(path: str | Path, x: np.ndarray, width: int, capacity: int
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return frame_logits(lambda n, g: session.run(None, {"images": g})[0], x, width, capacity)
+    return frame_logits(lambda n, g: session.run(None, {INPUT_NAME: g})[0], x, width, capacity)
 
 
 def width_report(fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray,

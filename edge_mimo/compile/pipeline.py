@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -16,19 +16,24 @@ from .. import __version__
 from ..atomic import atomic_dir, check_replaceable
 from ..bundle.manifest import (MANIFEST_FILE, GraphFile, InputInfo, Manifest, Quantization, Validation,
                                WidthArtifacts, is_bundle, sha256_file)
+from ..bundle.names import PLOT_FILE, REPORT_FILE, graph_file
 from ..bundle.target import TargetProfile
 from ..datasets import ImageSet, load_dataset
-from ..errors import AccuracyGateError, BackendUnavailableError, ConfigError, DataError
+from ..engines import build_bundle_engines
+from ..models.default import resolve_model
+from ..errors import AccuracyGateError, BackendUnavailableError, ConfigError, DataError, ExportError
 from ..quantize import CalibrationCache, data_hash, quantize_width
 from ..runtime.batching import model_inputs, spec_for, width_groups
 from .evaluate import onnx_frame_logits, width_report
 from .report import render, write_plot
+from .targets import load_target
 
 DEFAULT_CACHE = Path.home() / ".cache" / "edge-mimo" / "calibration"
 
 
 @dataclass
 class CompileOptions:
+    """What :func:`compile_bundle` builds; the fields mirror ``edge-mimo compile``'s options."""
     model: str = "default"
     target: str = "cpu"
     m: int = 4
@@ -42,7 +47,6 @@ class CompileOptions:
     allow_drop: bool = False
     output: Path | None = None
     cache_dir: Path | None = DEFAULT_CACHE
-    log: object = field(default=print)
 
 
 def _versions() -> dict:
@@ -97,12 +101,9 @@ def _widths(opts: CompileOptions, profile: TargetProfile, capacity_widths: tuple
 
 def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
     """Run the pipeline; returns the bundle path and its manifest. Nothing is left behind on failure."""
-    from ..export import export_width, max_abs_difference
-    from ..models.default import resolve_model
+    from ..export import export_width, max_abs_difference  # torch: the compile extra
     from ..models.weights import WEIGHTS_FILE, count_macs, load_model
-    from .targets import load_target
 
-    log = opts.log
     check_options(opts)
     profile = load_target(opts.target)
     model_dir = resolve_model(opts.model)
@@ -130,13 +131,14 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
         spec = spec_for(cfg)
         val_x = model_inputs(val.images, spec)  # the runtime's preprocessing, as the bundle will be fed
         for n in widths:
-            fp32_rel, int8_rel = f"fp32/width{n}.onnx", f"int8/width{n}.{flavour}.onnx"
+            fp32_rel, int8_rel = graph_file("fp32", n), graph_file("int8", n, flavour)
             steps.set_postfix_str(f"export n={n}")
             export_width(model, n, tmp / fp32_rel)
             x = width_groups(model_inputs(calib.images[: 8 * n], spec), n)
             diff = max_abs_difference(model, tmp / fp32_rel, x)
             if diff > 1e-3:
-                raise RuntimeError(f"the width-{n} ONNX graph differs from PyTorch by {diff:.2e}: export is broken")
+                raise ExportError(f"the width-{n} ONNX graph differs from PyTorch by {diff:.2e} (allowed 1e-3): "
+                                  "the export is broken for this model; check the torch and onnx versions")
             steps.update()
             steps.set_postfix_str(f"quantize n={n}")
             quant = quantize_width(tmp / fp32_rel, tmp / int8_rel, calib.images, n, cfg.mean, cfg.std,
@@ -166,7 +168,7 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
         manifest = Manifest(
             edge_mimo_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             model=cfg, model_sha256=model_sha, model_source=str(model_dir),
-            input=InputInfo(channels=cfg.in_channels, height=cfg.image_size, width=cfg.image_size,
+            input=InputInfo(channels=cfg.in_channels, height=cfg.image_size, width_px=cfg.image_size,
                             mean=tuple(cfg.mean), std=tuple(cfg.std), color="gray" if cfg.in_channels == 1 else "rgb"),
             widths=tuple(widths), target=profile, artifacts=artifacts,
             quantization=Quantization(
@@ -181,26 +183,24 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
             accuracy=accuracy, macs_per_image={n: count_macs(model, n) // n for n in widths},
             versions=_versions(), files=files,
         )
-        manifest = _engines(tmp, manifest, log)
-        write_plot(tmp / "operating_points.png", manifest, f"{cfg.arch} N={cfg.capacity}, {profile.name}")
-        (tmp / "report.md").write_text(render(manifest))
+        manifest = _engines(tmp, manifest)
+        write_plot(tmp / PLOT_FILE, manifest, f"{cfg.arch} N={cfg.capacity}, {profile.name}")
+        (tmp / REPORT_FILE).write_text(render(manifest))
         manifest.save(tmp)
     return output, manifest
 
 
-def _engines(tmp: Path, manifest: Manifest, log) -> Manifest:
+def _engines(tmp: Path, manifest: Manifest) -> Manifest:
     """Build TensorRT plans when this machine can; the manifest comes back with them and a note saying what was done."""
     if manifest.backend != "tensorrt":
         manifest.engines_note = "none (ONNX Runtime runs the INT8 ONNX directly)"
         return manifest
-    from ..build.tensorrt import build_bundle_engines
-
     manifest.save(tmp)
     try:
-        built = build_bundle_engines(tmp, log=log)
+        built = build_bundle_engines(tmp)
     except BackendUnavailableError as e:
         manifest.engines_note = (f"not built here ({e}). Build them on the device with `edge-mimo build-engines "
-                                 "BUNDLE`, or let the runtime build them on first load")
+                                 "BUNDLE`, or let the runtime build them into its plan cache on first load")
         return manifest
     manifest = Manifest.load(tmp)  # with the plans and their hashes, as build_bundle_engines recorded them
     manifest.engines_note = f"built {len(built)} plan(s) on this machine"

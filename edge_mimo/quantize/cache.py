@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from ..atomic import atomic_dir
 from ..bundle.manifest import sha256_file
 from ..errors import CalibrationCacheError
 
@@ -20,6 +21,7 @@ META = "meta.json"
 
 
 class CalibrationCache:
+    """Calibration ranges on disk under ``root``, one entry per key (see the module docstring)."""
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
@@ -30,6 +32,7 @@ class CalibrationCache:
                 "tool": tool}
 
     def entry(self, fields: dict) -> Path:
+        """The entry directory of ``fields`` (from :meth:`key_fields`)."""
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
         return self.root / f"w{fields['width']}-{fields['flavour']}-{fields['method']}-{digest}"
 
@@ -60,8 +63,6 @@ class CalibrationCache:
 
     def store(self, fields: dict, ranges: Path) -> Path:
         """Move a freshly computed ranges file into a new entry (atomically: directory rename)."""
-        from ..atomic import atomic_dir
-
         entry = self.entry(fields)
         with atomic_dir(entry, marker=META) as tmp:
             shutil.copyfile(ranges, tmp / RANGES)

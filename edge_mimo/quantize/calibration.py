@@ -7,6 +7,7 @@ import hashlib
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from ..bundle.names import INPUT_NAME
 from ..runtime.batching import images_spec, model_inputs, width_groups
 
 
@@ -30,19 +31,21 @@ class GroupReader(CalibrationDataReader):
     superposed activations.
     """
 
-    def __init__(self, images: np.ndarray, width: int, mean, std, input_name: str = "images", batch: int = 16):
+    def __init__(self, images: np.ndarray, width: int, mean, std, input_name: str = INPUT_NAME, batch: int = 16):
         groups = calibration_groups(images, width, mean, std)
         self.batches = [groups[i : i + batch] for i in range(0, len(groups), batch)]
         self.input_name = input_name
         self.pos = 0
 
     def get_next(self) -> dict | None:
+        """The next batch of superposed groups as ONNX Runtime feeds, or None at the end."""
         if self.pos >= len(self.batches):
             return None
         self.pos += 1
         return {self.input_name: self.batches[self.pos - 1]}
 
     def rewind(self) -> None:
+        """Start again from the first batch."""
         self.pos = 0
 
     def __len__(self) -> int:

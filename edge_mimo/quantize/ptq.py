@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_d
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..bundle.manifest import sha256_file
+from ..bundle.names import INPUT_NAME
 from ..errors import CalibrationCacheError, ConfigError
 from .cache import CalibrationCache
 from .calibration import GroupReader, calibration_groups
@@ -43,6 +43,7 @@ FLAVOURS = {
 
 
 def modelopt_available() -> bool:
+    """True when NVIDIA ModelOpt is installed (TensorRT-flavour PTQ then uses it)."""
     return importlib.util.find_spec("modelopt") is not None
 
 
@@ -59,7 +60,7 @@ def _quantize_modelopt(fp32: Path, out: Path, images: np.ndarray, width: int, me
     from modelopt.onnx.quantization import quantize
 
     groups = calibration_groups(images, width, mean, std)
-    quantize(onnx_path=str(fp32), quantize_mode="int8", calibration_data={"images": groups},
+    quantize(onnx_path=str(fp32), quantize_mode="int8", calibration_data={INPUT_NAME: groups},
              calibration_method={"minmax": "max", "entropy": "entropy"}.get(method, "max"),
              output_path=str(out))
 
@@ -123,20 +124,14 @@ def quantize_width(
         fresh = Path(tmp) / "ranges.json"
         if ranges is None:
             calibrate(pre, GroupReader(images, width, mean, std), method, fresh)
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # ORT warns that BatchNorm's 1-D scale has no axis 1: it quantizes per tensor
-        try:
-            quantize_static(
+        quantize_static(
             str(pre), str(out),
-                calibration_data_reader=None,
-                quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=METHODS[method],
-                activation_type=spec["activation_type"], weight_type=spec["weight_type"],
-                extra_options=dict(spec["extra_options"]),
-                calibration_cache_path=str(ranges or fresh),
-            )
-        finally:
-            root.setLevel(level)
+            calibration_data_reader=None,
+            quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=METHODS[method],
+            activation_type=spec["activation_type"], weight_type=spec["weight_type"],
+            extra_options=dict(spec["extra_options"]),
+            calibration_cache_path=str(ranges or fresh),
+        )
         if cache is not None and ranges is None:
             cache.store(fields, fresh)
     return QuantizeResult(**done, cache=status)

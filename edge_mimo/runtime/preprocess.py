@@ -20,11 +20,14 @@ ROI = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What the model eats: ``channels`` x ``height`` x ``width``, colour order, mean/std in 0..1 units."""
+    """What the model eats: ``channels`` x ``height`` x ``width_px`` pixels, colour order, mean/std in 0..1 units.
+
+    (``width`` means the superposition width everywhere in edge-mimo; a size in pixels is ``width_px``.)
+    """
 
     channels: int
     height: int
-    width: int
+    width_px: int
     color: str  # "gray" | "rgb"
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -116,7 +119,7 @@ def _area_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([whole, whole + 1], 1).ravel(), np.diff(interp, axis=0) * (dst / src)
 
 
-def _area_shrink(img: np.ndarray, width: int, height: int) -> np.ndarray:
+def _area_shrink(img: np.ndarray, width_px: int, height: int) -> np.ndarray:
     """Exact area averaging for any reduction factor, from the integral image.
 
     The integral of a pixel grid is bilinear between pixel corners, so an output pixel's mean needs the
@@ -126,7 +129,7 @@ def _area_shrink(img: np.ndarray, width: int, height: int) -> np.ndarray:
     h, w = img.shape[:2]
     table = cv2.integral(img, sdepth=cv2.CV_32S if h * w * 255 < 2**31 else cv2.CV_64F)  # (h+1) x (w+1) [x C]
     rows, along_y = _area_taps(h, height)
-    cols, along_x = _area_taps(w, width)
+    cols, along_x = _area_taps(w, width_px)
     corners = table.take(rows, 0).take(cols, 1)
     if corners.ndim == 2:
         means = along_y @ corners @ along_x.T
@@ -135,24 +138,24 @@ def _area_shrink(img: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.rint(means).clip(0, 255).astype(np.uint8)
 
 
-def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+def _resize(img: np.ndarray, width_px: int, height: int) -> np.ndarray:
     """Exact area averaging when shrinking (anti-aliased), bilinear when enlarging."""
     h, w = img.shape[:2]
-    if (w, h) == (width, height):
+    if (w, h) == (width_px, height):
         return img
-    if w >= width and h >= height:
-        return _area_shrink(img, width, height)
-    return cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
+    if w >= width_px and h >= height:
+        return _area_shrink(img, width_px, height)
+    return cv2.resize(img, (width_px, height), interpolation=cv2.INTER_LINEAR)
 
 
 def fit_frame(img: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """A frame (any channels) -> ``spec.height x spec.width`` following ``spec.resize``.
+    """A frame (any channels) -> ``spec.height x spec.width_px`` following ``spec.resize``.
 
     center-crop: the largest centred window with the model's aspect, then resize (as torchvision classifiers);
     stretch: resize the whole frame; letterbox: fit the whole frame, pad with black (the models' background).
     """
     h, w = img.shape[:2]
-    th, tw = spec.height, spec.width
+    th, tw = spec.height, spec.width_px
     if spec.resize == "stretch":
         return _resize(img, tw, th)
     if spec.resize == "center-crop":
@@ -175,6 +178,7 @@ def fit_frame(img: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def crop_roi(img: np.ndarray, roi: ROI) -> np.ndarray:
+    """The region ``roi`` of a frame; FrameError when it reaches outside the frame."""
     x, y, w, h = roi
     if x + w > img.shape[1] or y + h > img.shape[0]:
         raise FrameError(
@@ -222,5 +226,5 @@ def prepare_batch(
             index.append(i)
         except FrameError as e:
             errors[i] = e
-    batch = np.stack(good) if good else np.zeros((0, spec.channels, spec.height, spec.width), np.uint8)
+    batch = np.stack(good) if good else np.zeros((0, spec.channels, spec.height, spec.width_px), np.uint8)
     return batch, index, errors

@@ -9,17 +9,15 @@ from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from ..bundle.manifest import Manifest, artifact_path, verify_artifacts
+from ..bundle.manifest import Manifest
+from ..engines import BACKENDS, PRECISIONS, load_backend
+from ..engines.base import DEFAULT_PLAN_CACHE
 from ..errors import BackendUnavailableError, BundleError, ConfigError
-from .backends import OnnxRuntimeBackend
 from .batching import pack
 from .preprocess import RESIZE_MODES, InputSpec, Normalizer, check_roi, prepare_batch
 from .results import StreamResult, Timing, frame_statistics
 from .scheduler import POLICIES, Plan, gather, min_replicas, plan
-from .tensorrt_backend import TensorRTBackend, gpu_available
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
-PRECISIONS = ("auto", "int8", "fp32")
 MAX_GROUPS_PER_RUN = 64  # bounds the memory of one backend call on very large frame lists
 
 
@@ -44,12 +42,14 @@ class Runtime:
     """A compiled bundle, ready to classify frames from several streams at once.
 
     ``backend``: "onnxruntime" (CPU), "tensorrt" (NVIDIA GPU) or "auto" (TensorRT for a bundle compiled for a
-    TensorRT target on a machine with TensorRT and a GPU, else ONNX Runtime). TensorRT plans for this GPU and
-    TensorRT version are built into the bundle on first load when it has none (``edge-mimo build-engines``).
+    TensorRT target on a machine with TensorRT and a GPU, else ONNX Runtime). TensorRT uses the bundle's plans
+    for this GPU and TensorRT version (``edge-mimo build-engines`` stores them there); plans it lacks are built
+    into ``plan_cache`` on first load, with a warning saying where (``plan_cache=None``: refuse instead). Loading
+    never writes into the bundle.
     ``precision``: "int8", "fp32" or "auto" (INT8 when the bundle has it; TensorRT runs INT8).
     ``threads``: ONNX Runtime intra-op threads (default: ORT's choice). ``resize`` overrides the bundle's
     resize mode ("center-crop", "stretch", "letterbox"). Every width is loaded once, so switching width or
-    policy between calls costs nothing.
+    policy between calls costs nothing. A context manager: ``with Runtime(bundle) as rt:`` closes it on exit.
 
     Thread safety: any thread may call :meth:`infer_many`; preprocessing runs in the caller's thread, the
     passes of concurrent calls are serialised (one pass uses all the backend's threads), and no state is
@@ -57,7 +57,8 @@ class Runtime:
     """
 
     def __init__(self, bundle: str | Path, backend: str = "auto", precision: str = "auto",
-                 threads: int | None = None, resize: str | None = None, warmup: bool = True) -> None:
+                 threads: int | None = None, resize: str | None = None, warmup: bool = True,
+                 plan_cache: str | Path | None = DEFAULT_PLAN_CACHE) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend {backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
         if precision not in PRECISIONS:
@@ -74,73 +75,23 @@ class Runtime:
         self.num_classes = m.model.num_classes
         self.class_names = m.class_names
         self.widths = tuple(sorted(m.widths))
-        self.spec = InputSpec(channels=m.input.channels, height=m.input.height, width=m.input.width,
+        self.spec = InputSpec(channels=m.input.channels, height=m.input.height, width_px=m.input.width_px,
                               color=m.input.color, mean=m.input.mean, std=m.input.std,
                               resize=resize or m.input.resize)
         self._normalize = Normalizer(self.spec)
-        self.backend_name = self._choose_backend(backend, precision)
-        self.precision = "int8" if self.backend_name == "tensorrt" else self._choose_precision(precision)
         self.temperature = {n: m.temperature.get(n, 1.0) for n in self.widths}
         self.entropy_threshold = {n: u.entropy_threshold if (u := m.uncertainty.get(n)) else np.inf
                                   for n in self.widths}
-        if self.backend_name == "tensorrt":
-            self._backend = TensorRTBackend(self._engine_files())
-        else:
-            self._backend = OnnxRuntimeBackend(
-                self._artifact_files(), threads=threads, capacity=self.capacity, num_classes=self.num_classes,
-                input_chw=(self.spec.channels, self.spec.height, self.spec.width))
+        self._backend = load_backend(self.bundle, m, backend, precision, threads, plan_cache)
+        self.backend_name, self.precision = self._backend.name, self._backend.precision
         self._lock = threading.Lock()
         self._closed = False
         self._ms_per_group = {n: None for n in self.widths}
         if warmup:
             for n in self.widths:  # first runs are slow (allocation); also seeds the latency estimates
-                x = np.zeros((1, n, self.spec.channels, self.spec.height, self.spec.width), np.float32)
+                x = np.zeros((1, n, self.spec.channels, self.spec.height, self.spec.width_px), np.float32)
                 self._backend.run(n, x)
                 self._timed_run(n, x)
-
-    # -- loading -------------------------------------------------------------------------------------------
-    def _choose_precision(self, precision: str) -> str:
-        arts = self.manifest.artifacts
-        if precision == "auto":
-            return "int8" if all(arts[n].int8 for n in self.widths) else "fp32"
-        if not all(arts[n].graph(precision) for n in self.widths):
-            raise BundleError(
-                f"{self.bundle} has no {precision} graph for every width {list(self.widths)}: "
-                f"pass precision='auto' or recompile the bundle with {precision}"
-            )
-        return precision
-
-    def _artifact_files(self) -> dict[int, Path]:
-        files = {n: artifact_path(self.bundle, self.manifest.artifacts[n].graph(self.precision).file)
-                 for n in self.widths}
-        verify_artifacts(self.bundle, self.manifest)  # every listed file, used now or not: a copy is whole or refused
-        return files
-
-    def _choose_backend(self, backend: str, precision: str) -> str:
-        """'auto' takes TensorRT for a bundle compiled for a TensorRT target on a machine with TensorRT and a GPU."""
-        if backend == "onnxruntime":
-            return "onnxruntime"
-        if backend == "auto" and not (self.manifest.backend == "tensorrt" and precision != "fp32"
-                                      and gpu_available()):
-            return "onnxruntime"
-        if precision == "fp32":
-            raise ConfigError("TensorRT engines are built from the bundle's INT8 graphs: "
-                              "use precision='int8' (or 'auto'), or backend='onnxruntime' for FP32")
-        return "tensorrt"
-
-    def _engine_files(self) -> dict[int, Path]:
-        """This device's plan per width; built once into the bundle (``edge-mimo build-engines``) when missing."""
-        from ..build.tensorrt import build_bundle_engines, check_compatible, device_identity, find_engine
-
-        cc, version = device_identity()
-        if any(find_engine(self.manifest.artifacts[n].engines, cc, version) is None for n in self.widths):
-            build_bundle_engines(self.bundle)  # first load on this GPU / TensorRT version: build and cache
-            self.manifest = Manifest.load(self.bundle)
-        entries = {n: find_engine(self.manifest.artifacts[n].engines, cc, version) for n in self.widths}
-        for entry in entries.values():
-            check_compatible(entry, cc, version)
-        verify_artifacts(self.bundle, self.manifest)
-        return {n: artifact_path(self.bundle, e.file) for n, e in entries.items()}
 
     # -- planning ------------------------------------------------------------------------------------------
     def estimate_ms(self, plan_: Plan) -> float:
@@ -267,10 +218,16 @@ class Runtime:
                 for i, c in enumerate(classes.tolist())]
 
     def close(self) -> None:
-        """Free the backend's device buffers (TensorRT); the Runtime is unusable afterwards."""
+        """Release the backend (sessions, TensorRT device buffers); the Runtime is unusable afterwards."""
         with self._lock:
-            getattr(self._backend, "close", lambda: None)()
+            self._backend.close()
             self._closed = True
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def describe(self) -> dict:
         """What was loaded: backend, precision, widths, capacity, input spec, measured ms per group."""

@@ -37,6 +37,7 @@ class StreamMux:
         self.skipped: dict[str, int] = {name: 0 for name in self.sources}  # frames superseded before being read
 
     def start(self) -> "StreamMux":
+        """Start every source's reader thread; returns the mux."""
         for src in self.sources.values():
             src.start()
         return self
@@ -104,5 +105,6 @@ class StreamMux:
                 return
 
     def health(self) -> dict[str, SourceStatus]:
+        """Each stream's current status (state, fps, reconnects, age, last error)."""
         return {name: src.status() for name, src in self.sources.items()}
 

@@ -50,11 +50,13 @@ class Frame:
 
     @property
     def age(self) -> float:
+        """Seconds since capture."""
         return time.monotonic() - self.monotonic
 
 
 @dataclass(frozen=True)
 class SourceStatus:
+    """A snapshot of one source's health, as :meth:`VideoSource.status` reports it."""
     stream: str
     state: str
     frames: int  # frames read so far
@@ -139,10 +141,12 @@ class VideoSource:
         self._notify()
 
     def latest(self) -> Frame | None:
+        """The freshest frame read so far, or None."""
         with self._lock:
             return self._latest
 
     def status(self) -> SourceStatus:
+        """The source's health now (LIVE turns STALLED when no frame came for ``stall_after`` s)."""
         with self._lock:
             state, last, times = self._state, self._latest, list(self._times)
             frames, reconnects, error = self._frames, self._reconnects, self._error
@@ -154,6 +158,7 @@ class VideoSource:
 
     @property
     def finished(self) -> bool:
+        """True once the source ended or failed for good."""
         with self._lock:
             return self._state in FINISHED
 

@@ -1,1 +1,0 @@
-"""Deployment target profiles (TOML), one per target."""
