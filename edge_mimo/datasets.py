@@ -131,10 +131,10 @@ SHIPPED_SAMPLES = {
 
 
 def shipped_sample(name: str) -> ImageSet:
-    """A sample shipped with edge-mimo (see edge_mimo/samples/make_samples.py): one of :data:`SHIPPED_SAMPLES`."""
+    """A sample shipped with edge-mimo (see calibration/make_samples.py): one of :data:`SHIPPED_SAMPLES`."""
     if name not in SHIPPED_SAMPLES:
         raise FileNotFoundError(f"no shipped sample {name!r}: choose one of {', '.join(SHIPPED_SAMPLES)}")
-    ref = resources.files("edge_mimo.samples") / SHIPPED_SAMPLES[name]
+    ref = resources.files("edge_mimo.calibration") / SHIPPED_SAMPLES[name]
     with ref.open("rb") as f, np.load(f) as z:
         meta = json.loads(str(z["meta"]))
         return ImageSet(z["images"], z["labels"].astype(np.int64), tuple(meta["class_names"]))

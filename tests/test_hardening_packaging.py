@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import venv
 import zipfile
 from pathlib import Path
@@ -23,8 +24,11 @@ def skip_outputs(directory: str, names: list[str]) -> set[str]:
 
 
 def source_packages() -> set[str]:
-    """Every package the checkout defines: edge_mimo's folders with Python files (shipped data included)."""
-    return {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "edge_mimo").rglob("__init__.py")}
+    """Every package the checkout defines: edge_mimo's folders with Python files, and the shipped data folders
+    pyproject.toml maps into the package (calibration/, targets/)."""
+    mapped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "edge_mimo").rglob("__init__.py")}
+    return found | {name for name, folder in mapped.items() if (ROOT / folder / "__init__.py").is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +47,8 @@ def test_the_wheel_holds_every_subpackage_and_the_shipped_data(wheel):
     missing = source_packages() - packages
     assert not missing, f"left out of the wheel: {sorted(missing)}"
     for data in ("edge_mimo/default_model/model.safetensors", "edge_mimo/default_model/config.json",
-                 "edge_mimo/samples/fashion_mnist_calibration.npz",
-                 "edge_mimo/samples/fashion_mnist_validation.npz", "edge_mimo/targets/cpu.toml",
+                 "edge_mimo/calibration/fashion_mnist_calibration.npz",
+                 "edge_mimo/calibration/fashion_mnist_validation.npz", "edge_mimo/targets/cpu.toml",
                  "edge_mimo/targets/jetson-orin.toml"):
         assert data in names, data
 
@@ -70,7 +74,7 @@ def test_the_wheels_cli_runs_without_the_checkout_on_the_path(wheel, tmp_path):
         assert result.returncode == 0 and "usage: edge-mimo" in result.stdout, (command, result.stderr)
     code = ("import importlib, pkgutil, edge_mimo; "
             "[importlib.import_module(m.name) for m in pkgutil.walk_packages(edge_mimo.__path__, 'edge_mimo.') "
-            "if not m.name.startswith('edge_mimo.samples.')]; print('ok')")
+            "if not m.name.startswith('edge_mimo.calibration.')]; print('ok')")
     imported = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=300)
     assert imported.stdout.strip() == "ok", imported.stderr

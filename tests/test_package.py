@@ -11,7 +11,7 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_import_without_torch():
-    modules = ["edge_mimo", "edge_mimo.bundle", "edge_mimo.metrics", "edge_mimo.packing", "edge_mimo.datasets",
+    modules = ["edge_mimo", "edge_mimo.bundle", "edge_mimo.metrics", "edge_mimo.runtime.batching", "edge_mimo.camera", "edge_mimo.datasets",
                "edge_mimo.errors", "edge_mimo.models.config", "edge_mimo.models.default"]
     code = BLOCK_TORCH + "; ".join(f"import {m}" for m in modules) + "; print('ok')"
     result = run_python(code)

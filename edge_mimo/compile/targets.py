@@ -1,4 +1,4 @@
-"""Deployment target profiles: one TOML file per target in ``edge_mimo/targets/`` (torch-free), read as :class:`TargetProfile`."""
+"""Deployment target profiles: one TOML file per target in ``targets/`` (torch-free), read as :class:`TargetProfile`."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from ..bundle.manifest import sha256_file
 from ..bundle.names import INPUT_NAME
 from ..errors import CalibrationCacheError, ConfigError
 from .cache import CalibrationCache
-from .calibration import GroupReader, calibration_groups
+from .readers import GroupReader, calibration_groups
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}

@@ -1,6 +1,6 @@
 """Recipe for the Fashion-MNIST samples shipped with edge-mimo (run once; the outputs are committed).
 
-    python -m edge_mimo.samples.make_samples
+    python -m edge_mimo.calibration.make_samples
 
 - fashion_mnist_calibration.npz: 1024 training images (seeded draw, class-balanced), for INT8 calibration.
 - fashion_mnist_validation.npz: the 3000 images held out from the end of the training split (never trained
