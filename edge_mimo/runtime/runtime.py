@@ -164,7 +164,8 @@ class Runtime:
         results = self._results(schedule, outputs, len(good))
         t_end = time.perf_counter()
         timing = Timing((t_pre - start) * 1e3, (t_inf - t_pre) * 1e3, (t_end - t_inf) * 1e3,
-                        (t_end - start) * 1e3, schedule.cost)
+                        (t_end - start) * 1e3, schedule.cost,
+                        {n: len(gs) for n, gs in schedule.by_width().items()})
         by_index = dict(zip(good, results))
         out = [StreamResult(stream=k, timing=timing, **by_index[i]) if i in by_index
                else StreamResult(stream=k, timing=timing, error=errors[i]) for i, k in enumerate(keys)]

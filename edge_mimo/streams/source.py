@@ -166,6 +166,11 @@ class VideoSource:
         """``condition.notify_all()`` is called after every new frame and state change."""
         self._listeners.append(condition)
 
+    def remove_listener(self, condition: threading.Condition) -> None:
+        """Stop notifying ``condition`` (no error if it was not listening)."""
+        if condition in self._listeners:
+            self._listeners.remove(condition)
+
     def __enter__(self) -> "VideoSource":
         return self.start()
 
@@ -174,7 +179,7 @@ class VideoSource:
 
     # -- reader thread -------------------------------------------------------------------------------------
     def _notify(self) -> None:
-        for cond in self._listeners:
+        for cond in list(self._listeners):  # a copy: remove_listener may run meanwhile
             with cond:
                 cond.notify_all()
 
