@@ -16,11 +16,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from .errors import ConfigError
 from .runtime import Runtime, StreamResult
 from .streams import Frame, StreamMux
+
+if TYPE_CHECKING:  # prometheus_client is an optional extra
+    from .streams.prometheus import LiveMetrics
 
 OnResult = Callable[[Frame, StreamResult], None]
 OnBatch = Callable[[dict[str, Frame], dict[str, StreamResult]], None]
@@ -51,7 +54,7 @@ def run(runtime: Runtime, mux: StreamMux, on_result: OnResult, *, policy: str = 
         max_age: float | None = None, period: float | None = None, duration: float | None = None,
         max_results: int | None = None, stop: threading.Event | None = None,
         on_batch: OnBatch | None = None, on_step: Callable[[], None] | None = None,
-        until_ended: bool = True, poll: float = 0.5) -> Summary:
+        metrics: LiveMetrics | None = None, until_ended: bool = True, poll: float = 0.5) -> Summary:
     """Classify ``mux``'s freshest frames until every source ended (``until_ended``), ``duration`` seconds,
     ``max_results`` results, or ``stop`` is set; returns a :class:`Summary`. Starts the mux if needed; never
     closes it (the caller owns it, e.g. ``with StreamMux(...) as mux``).
@@ -62,7 +65,9 @@ def run(runtime: Runtime, mux: StreamMux, on_result: OnResult, *, policy: str = 
     seconds. ``period``: at most one step per ``period`` seconds (a fixed-rate control loop); None: step as soon
     as frames arrive. ``on_result(frame, result)``: once per classified frame, in the loop's thread.
     ``on_batch(frames, results)``: once per step with frames. ``on_step()``: after every step, with or without
-    frames (stats, reloading sources, metrics), at least every ``poll`` seconds. ``until_ended=False``: keep
+    frames (stats, reloading sources), at least every ``poll`` seconds. ``metrics``: a
+    :class:`~edge_mimo.streams.prometheus.LiveMetrics` fed with every result (after ``on_batch``, so that what
+    it counts was already handed on) and the streams' health every step. ``until_ended=False``: keep
     running when no source is left (sources may still be added), until ``duration``, ``max_results`` or ``stop``.
     """
     _check("gather_ms", gather_ms)
@@ -103,8 +108,14 @@ def run(runtime: Runtime, mux: StreamMux, on_result: OnResult, *, policy: str = 
             steps += 1
             if on_batch is not None and results:
                 on_batch(batch, results)
+            if metrics is not None and results:
+                for name, result in results.items():
+                    metrics.observe(batch[name], result)
+                metrics.observe_batch(results)
         if on_step is not None:
             on_step()
+        if metrics is not None:
+            metrics.update(mux.health())
         if period is not None:
             next_step = max(next_step + period, time.monotonic())  # late: resync, no burst to catch up
             stop.wait(max(0.0, next_step - time.monotonic()))

@@ -263,8 +263,6 @@ def run(args) -> int:
             record.pop("probabilities", None)
         out.write(json.dumps(record) + "\n")
         stats.add(frame.stream, result)
-        if metrics:
-            metrics.observe(frame, result)
         if writer:
             lines = ([f"{result.class_name} {100 * result.confidence:.0f}%",
                       f"H {result.entropy:.2f} MI {result.disagreement:.3f} x{result.replicas}"]
@@ -273,9 +271,7 @@ def run(args) -> int:
                                   lines, not result.ok or result.uncertain)
 
     def on_batch(frames, results) -> None:
-        out.flush()
-        if metrics:
-            metrics.observe_batch(results)
+        out.flush()  # before the metrics count the batch: scraped counts never run ahead of the JSON lines
         if writer:
             health = mux.health()
             writer.write([draw_tile(*cell) if cell[0] is not None else
@@ -286,8 +282,6 @@ def run(args) -> int:
         nonlocal next_stats
         if watch:
             watch.apply(mux)
-        if metrics:
-            metrics.update(mux.health())
         if args.stats_every and time.monotonic() >= next_stats:
             print(stats.line(mux.health(), time.monotonic() - start), file=sys.stderr)
             next_stats = time.monotonic() + args.stats_every
@@ -301,7 +295,7 @@ def run(args) -> int:
             summary = live.run(runtime, mux, on_result, policy=args.policy, budget_ms=args.budget_ms,
                                width=args.width, rois=rois, gather_ms=args.gather_ms, max_age=args.max_age,
                                duration=args.duration, max_results=args.max_frames, on_batch=on_batch,
-                               on_step=on_step, until_ended=watch is None)
+                               on_step=on_step, metrics=metrics, until_ended=watch is None)
     except KeyboardInterrupt:
         pass
     finally:
