@@ -54,7 +54,8 @@ def run(runtime: Runtime, mux: StreamMux, on_result: OnResult, *, policy: str = 
         max_age: float | None = None, period: float | None = None, duration: float | None = None,
         max_results: int | None = None, stop: threading.Event | None = None,
         on_batch: OnBatch | None = None, on_step: Callable[[], None] | None = None,
-        metrics: LiveMetrics | None = None, until_ended: bool = True, poll: float = 0.5) -> Summary:
+        metrics: LiveMetrics | None = None, prepare_in_readers: bool = True, until_ended: bool = True,
+        poll: float = 0.5) -> Summary:
     """Classify ``mux``'s freshest frames until every source ended (``until_ended``), ``duration`` seconds,
     ``max_results`` results, or ``stop`` is set; returns a :class:`Summary`. Starts the mux if needed; never
     closes it (the caller owns it, e.g. ``with StreamMux(...) as mux``).
@@ -67,8 +68,11 @@ def run(runtime: Runtime, mux: StreamMux, on_result: OnResult, *, policy: str = 
     ``on_batch(frames, results)``: once per step with frames. ``on_step()``: after every step, with or without
     frames (stats, reloading sources), at least every ``poll`` seconds. ``metrics``: a
     :class:`~edge_mimo.streams.prometheus.LiveMetrics` fed with every result (after ``on_batch``, so that what
-    it counts was already handed on) and the streams' health every step. ``until_ended=False``: keep
-    running when no source is left (sources may still be added), until ``duration``, ``max_results`` or ``stop``.
+    it counts was already handed on) and the streams' health every step. ``prepare_in_readers``: each camera's
+    reader thread turns its frames into model input as they arrive (:meth:`Runtime.prepare`), so that the
+    loop's thread only runs the passes; each frame is prepared once, by its reader (off at the end of the run).
+    ``until_ended=False``: keep running when no source is left (sources may still be added), until ``duration``,
+    ``max_results`` or ``stop``.
     """
     _check("gather_ms", gather_ms)
     _check("max_age", max_age, strict=True)
@@ -77,46 +81,52 @@ def run(runtime: Runtime, mux: StreamMux, on_result: OnResult, *, policy: str = 
     _check("poll", poll, strict=True)
     if max_results is not None and not (isinstance(max_results, int) and max_results >= 1):
         raise ConfigError(f"max_results must be a whole number >= 1, got {max_results!r}: leave it out for no limit")
-    mux.start()  # a no-op for started sources
+    if prepare_in_readers:
+        mux.set_prepare(lambda name, image: runtime.prepare(image, rois.get(name) if rois else None))
     stop = stop or threading.Event()
-    start = time.monotonic()
-    next_step = start
-    results_count = steps = 0
-    reason = "stopped"
-    while not stop.is_set():
-        now = time.monotonic()
-        if duration is not None and now - start >= duration:
-            reason = "duration"
-            break
-        if max_results is not None and results_count >= max_results:
-            reason = "max_results"
-            break
-        if until_ended and not mux.active:
-            reason = "ended"
-            break
-        wait = poll if duration is None else max(0.0, min(poll, start + duration - now))
-        batch = mux.read(timeout=wait, max_age=max_age, gather=gather_ms / 1e3)
-        if batch:
-            results = runtime.infer_many(batch, policy=policy, budget_ms=budget_ms, width=width,
-                                         rois={n: rois[n] for n in batch if n in rois} if rois else None)
-            current = mux.sources
-            results = {n: r for n, r in results.items() if current.get(n) is not None}  # removed meanwhile: dropped
-            batch = {n: batch[n] for n in results}
-            for name, result in results.items():
-                on_result(batch[name], result)
-            results_count += len(results)
-            steps += 1
-            if on_batch is not None and results:
-                on_batch(batch, results)
-            if metrics is not None and results:
+    try:
+        mux.start()  # a no-op for started sources
+        start = time.monotonic()
+        next_step = start
+        results_count = steps = 0
+        reason = "stopped"
+        while not stop.is_set():
+            now = time.monotonic()
+            if duration is not None and now - start >= duration:
+                reason = "duration"
+                break
+            if max_results is not None and results_count >= max_results:
+                reason = "max_results"
+                break
+            if until_ended and not mux.active:
+                reason = "ended"
+                break
+            wait = poll if duration is None else max(0.0, min(poll, start + duration - now))
+            batch = mux.read(timeout=wait, max_age=max_age, gather=gather_ms / 1e3)
+            if batch:
+                results = runtime.infer_many(batch, policy=policy, budget_ms=budget_ms, width=width,
+                                             rois={n: rois[n] for n in batch if n in rois} if rois else None)
+                current = mux.sources  # streams removed while their frames were classified get no result
+                results = {n: r for n, r in results.items() if current.get(n) is not None}
+                batch = {n: batch[n] for n in results}
                 for name, result in results.items():
-                    metrics.observe(batch[name], result)
-                metrics.observe_batch(results)
-        if on_step is not None:
-            on_step()
-        if metrics is not None:
-            metrics.update(mux.health())
-        if period is not None:
-            next_step = max(next_step + period, time.monotonic())  # late: resync, no burst to catch up
-            stop.wait(max(0.0, next_step - time.monotonic()))
+                    on_result(batch[name], result)
+                results_count += len(results)
+                steps += 1
+                if on_batch is not None and results:
+                    on_batch(batch, results)
+                if metrics is not None and results:
+                    for name, result in results.items():
+                        metrics.observe(batch[name], result)
+                    metrics.observe_batch(results)
+            if on_step is not None:
+                on_step()
+            if metrics is not None:
+                metrics.update(mux.health())
+            if period is not None:
+                next_step = max(next_step + period, time.monotonic())  # late: resync, no burst to catch up
+                stop.wait(max(0.0, next_step - time.monotonic()))
+    finally:
+        if prepare_in_readers:
+            mux.set_prepare(None)
     return Summary(results_count, steps, time.monotonic() - start, reason)

@@ -1,5 +1,6 @@
 """The live loop (edge_mimo.live.run) and streams added and removed at run time, over real video files."""
 
+import collections
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ import pytest
 from edge_mimo import live
 from edge_mimo.cli.main import main
 from edge_mimo.cli.run import read_sources_file
-from edge_mimo.errors import ConfigError
+from edge_mimo.errors import ConfigError, FrameError
 from edge_mimo.streams import StreamMux, VideoSource
 
 from .test_streams import frame_number, write_video
@@ -84,6 +85,43 @@ def test_live_loop_results_equal_infer_many_on_the_same_frames(cpu_runtime, garm
             assert (ours.class_index, ours.width, ours.replicas) == (theirs.class_index, theirs.width, theirs.replicas)
             np.testing.assert_allclose(ours.probabilities, theirs.probabilities, rtol=1e-6, atol=1e-7)
             assert ours.uncertain == theirs.uncertain
+
+
+def test_frames_are_prepared_once_in_their_reader_threads(cpu_runtime, garments, monkeypatch):
+    """With the live loop, each frame is prepared by its camera's thread as it arrives, never in the loop's."""
+    from edge_mimo.runtime import preprocess
+
+    calls = collections.Counter()
+    prepare_frame = preprocess.prepare_frame
+
+    def counted(frame, spec, roi=None):
+        calls[threading.current_thread().name] += 1
+        return prepare_frame(frame, spec, roi)
+
+    monkeypatch.setattr(preprocess, "prepare_frame", counted)
+    results = []
+    with StreamMux(garments, pace=False) as mux:
+        live.run(cpu_runtime, mux, lambda frame, result: results.append(frame), gather_ms=50, duration=60,
+                 rois={"cam1": (100, 50, 320, 240)})
+        captured = {name: status.frames for name, status in mux.health().items()}
+        assert all(src.prepare is None for src in mux.sources.values())  # off after the run
+    assert calls[threading.current_thread().name] == 0  # nothing prepared again in the loop's thread
+    assert {name: calls[f"edge-mimo-source-{name}"] for name in garments} == captured  # once per frame read
+    assert results and all(f.prepared is not None for f in results)
+    cam1 = next(f for f in results if f.stream == "cam1")
+    assert cam1.prepared.roi == (100, 50, 320, 240)
+    np.testing.assert_array_equal(cpu_runtime.prepare(cam1.image, (100, 50, 320, 240)).tensor, cam1.prepared.tensor)
+
+
+def test_prepared_frames_are_used_only_for_their_input(cpu_runtime, garments):
+    image = all_frames(garments["cam0"])[0]
+    ready = cpu_runtime.prepare(image)
+    assert np.array_equal(cpu_runtime.infer_many([ready])[0].probabilities,
+                          cpu_runtime.infer_many([image])[0].probabilities)
+    other = cpu_runtime.infer_many([ready], rois=[(0, 0, 100, 100)])[0]  # prepared without that region
+    assert not other.ok and "prepared for another input" in str(other.error)
+    with pytest.raises(FrameError, match="frame is None"):
+        cpu_runtime.prepare(None)
 
 
 def test_live_loop_stops_on_limits_and_checks_its_options(cpu_runtime, numbered):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
 
 from ..errors import ConfigError
 from .source import Frame, SourceStatus, VideoSource
@@ -18,14 +21,16 @@ class StreamMux:
     ``source_options`` go to every :class:`VideoSource` built here (pace, loop, retries, backoff, ...), also
     those added later with :meth:`add`. A dead or stalled stream never blocks the others: :meth:`read` returns
     whatever streams have new frames. Streams may be added and removed while others run (:meth:`add`,
-    :meth:`remove`), from any thread.
+    :meth:`remove`), from any thread. ``prepare(stream, image)``: run in each stream's reader thread on every
+    new frame (see :meth:`set_prepare`).
     """
 
     def __init__(self, sources: Mapping[str, str | int | VideoSource] | Sequence[str | int | VideoSource],
-                 **source_options) -> None:
+                 prepare: Callable[[str, np.ndarray], object] | None = None, **source_options) -> None:
         items = sources.items() if isinstance(sources, Mapping) else (
             ((s.name if isinstance(s, VideoSource) else str(s)), s) for s in sources)
         self._options = source_options
+        self._prepare = prepare
         self._cond = threading.Condition()
         self._started = False
         self.sources: dict[str, VideoSource] = {}
@@ -43,6 +48,8 @@ class StreamMux:
                               "(or remove the running one first)")
         src = source if isinstance(source, VideoSource) else VideoSource(source, name, **self._options)
         src.add_listener(self._cond)
+        if self._prepare is not None:
+            src.prepare = functools.partial(self._prepare, name)
         self.sources = {**self.sources, name: src}  # a new dict: iterating threads keep a consistent snapshot
         self.skipped[name] = 0
         return src
@@ -62,7 +69,8 @@ class StreamMux:
         last status."""
         with self._cond:
             if name not in self.sources:
-                raise ConfigError(f"no stream is named {name!r}: running streams are {', '.join(self.sources) or 'none'}")
+                raise ConfigError(f"no stream is named {name!r}: "
+                                  f"running streams are {', '.join(self.sources) or 'none'}")
             src = self.sources[name]
             self.sources = {n: s for n, s in self.sources.items() if n != name}
             self._handed.pop(name, None)
@@ -71,6 +79,16 @@ class StreamMux:
             self._cond.notify_all()
         src.close(timeout)  # outside the lock: the other streams keep being read meanwhile
         return src.status()
+
+    def set_prepare(self, prepare: Callable[[str, np.ndarray], object] | None) -> None:
+        """Have every stream's reader thread (those added later too) call ``prepare(stream, image)`` on each new
+        frame and keep the result as the frame's ``prepared`` (e.g. ``lambda name, image: runtime.prepare(image)``:
+        frames then reach :meth:`Runtime.infer_many` as model input, prepared once each, off the loop's thread).
+        None: stop preparing."""
+        with self._cond:
+            self._prepare = prepare
+            for name, src in self.sources.items():
+                src.prepare = None if prepare is None else functools.partial(prepare, name)
 
     def start(self) -> "StreamMux":
         """Start every source's reader thread; returns the mux."""
