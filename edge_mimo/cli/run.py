@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import live
 from ..engines import BACKENDS, PRECISIONS
-from ..errors import ConfigError
+from ..errors import ConfigError, StreamError
 from ..runtime import POLICIES, Runtime
 from ..runtime.preprocess import RESIZE_MODES
 from ..streams import StreamMux
@@ -153,7 +153,7 @@ class SourcesFile:
             if self.current.get(name) != uri:
                 try:
                     mux.add(name, uri)
-                except ConfigError as e:
+                except (ConfigError, StreamError) as e:  # e.g. a pipeline this OpenCV cannot run
                     print(f"{name}: not added: {e}", file=sys.stderr)
                     continue
                 print(f"{name}: added ({uri})", file=sys.stderr)
