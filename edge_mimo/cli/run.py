@@ -109,7 +109,7 @@ class SourcesFile:
     def __init__(self, path: str, fixed: dict[str, str], check_every: float = 1.0) -> None:
         self.path, self.fixed, self.check_every = path, fixed, check_every
         self.hangup = threading.Event()
-        self._stamp = self._stat()
+        self._applied = self._seen = self._stat()  # the file's stamp when last applied, and at the last check
         self._next_check = time.monotonic() + check_every
         self.current = self.wanted(read_sources_file(path))
 
@@ -129,17 +129,19 @@ class SourcesFile:
         return {**self.fixed, **from_file}
 
     def apply(self, mux: StreamMux) -> None:
-        """If the file changed (or SIGHUP came), add, remove or replace streams so that the mux matches it.
-        A file that cannot be read or parsed changes nothing: the error goes to stderr and the streams run on."""
+        """If the file changed and then stayed the same for one check (not caught half-written), or SIGHUP came,
+        add, remove or replace streams so that the mux matches it. A file that cannot be read or parsed changes
+        nothing: the error goes to stderr and the streams run on."""
         now = time.monotonic()
         if not self.hangup.is_set() and now < self._next_check:
             return
         self._next_check = now + self.check_every
-        stamp = self._stat()
-        if not self.hangup.is_set() and stamp == self._stamp:
+        stamp, seen = self._stat(), self._seen
+        self._seen = stamp
+        if not self.hangup.is_set() and (stamp == self._applied or stamp != seen):
             return
         self.hangup.clear()
-        self._stamp = stamp
+        self._applied = stamp
         try:
             wanted = self.wanted(read_sources_file(self.path))
         except ConfigError as e:
