@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,11 @@ from ..quantize.calibration import normalize
 from .evaluate import onnx_replica_logits, width_report
 from .report import render, write_plot
 
-DEFAULT_CACHE = Path.home() / ".cache" / "edge-mimo" / "calibration"
+
+def default_cache_dir() -> Path:
+    """``$EDGE_MIMO_CACHE/calibration`` when that variable is set, else ``~/.cache/edge-mimo/calibration``."""
+    root = os.environ.get("EDGE_MIMO_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "edge-mimo") / "calibration"
 
 
 @dataclass
@@ -39,7 +44,7 @@ class CompileOptions:
     max_drop: float = 1.0
     allow_drop: bool = False
     output: Path | None = None
-    cache_dir: Path | None = DEFAULT_CACHE
+    cache_dir: Path | None = field(default_factory=default_cache_dir)
     log: object = field(default=print)
 
 
