@@ -112,6 +112,8 @@ def test_any_region_of_interest_is_cropped_or_refused_clearly(h, w, roi, spec):
         assert "outside" in str(e) and (roi[0] >= w or roi[1] >= h)
         return
     assert out.shape == (spec.channels, spec.height, spec.width)
+    x, y, rw, rh = checked  # the content: exactly the region (the part inside the frame), prepared as a frame
+    assert np.array_equal(out, prepare_frame(frame[y : y + rh, x : x + rw].copy(), spec))
 
 
 @settings(max_examples=60, deadline=None)
