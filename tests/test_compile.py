@@ -11,7 +11,6 @@ from onnx import numpy_helper
 
 from edge_mimo.bundle import load_manifest, verify_artifacts
 from edge_mimo.bundle.manifest import sha256_file
-from edge_mimo.compile.evaluate import FLAG_RATE
 from edge_mimo.compile.pipeline import CompileOptions, compile_bundle
 from edge_mimo.compile.targets import list_targets, load_target
 from edge_mimo.datasets import shipped_sample
@@ -137,7 +136,7 @@ def assert_documented_bars(manifest: dict, n: str) -> None:
     than the flagged ones, and a temperature that fits (lowers the INT8 NLL on the data it was fitted on)."""
     a, u = manifest["accuracy"][n], manifest["uncertainty"][n]
     assert a["drop_points"] <= 0.5, (n, a["drop_points"])  # the gate only refuses above --max-drop (1.0)
-    assert abs(u["flag_rate"] - FLAG_RATE) <= 0.01, (n, u["flag_rate"])
+    assert abs(u["flag_rate"] - 0.10) <= 0.01, (n, u["flag_rate"])  # the documented ~10 %
     assert u["accuracy_kept"] > u["accuracy_flagged"], (n, u)
     assert a["int8"]["accuracy"] < u["accuracy_kept"]  # leaving the flagged frames out buys accuracy
     assert a["int8_calibrated"]["nll"] <= a["int8"]["nll"] + 1e-9, (n, a["int8_calibrated"], a["int8"])
