@@ -17,6 +17,8 @@ import numpy as np
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 VALIDATION_HOLDOUT = 3000  # the last images of the Fashion-MNIST training split, never trained on
+AUGMENT_PRESETS = ("camera", "shift", "none")  # what training may do to each image (edge_mimo.train.recipe)
+FOLDER_HOLDOUT_SHARE = 0.1  # share of each class held out as "test" from an image folder without test/
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
@@ -129,8 +131,31 @@ def shipped_sample(name: str) -> ImageSet:
         return ImageSet(z["images"], z["labels"].astype(np.int64), tuple(meta["class_names"]))
 
 
+def holdout_split(labels: np.ndarray, share: float = FOLDER_HOLDOUT_SHARE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held out): ``share`` of every class, at least one image per class with two or more,
+    chosen at random but the same for a seed."""
+    rng = np.random.default_rng(seed)
+    kept, held = [], []
+    for label in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == label))
+        k = min(len(idx) - 1, max(1, round(share * len(idx)))) if len(idx) > 1 else 0
+        held.append(idx[:k])
+        kept.append(idx[k:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+def folder_has_test_split(spec: str) -> bool:
+    """Does the image folder ``spec`` have its own ``test/`` split?"""
+    return (Path(spec) / "test").is_dir()
+
+
 def load_dataset(spec: str, split: str, size: int = 28, channels: int = 1) -> ImageSet:
-    """Resolve a dataset spec: 'fashion-mnist[:ROOT]', 'cifar10:ROOT', 'shipped', or an image-folder path."""
+    """Resolve a dataset spec: 'fashion-mnist[:ROOT]', 'cifar10:ROOT', 'shipped', or an image-folder path.
+
+    An image folder without a ``test/`` subfolder keeps :data:`FOLDER_HOLDOUT_SHARE` of each class apart
+    (the same images every time): split "test" returns those, "train" the rest, so a test figure is never
+    measured on training images.
+    """
     kind, _, root = spec.partition(":")
     if kind == "fashion-mnist":
         return load_fashion_mnist(split, root or FASHION_MNIST_DIR)
@@ -138,4 +163,9 @@ def load_dataset(spec: str, split: str, size: int = 28, channels: int = 1) -> Im
         return load_cifar10(root, split)
     if kind == "shipped":
         return shipped_sample("calibration" if split == "train" else "validation")
-    return load_image_folder(Path(spec) / split if (Path(spec) / split).is_dir() else spec, size, channels)
+    folder = Path(spec)
+    if (folder / split).is_dir():
+        return load_image_folder(folder / split, size, channels)
+    data = load_image_folder(folder / "train" if (folder / "train").is_dir() else folder, size, channels)
+    kept, held = holdout_split(data.labels)
+    return data.subset(held if split == "test" else kept)

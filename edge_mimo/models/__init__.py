@@ -10,5 +10,6 @@ def build_model(config: ModelConfig):
     from .mimo import MIMO
     from .mimoconv import MIMOConv
     from .mixmo import MixMo
+    from .plain import PlainWRN
 
-    return {"mimoconv": MIMOConv, "mimo": MIMO, "mixmo": MixMo}[config.arch](config)
+    return {"mimoconv": MIMOConv, "mimo": MIMO, "mixmo": MixMo, "plain": PlainWRN}[config.arch](config)

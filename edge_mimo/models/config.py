@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-ARCHITECTURES = ("mimoconv", "mimo", "mixmo")
+ARCHITECTURES = ("mimoconv", "mimo", "mixmo", "plain")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class ModelConfig:
             raise ValueError(f"unknown architecture {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
         if self.capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {self.capacity}")
+        if self.arch == "plain" and self.capacity != 1:
+            raise ValueError(f"a plain network takes one image per pass: capacity must be 1, got {self.capacity}")
         if (self.depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6k+4 (10, 16, 22, 28), got {self.depth}")
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:

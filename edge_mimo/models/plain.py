@@ -1,4 +1,4 @@
-"""A plain (non-superposed) classifier with the same stem and trunk: the benchmarks' baseline."""
+"""A plain (non-superposed) classifier with the same stem and trunk: the baseline MIMO has to beat."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from .wrn import WideResNetTrunk, init_weights
 class PlainWRN(SuperposedClassifier):
     """Stem conv3x3-BN-ReLU -> the same pre-activation WideResNet trunk -> linear head, one image per pass.
 
-    It is a capacity-1 member of the family (input [B, 1, C, H, W], logits [B, 1, 1, classes]), so it exports,
-    quantizes and runs through the same code as the superposed models.
+    It is a capacity-1 member of the family (``arch="plain"``; input [B, 1, C, H, W], logits [B, 1, 1, classes]),
+    so it trains, exports, quantizes and runs through the same code as the superposed models.
     """
 
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__(dataclasses.replace(config, arch="mimoconv", capacity=1))
+        super().__init__(dataclasses.replace(config, arch="plain", capacity=1))
         c = config.stem_channels
         self.stem = nn.Sequential(nn.Conv2d(config.in_channels, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c),
                                   nn.ReLU(inplace=True))

@@ -22,11 +22,12 @@ def normalize(images: np.ndarray | torch.Tensor, mean, std) -> torch.Tensor:
 def predict_logits(model: SuperposedClassifier, images: np.ndarray, width: int, batch: int = 256) -> np.ndarray:
     """Per-replica logits [M, N/n, classes] for uint8 images [M, C, H, W], packed n distinct per pass."""
     model.eval()
+    device = next(model.parameters()).device
     groups, _ = pack_groups(images, width)
     outs = []
     for i in range(0, len(groups), batch):
-        x = normalize(groups[i : i + batch], model.config.mean, model.config.std)
-        outs.append(model(x).numpy())
+        x = normalize(groups[i : i + batch], model.config.mean, model.config.std).to(device)
+        outs.append(model(x).float().cpu().numpy())
     return unpack_groups(np.concatenate(outs), len(images))
 
 

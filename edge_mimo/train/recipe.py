@@ -2,13 +2,22 @@
 
 Each step holds ``batch`` superposed groups. With probability ``single_prob`` a step runs at width 1
 (every image in all N slots), otherwise at width N with N independent random images per group.
-SGD with Nesterov momentum and a one-cycle learning rate; optional mixup.
+Every image is augmented on its own before binding (``augment``: the ``camera`` preset, shifts and flips
+only, or nothing). SGD with Nesterov momentum and a one-cycle learning rate; optional mixup. Runs on the
+GPU when there is one (bfloat16 autocast), deterministic for a seed on a given device, and resumable from
+a checkpoint written every ``checkpoint_every`` steps and on Ctrl-C.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,9 +27,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes
-from ..datasets import ImageSet
+from ..datasets import AUGMENT_PRESETS, ImageSet
 from ..models.base import SuperposedClassifier
-from .evaluate import normalize
+from .camera_augment import CameraAugment, camera_augment
+from .evaluate import evaluate
 
 
 @dataclass
@@ -31,10 +41,20 @@ class TrainConfig:
     weight_decay: float = 5e-4
     single_prob: float = 0.2
     mixup: float = 0.0  # Beta(alpha, alpha) mixup; 0 disables
-    augment: bool = True  # random 2-pixel shifts and horizontal flips
+    augment: str = "camera"  # one of AUGMENT_PRESETS: camera effects, 2-pixel shifts + flips, or none
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     bn_batches: int = 100  # batches for the final BatchNorm re-estimate (0: keep the running averages)
+    grad_clip: float = 5.0  # clip the gradient's global norm (0: off); guards the high-rate phase
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda"
+    checkpoint_every: int = 200  # steps between checkpoints within an epoch
+    eval_every: int = 1  # epochs between validation evaluations (0: only at the end)
+
+    def __post_init__(self) -> None:
+        if self.augment not in AUGMENT_PRESETS:
+            raise ValueError(f"augment {self.augment!r} is unknown: choose one of {', '.join(AUGMENT_PRESETS)}")
+        if self.epochs < 1 or self.batch < 1:
+            raise ValueError(f"epochs and batch must be >= 1, got {self.epochs} and {self.batch}")
 
 
 class SlotSampler:
@@ -59,15 +79,26 @@ class SlotSampler:
 def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
     """Random shifts (zero padding then crop) and horizontal flips of uint8 images [M, C, H, W]."""
     m, c, h, w = x.shape
+    dev = x.device
     padded = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (m,), generator=gen)
-    ox = torch.randint(0, 2 * pad + 1, (m,), generator=gen)
-    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
-    out = padded[torch.arange(m)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
-    flip = torch.rand(m, generator=gen) < 0.5
+    oy = torch.randint(0, 2 * pad + 1, (m,), generator=gen).to(dev)
+    ox = torch.randint(0, 2 * pad + 1, (m,), generator=gen).to(dev)
+    rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+    index = torch.arange(m, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None]
+    out = padded[index[0], index[1], rows, cols]
+    flip = (torch.rand(m, generator=gen) < 0.5).to(dev)
     out[flip] = out[flip].flip(-1)
     return out
+
+
+def augment_images(x: torch.Tensor, preset: str, gen: torch.Generator) -> torch.Tensor:
+    """Apply an augmentation preset (see :data:`AUGMENT_PRESETS`) to uint8 images [M, C, H, W]."""
+    if preset == "camera":
+        return camera_augment(x, CameraAugment(), gen)
+    if preset == "shift":
+        return augment(x, gen)
+    return x
 
 
 def slot_loss(model: SuperposedClassifier, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -86,14 +117,85 @@ def next_width(cfg: TrainConfig, capacity: int, gen: torch.Generator) -> int:
     return 1 if torch.rand((), generator=gen).item() < cfg.single_prob else capacity
 
 
+
+def one_cycle(total: int, warmup_share: float = 0.25, start: float = 1 / 25, end: float = 1e-4):
+    """The one-cycle learning-rate factor per step: cosine warm-up to 1, cosine annealing to ``end``.
+
+    Defined for any number of steps (a 1-step run uses the peak rate once), unlike OneCycleLR, which
+    divides by zero on runs of 4 steps or fewer.
+    """
+    warm = max(1, round(warmup_share * total)) if total > 1 else 0
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return start + (1 - start) * (1 - math.cos(math.pi * step / warm)) / 2
+        t = (step - warm) / max(1, total - warm)
+        return end + (1 - end) * (1 + math.cos(math.pi * min(t, 1.0))) / 2
+
+    return factor
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA GPU: use --device cpu or auto")
+    return torch.device(name)
+
+
+@contextmanager
+def _stop_on_ctrl_c() -> Iterator[list[bool]]:
+    """Within the block, Ctrl-C sets a flag (checked between steps) instead of raising mid-step."""
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame) -> None:
+        flag[0] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _Batches:
+    """Superposed training batches: sampling, augmentation and normalisation, on the training device."""
+
+    def __init__(self, data: ImageSet, model: SuperposedClassifier, cfg: TrainConfig, device: torch.device,
+                 gen: torch.Generator) -> None:
+        self.images = torch.from_numpy(data.images).to(device)
+        self.labels = torch.from_numpy(data.labels).to(device)
+        self.cfg, self.gen, self.capacity = cfg, gen, model.config.capacity
+        mean = torch.tensor(model.config.mean, device=device).view(-1, 1, 1)
+        std = torch.tensor(model.config.std, device=device).view(-1, 1, 1)
+        self.scale, self.offset = 1.0 / (255.0 * std), -mean / std
+        self.sampler = SlotSampler(len(data), gen)
+
+    def draw(self, random_indices: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch: images [batch, n, C, H, W] (normalised floats) and labels [batch, n]."""
+        n = next_width(self.cfg, self.capacity, self.gen)
+        count = self.cfg.batch * n
+        if random_indices:
+            idx = torch.randint(len(self.labels), (count,), generator=self.gen)
+        else:
+            idx = self.sampler.take(count)
+        idx = idx.to(self.images.device)
+        x = augment_images(self.images[idx], self.cfg.augment, self.gen)
+        x = x.float() * self.scale + self.offset
+        return x.view(self.cfg.batch, n, *x.shape[1:]), self.labels[idx].view(self.cfg.batch, n)
+
+
 @torch.no_grad()
-def recalibrate_batchnorm(model: SuperposedClassifier, images: torch.Tensor, cfg: TrainConfig,
-                          gen: torch.Generator) -> None:
+def recalibrate_batchnorm(model: SuperposedClassifier, batches: _Batches, cfg: TrainConfig) -> None:
     """Re-estimate BatchNorm statistics with the final weights ("precise BN").
 
     The running averages collected during training lag behind weights that move fast at high learning
-    rates; an exact average over ``cfg.bn_batches`` fresh batches, drawn with the same width mix as
-    training, replaces them.
+    rates; an exact average over ``cfg.bn_batches`` fresh batches, drawn with the same width mix and
+    augmentation as training, replaces them.
     """
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not bns or cfg.bn_batches <= 0:
@@ -102,31 +204,21 @@ def recalibrate_batchnorm(model: SuperposedClassifier, images: torch.Tensor, cfg
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the batches below
     model.train()
-    mc = model.config
     for _ in range(cfg.bn_batches):
-        n = next_width(cfg, mc.capacity, gen)
-        idx = torch.randint(len(images), (cfg.batch * n,), generator=gen)
-        x = normalize(images[idx], mc.mean, mc.std).view(cfg.batch, n, *images.shape[1:])
-        model(x)
+        model(batches.draw(random_indices=True)[0])
     for bn in bns:
         bn.momentum = 0.1
     model.eval()
 
 
-def _save_checkpoint(path: Path, model, opt, sched, step: int, gen: torch.Generator, sampler: SlotSampler) -> None:
-    import io
-
+def _save_checkpoint(path: Path, model, opt, sched, step: int, gen: torch.Generator, sampler: SlotSampler,
+                     history: dict, running: tuple[float, float]) -> None:
     buf = io.BytesIO()
     torch.save(
         {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "step": step,
-            "generator": gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "perm": sampler.perm,
-            "pos": sampler.pos,
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "step": step, "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "perm": sampler.perm, "pos": sampler.pos, "history": json.dumps(history), "running": list(running),
         },
         buf,
     )
@@ -141,16 +233,24 @@ def train(
     val: ImageSet | None = None,
     log=print,
 ) -> dict:
-    """Train ``model`` in place; resumes from ``checkpoint`` if it exists. Returns a history dict."""
+    """Train ``model`` in place; resumes from ``checkpoint`` if it exists. Returns a history dict.
+
+    The checkpoint is written every ``cfg.checkpoint_every`` steps, at every epoch's end and when the run is
+    interrupted (Ctrl-C: the checkpoint is written, then KeyboardInterrupt propagates); a resumed run
+    continues the same batches, learning rate, running loss and history, so its weights equal an
+    uninterrupted run's.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    mc = model.config
-    images = torch.from_numpy(data.images)
-    labels = torch.from_numpy(data.labels)
-    n_full = mc.capacity
-    steps_per_epoch = math.ceil(len(data) / (cfg.batch * n_full))
+    device = resolve_device(cfg.device)
+    model.to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    batches = _Batches(data, model, cfg, device, gen)
+    steps_per_epoch = math.ceil(len(data) / (cfg.batch * model.config.capacity))
     total = cfg.epochs * steps_per_epoch
 
     params_decay = [p for name, p in model.named_parameters() if p.dim() > 1 and "keys" not in name]
@@ -159,65 +259,79 @@ def train(
         [{"params": params_decay, "weight_decay": cfg.weight_decay}, {"params": params_other, "weight_decay": 0.0}],
         lr=cfg.lr, momentum=0.9, nesterov=True,
     )
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
-    sampler = SlotSampler(len(data), gen)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(total))
     step = 0
+    history = {"config": asdict(cfg), "epochs": []}
+    run_loss, run_acc = 0.0, 0.0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
+        state = torch.load(ckpt, weights_only=True, map_location=device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        sampler.perm, sampler.pos, step = state["perm"], state["pos"], state["step"]
+        batches.sampler.perm, batches.sampler.pos, step = state["perm"].cpu(), state["pos"], state["step"]
+        history = json.loads(state["history"])
+        run_loss, run_acc = state["running"]
         log(f"resumed from {ckpt} at step {step}/{total}")
 
-    history = {"config": asdict(cfg), "epochs": []}
-    start = time.time()
-    bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True)
-    run_loss, run_acc = 0.0, 0.0
-    while step < total:
-        model.train()
-        n = next_width(cfg, n_full, gen)
-        idx = sampler.take(cfg.batch * n)
-        x = images[idx]
-        if cfg.augment:
-            x = augment(x, gen)
-        x = normalize(x, mc.mean, mc.std).view(cfg.batch, n, *x.shape[1:])
-        y = labels[idx].view(cfg.batch, n)
-        if cfg.mixup > 0:
-            lam = float(np.random.default_rng(cfg.seed + step).beta(cfg.mixup, cfg.mixup))
-            perm = torch.randperm(cfg.batch, generator=gen)
-            logits = model(lam * x + (1 - lam) * x[perm])
-            loss = lam * slot_loss(model, logits, y) + (1 - lam) * slot_loss(model, logits, y[perm])
-        else:
-            logits = model(x)
-            loss = slot_loss(model, logits, y)
-        loss = loss + model.regularizer()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        step += 1
-        acc = (logits.argmax(-1) == y[:, None, :]).float().mean().item()
-        run_loss = 0.98 * run_loss + 0.02 * loss.item() if step > 1 else loss.item()
-        run_acc = 0.98 * run_acc + 0.02 * acc if step > 1 else acc
-        bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.3f}", n=n)
-        bar.update()
-        if step % steps_per_epoch == 0 or step == total:
-            entry = {"step": step, "epoch": step / steps_per_epoch, "loss": run_loss, "train_acc": run_acc,
-                     "seconds": time.time() - start}
-            if val is not None:
-                from .evaluate import evaluate
+    def save() -> None:
+        if ckpt:
+            _save_checkpoint(ckpt, model, opt, sched, step, gen, batches.sampler, history, (run_loss, run_acc))
 
-                entry["val"] = {str(k): v for k, v in evaluate(model, val.images, val.labels).items()}
-                log(f"epoch {entry['epoch']:.0f}: " + ", ".join(
-                    f"n={k} acc {v['accuracy']:.4f}" for k, v in entry["val"].items()))
-            history["epochs"].append(entry)
-            if ckpt:
-                _save_checkpoint(ckpt, model, opt, sched, step, gen, sampler)
+    start = time.time() - history.get("train_seconds", 0.0)
+    bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    with _stop_on_ctrl_c() as interrupted:
+        while step < total and not interrupted[0]:
+            model.train()
+            x, y = batches.draw()
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                if cfg.mixup > 0:
+                    lam = float(np.random.default_rng(cfg.seed + step).beta(cfg.mixup, cfg.mixup))
+                    perm = torch.randperm(cfg.batch, generator=gen).to(device)
+                    logits = model(lam * x + (1 - lam) * x[perm])
+                    loss = lam * slot_loss(model, logits.float(), y) + (1 - lam) * slot_loss(
+                        model, logits.float(), y[perm])
+                else:
+                    logits = model(x)
+                    loss = slot_loss(model, logits.float(), y)
+                loss = loss + model.regularizer()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            end_of_epoch = step % steps_per_epoch == 0 or step == total
+            if step % 10 == 0 or step == 1 or end_of_epoch:  # reading values back waits for the GPU: not every step
+                acc = (logits.argmax(-1) == y[:, None, :]).float().mean().item()
+                run_loss = 0.8 * run_loss + 0.2 * loss.item() if step > 1 else loss.item()
+                run_acc = 0.8 * run_acc + 0.2 * acc if step > 1 else acc
+                bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.3f}", n=x.shape[1])
+            bar.update()
+            if end_of_epoch:
+                history["train_seconds"] = time.time() - start
+                entry = {"step": step, "epoch": step / steps_per_epoch, "loss": run_loss, "train_acc": run_acc,
+                         "seconds": history["train_seconds"]}
+                epoch = round(entry["epoch"])
+                if val is not None and (step == total or (cfg.eval_every and epoch % cfg.eval_every == 0)):
+                    entry["val"] = {str(k): v for k, v in evaluate(model, val.images, val.labels).items()}
+                    log(f"epoch {epoch}: loss {run_loss:.4f}, " + ", ".join(
+                        f"n={k} acc {v['accuracy']:.4f}" for k, v in entry["val"].items()))
+                history["epochs"].append(entry)
+            if end_of_epoch or step % cfg.checkpoint_every == 0:
+                save()
     bar.close()
-    recalibrate_batchnorm(model, images, cfg, gen)
+    if step < total:
+        save()
+        log(f"interrupted at step {step}/{total}" + (f": checkpoint {ckpt} written, run the same command to resume"
+                                                     if ckpt else " (no --checkpoint: the work is lost)"))
+        raise KeyboardInterrupt
+    recalibrate_batchnorm(model, batches, cfg)
+    model.to(memory_format=torch.contiguous_format)
     history["seconds"] = time.time() - start
     return history
