@@ -196,6 +196,23 @@ def test_session_bundle_missed_the_cache_and_a_recompile_hits_it(cpu_bundle, cal
     assert (again / rel).read_bytes() == (cpu_bundle / rel).read_bytes()
 
 
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_other_calibration_methods_compile_through_the_gate(tmp_path, capsys, method):
+    """`--calib-method entropy|percentile` from the command line: calibrated with that method (its own cache
+    entry), recorded in the manifest, and the INT8 graph passes the accuracy gate."""
+    from edge_mimo.cli.main import main
+
+    out = tmp_path / "bundle"
+    assert main(["compile", "--widths", "1", "--calib-size", "64", "--val-size", "300", "--calib-method", method,
+                 "--json", "-o", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    manifest = load_manifest(out)
+    assert printed["bundle"] == str(out) and manifest["quantization"]["method"] == method
+    assert manifest["quantization"]["cache"] == {"1": "miss"} and manifest["validation"]["gate_failed"] == []
+    assert manifest["accuracy"]["1"]["drop_points"] <= manifest["validation"]["gate_max_drop"]
+    verify_artifacts(out, manifest)
+
+
 def test_interrupted_compile_leaves_nothing(tmp_path, monkeypatch):
     import edge_mimo.compile.pipeline as pipeline
 
