@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 
 
+QUICK_STREAMS, QUICK_REPEATS = "1,8", 10
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="measure the superposition speed-up of a bundle against baselines",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -14,6 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--streams", default="1,2,4,8,16,32", help="comma-separated numbers of streams")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per measurement (after warm-up)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime / torch intra-op threads")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a short run that checks the harness and the ratios' direction (CI): streams "
+                        f"{QUICK_STREAMS}, {QUICK_REPEATS} repeats; figures to quote come from a full run")
     p.add_argument("--no-baselines", action="store_true", help="skip the plain WRN and PyTorch baselines")
     p.add_argument("-o", "--output", type=Path, default=Path("bench-results"), help="folder for JSON and plots")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -25,6 +31,8 @@ def run(args) -> int:
     from ..bench.run import run_bench
     from ..errors import ConfigError
 
+    if args.quick:
+        args.streams, args.repeats = QUICK_STREAMS, QUICK_REPEATS
     try:
         streams = sorted({int(s) for s in args.streams.split(",")})
     except ValueError:
