@@ -1,5 +1,6 @@
 """Shared fixtures."""
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,11 @@ needs_fashion_mnist = pytest.mark.skipif(
     not os.path.exists(FASHION_MNIST),
     reason="Fashion-MNIST not installed: `apt-get install -y dataset-fashion-mnist`",
 )
+
+
+def manifest_json(bundle: Path) -> dict:
+    """A bundle's manifest.json as written (string width keys), whatever type ``load_manifest`` returns."""
+    return json.loads((Path(bundle) / "manifest.json").read_text())
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -22,6 +22,8 @@ from edge_mimo.models.weights import load_model
 from edge_mimo.quantize import CalibrationCache, data_hash, quantize_width
 from edge_mimo.quantize.calibration import normalize
 
+from .conftest import manifest_json
+
 torch.set_num_threads(2)
 
 
@@ -146,7 +148,7 @@ def assert_documented_bars(manifest: dict, n: str) -> None:
 def test_session_bundle_meets_the_documented_bars_on_the_shipped_validation_set(cpu_bundle):
     """The session bundle was evaluated on all 3,000 shipped validation images: its FP32 graphs score what the model
     recorded at training time (a fresh measurement of the shipped model), and INT8 meets the documented bars."""
-    manifest = load_manifest(cpu_bundle)
+    manifest = manifest_json(cpu_bundle)
     recorded = json.loads((DEFAULT_MODEL_DIR / "training.json").read_text())["validation"]
     assert manifest["validation"]["images"] == len(shipped_sample("validation"))
     for n in map(str, manifest["widths"]):
@@ -167,9 +169,9 @@ def small_compile(tmp_path, **kw):
 @pytest.mark.parametrize("target", ["cpu", "jetson-orin"])
 def test_compile_writes_a_complete_bundle(tmp_path, target):
     bundle, manifest = small_compile(tmp_path, target=target)
-    loaded = load_manifest(bundle)
+    verify_artifacts(bundle, load_manifest(bundle))
+    loaded = manifest_json(bundle)
     assert loaded["widths"] == [1, 2, 4]
-    verify_artifacts(bundle, loaded)
     for n in ("1", "2", "4"):
         assert_documented_bars(loaded, n)
         assert loaded["artifacts"][n]["int8"]["flavour"] == ("cpu" if target == "cpu" else "tensorrt")
@@ -186,12 +188,12 @@ def test_session_bundle_missed_the_cache_and_a_recompile_hits_it(cpu_bundle, cal
     same calibration again reuses them and writes the same INT8 graph."""
     if os.environ.get("EDGE_MIMO_TEST_BUNDLE"):
         pytest.skip("EDGE_MIMO_TEST_BUNDLE: the session bundle was not compiled in this session")
-    manifest = load_manifest(cpu_bundle)
+    manifest = manifest_json(cpu_bundle)
     assert manifest["quantization"]["cache"] == {"1": "miss", "2": "miss", "4": "miss"}
     assert sorted(p.name.split("-")[0] for p in calibration_cache.iterdir()) == ["w1", "w2", "w4"]
-    again, second = compile_bundle(CompileOptions(calib_size=manifest["quantization"]["calibration_images"],
-                                                  val_size=200, widths=[1], output=tmp_path / "b", log=quiet))
-    assert second["quantization"]["cache"] == {"1": "hit"}
+    again, _ = compile_bundle(CompileOptions(calib_size=manifest["quantization"]["calibration_images"],
+                                             val_size=200, widths=[1], output=tmp_path / "b", log=quiet))
+    assert manifest_json(again)["quantization"]["cache"] == {"1": "hit"}
     rel = manifest["artifacts"]["1"]["int8"]["file"]
     assert (again / rel).read_bytes() == (cpu_bundle / rel).read_bytes()
 
@@ -206,11 +208,11 @@ def test_other_calibration_methods_compile_through_the_gate(tmp_path, capsys, me
     assert main(["compile", "--widths", "1", "--calib-size", "64", "--val-size", "300", "--calib-method", method,
                  "--json", "-o", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
-    manifest = load_manifest(out)
+    manifest = manifest_json(out)
     assert printed["bundle"] == str(out) and manifest["quantization"]["method"] == method
     assert manifest["quantization"]["cache"] == {"1": "miss"} and manifest["validation"]["gate_failed"] == []
     assert manifest["accuracy"]["1"]["drop_points"] <= manifest["validation"]["gate_max_drop"]
-    verify_artifacts(out, manifest)
+    verify_artifacts(out, load_manifest(out))
 
 
 def test_interrupted_compile_leaves_nothing(tmp_path, monkeypatch):
