@@ -2,6 +2,12 @@
 
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -225,6 +231,56 @@ def test_interrupted_compile_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         small_compile(tmp_path, widths=[4])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
+def edge_mimo_command() -> list[str]:
+    """The installed `edge-mimo` script beside this Python, else the module."""
+    script = Path(sys.executable).with_name("edge-mimo")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "edge_mimo.cli.main"]
+
+
+@pytest.mark.slow
+def test_killed_compile_keeps_the_old_bundle_and_leaves_no_partial_directory(cpu_bundle, tmp_path):
+    """A real `edge-mimo compile -o DIR` over an existing bundle, stopped by SIGINT, SIGTERM or SIGKILL at several
+    points: the old bundle stays whole and unchanged; SIGINT and SIGTERM clean up their temporary directory, and
+    the next run removes what a SIGKILLed one could not; the next complete run replaces the bundle."""
+    out = tmp_path / "bundles" / "cpu"
+    shutil.copytree(cpu_bundle, out)
+    old = {p: sha256_file(p) for p in out.rglob("*") if p.is_file()}
+    command = [*edge_mimo_command(), "compile", "--widths", "1", "4", "--calib-size", "64", "--val-size", "300",
+               "-o", str(out)]
+
+    def partials() -> list[Path]:
+        return sorted(p for p in out.parent.iterdir() if p.name != out.name)
+
+    def reached(rel: str):
+        return lambda: any((p / rel).exists() for p in partials())
+
+    points = {"the temporary bundle appears": lambda: bool(partials()),
+              "width 1 is quantized": reached("int8/width1.cpu.onnx"),
+              "width 4 is quantized": reached("int8/width4.cpu.onnx")}
+    for sig, point in [(signal.SIGINT, "width 1 is quantized"), (signal.SIGTERM, "the temporary bundle appears"),
+                       (signal.SIGKILL, "width 4 is quantized"), (signal.SIGTERM, "width 4 is quantized"),
+                       (signal.SIGKILL, "width 1 is quantized")]:
+        with open(tmp_path / "log.txt", "w") as log:
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                deadline = time.monotonic() + 240
+                while not points[point]():
+                    assert proc.poll() is None and time.monotonic() < deadline, (sig, point, proc.returncode)
+                    time.sleep(0.02)
+                proc.send_signal(sig)
+                assert proc.wait(60) != 0, (sig, point)
+            finally:
+                proc.kill()
+                proc.wait()
+        assert {p: sha256_file(p) for p in out.rglob("*") if p.is_file()} == old, (sig, point)
+        if sig != signal.SIGKILL:
+            assert partials() == [], (sig, point)
+    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=300)
+    assert partials() == []
+    verify_artifacts(out, load_manifest(out))
+    assert manifest_json(out)["widths"] == [1, 4]
 
 
 def test_gate_fails_a_broken_quantization(tmp_path, monkeypatch):
