@@ -5,6 +5,9 @@
 - fashion_mnist_calibration.npz: 1024 training images (seeded draw, class-balanced), for INT8 calibration.
 - fashion_mnist_validation.npz: the 3000 images held out from the end of the training split (never trained
   on), for the accuracy gate and temperature / uncertainty-threshold fitting.
+- digits_ood.npz: scikit-learn's 1797 handwritten digits (8x8, from the UCI optical digits set, BSD-3 via
+  scikit-learn), scaled to 0..255 and upscaled to 28x28: out-of-distribution objects for the camera suite's
+  uncertainty check. Needs scikit-learn to regenerate.
 """
 
 from __future__ import annotations
@@ -35,6 +38,18 @@ def main() -> None:
     save(HERE / "fashion_mnist_calibration.npz", train.subset(picks), "Fashion-MNIST train split, seeded draw")
     save(HERE / "fashion_mnist_validation.npz", load_fashion_mnist("val"),
          "Fashion-MNIST train images 57000..59999 (held out from training)")
+    save(HERE / "digits_ood.npz", digits_28(), "scikit-learn load_digits(), x255/16, INTER_LINEAR to 28x28")
+
+
+def digits_28() -> ImageSet:
+    """scikit-learn's 8x8 digits (values 0..16) as uint8 [1797, 1, 28, 28] images, labelled with their digit."""
+    import cv2
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images * (255.0 / 16.0)).astype(np.uint8)
+    big = np.stack([cv2.resize(img, (28, 28), interpolation=cv2.INTER_LINEAR) for img in images])[:, None]
+    return ImageSet(big, digits.target.astype(np.int64), tuple(str(d) for d in range(10)))
 
 
 if __name__ == "__main__":

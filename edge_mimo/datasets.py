@@ -121,11 +121,18 @@ def load_cifar10(root: str | Path, split: str) -> ImageSet:
     return ImageSet(np.concatenate(images), np.concatenate(labels), classes)
 
 
+SHIPPED_SAMPLES = {
+    "calibration": "fashion_mnist_calibration.npz",  # 1024 Fashion-MNIST training images
+    "validation": "fashion_mnist_validation.npz",  # the 3000 held-out Fashion-MNIST training images
+    "digits-ood": "digits_ood.npz",  # scikit-learn's 1797 digits at 28x28: out-of-distribution objects
+}
+
+
 def shipped_sample(name: str) -> ImageSet:
-    """The samples shipped with edge-mimo: 'calibration' or 'validation' (Fashion-MNIST, see calibration/)."""
-    ref = resources.files("edge_mimo.calibration_data") / f"fashion_mnist_{name}.npz"
-    if not ref.is_file():
-        raise FileNotFoundError(f"no shipped sample {name!r}: choose 'calibration' or 'validation'")
+    """A sample shipped with edge-mimo (see calibration/make_samples.py): one of :data:`SHIPPED_SAMPLES`."""
+    if name not in SHIPPED_SAMPLES:
+        raise FileNotFoundError(f"no shipped sample {name!r}: choose one of {', '.join(SHIPPED_SAMPLES)}")
+    ref = resources.files("edge_mimo.calibration_data") / SHIPPED_SAMPLES[name]
     with ref.open("rb") as f, np.load(f) as z:
         meta = json.loads(str(z["meta"]))
         return ImageSet(z["images"], z["labels"].astype(np.int64), tuple(meta["class_names"]))

@@ -69,3 +69,16 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
             b = lo + ratio * (hi - lo)
             fb = loss(b)
     return float(np.exp((lo + hi) / 2))
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for telling ``positive`` (bool) from the rest: the probability
+    that a random positive scores higher than a random negative, ties counted half (Mann-Whitney U)."""
+    scores, positive = np.asarray(scores, np.float64), np.asarray(positive, bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs both positives and negatives")
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = (ends - (counts - 1) / 2.0)[inverse]  # average 1-based rank of each tie group
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

@@ -35,21 +35,36 @@ def scaling_plot(result: dict, path: Path) -> None:
 
 
 def operating_points_plot(result: dict, manifest: dict, path: Path) -> None:
-    """Validation accuracy (bundle report, INT8) against frames/s, one point per policy, at the ratio streams."""
+    """Accuracy (each bundle's report, INT8) against frames/s and against MMAC per frame, at the ratio streams:
+    one point per policy of the bundle, one per ``--compare`` bundle (e.g. plain networks)."""
     plt = _pyplot()
     streams = result["ratios"]["streams"]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    validation = manifest.get("validation", {}).get("source", "validation")
+    points = []  # (label, fps, mmac, accuracy %)
     for r in result["runs"]:
-        if r["streams"] != streams or r["precision"] != "int8" or r["policy"] not in (*POLICIES, "width-1"):
+        if r["streams"] != streams or r["precision"] != "int8":
             continue
-        width = max(r["widths"])  # the pass width most frames got
-        acc = 100 * manifest["accuracy"][str(width)]["int8"]["accuracy"]
-        ax.scatter(r["fps"], acc)
-        ax.annotate(f"{r['policy']} (n={width})", (r["fps"], acc), textcoords="offset points", xytext=(5, 4),
-                    fontsize=8)
-    ax.set_xlabel(f"frames/s at {streams} streams (INT8)")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.grid(alpha=0.3)
+        if r["policy"] in (*POLICIES, "width-1"):
+            width = max(r["widths"])  # the pass width most frames got
+            acc, macs = manifest["accuracy"][str(width)]["int8"]["accuracy"], manifest["macs_per_image"][str(width)]
+            label = f"{r['policy']} (n={width})"
+        elif r["policy"].startswith("compare:"):
+            acc, macs = r["accuracy"]["1"]["int8"]["accuracy"], r["macs_per_image"]["1"]
+            label = r["policy"].removeprefix("compare:")
+        else:
+            continue
+        points.append((label, r["fps"], macs / 1e6, 100 * acc))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, x, name in ((axes[0], 1, f"frames/s at {streams} streams (INT8, end to end)"),
+                        (axes[1], 2, "MMAC per frame")):
+        for k, point in enumerate(points):
+            ax.scatter(point[x], point[3], color="C1" if ":" in point[0] or "plain" in point[0] else "C0")
+            # alternate label sides so points at the same spot (a policy that runs width 1) stay legible
+            ax.annotate(point[0], (point[x], point[3]), textcoords="offset points", xytext=(6, 6 - 12 * (k % 2)),
+                        fontsize=8)
+        ax.set_xlabel(name)
+        ax.set_ylabel(f"accuracy (%, INT8, {validation})")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

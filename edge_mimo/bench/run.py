@@ -45,13 +45,15 @@ def _baseline_runners(manifest: dict, threads: int, log) -> dict:
 
 
 def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads: int = 2,
-              baselines: bool = True, log=print) -> dict:
+              baselines: bool = True, log=print, compare: list[str | Path] = ()) -> dict:
     """Measure everything in one run; returns a JSON-ready dict.
 
     For each number of streams, the configurations take turns in rounds of short bursts
     (:func:`measure_interleaved`), so a slow spell of a shared machine hits all of them alike and the ratios hold.
+    ``compare``: other bundles (e.g. trained plain networks) timed end to end, INT8, in the same rounds.
     """
     runtimes = {p: Runtime(bundle, precision=p, threads=threads) for p in ("int8", "fp32")}
+    others = {f"compare:{Path(b).name}": Runtime(b, precision="int8", threads=threads) for b in compare}
     manifest = runtimes["int8"].manifest
     spec = runtimes["int8"].spec
     normalize = Normalizer(spec)
@@ -71,6 +73,12 @@ def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads
                 cases[(precision, policy)] = lambda rt=runtime, call=call: rt.infer_many(frames, **call)[0].timing
                 rows[(precision, policy)] = {"streams": m, "precision": precision, "policy": policy,
                                              "passes": plan.cost, "widths": sorted({g.width for g in plan.groups})}
+        for name, rt in others.items():
+            cases[("int8", name)] = lambda rt=rt: rt.infer_many(frames)[0].timing
+            rows[("int8", name)] = {"streams": m, "precision": "int8", "policy": name, "passes": rt.plan(m).cost,
+                                    "widths": sorted({g.width for g in rt.plan(m).groups}),
+                                    "bundle": str(rt.bundle), "macs_per_image": rt.manifest["macs_per_image"],
+                                    "accuracy": rt.manifest["accuracy"], "validation": rt.manifest.get("validation")}
         for name, run in runners.items():
             precision = "fp32" if "eager" in name else "int8"
             cases[(precision, name)] = lambda run=run: run(normalize(prepare_batch(frames, spec, None)[0]))

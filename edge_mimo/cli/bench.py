@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
                    help=f"a short run that checks the harness and the ratios' direction (CI): streams "
                         f"{QUICK_STREAMS}, {QUICK_REPEATS} repeats; figures to quote come from a full run")
     p.add_argument("--no-baselines", action="store_true", help="skip the plain WRN and PyTorch baselines")
+    p.add_argument("--compare", type=Path, nargs="*", default=[],
+                   help="other bundles (e.g. trained plain networks) timed in the same rounds and put on the "
+                        "operating-point plot")
     p.add_argument("-o", "--output", type=Path, default=Path("bench-results"), help="folder for JSON and plots")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=run)
@@ -40,7 +43,7 @@ def run(args) -> int:
     if min(streams) < 1:
         raise ConfigError("--streams must be >= 1")
     result = run_bench(args.bundle, streams, args.repeats, args.threads, not args.no_baselines,
-                       log=(lambda *a: None) if args.json else print)
+                       log=(lambda *a: None) if args.json else print, compare=args.compare)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     from ..bundle import load_manifest

@@ -9,7 +9,7 @@ import sys
 from .. import __version__
 from ..errors import EdgeMimoError
 
-COMMANDS = ("train", "info", "targets", "compile", "build-engines", "run", "bench")
+COMMANDS = ("train", "info", "targets", "compile", "build-engines", "run", "bench", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
