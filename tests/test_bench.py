@@ -58,7 +58,7 @@ def test_quick_bench_end_to_end(cpu_bundle, tmp_path):
         for precision in ("int8", "fp32"):
             assert {(m, precision, p) for p in (*POLICIES, "width-1")} <= seen
         assert {(m, "int8", "plain-wrn-int8"), (m, "fp32", "torch-eager-fp32-width-1")} <= seen
-    assert all(r["repeats"] == 10 and 0 < r["p50_ms"] <= r["p99_ms"] and r["fps"] > 0 for r in result["runs"])
+    assert all(r["repeats"] == 20 and 0 < r["p50_ms"] <= r["p99_ms"] and r["fps"] > 0 for r in result["runs"])
     eight = {r["policy"]: r for r in result["runs"] if r["streams"] == 8 and r["precision"] == "int8"}
     assert [eight[p]["passes"] for p in (*POLICIES, "width-1")] == [2, 4, 8, 8]
     assert [eight[p]["widths"] for p in (*POLICIES, "width-1")] == [[4], [2], [1], [1]]

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 
-QUICK_STREAMS, QUICK_REPEATS = "1,8", 10
+QUICK_STREAMS, QUICK_REPEATS = "1,8", 20
 
 
 def add_parser(sub) -> None:
