@@ -1,1 +1,2 @@
-"""Shipped calibration and validation samples (see make_samples.py and README.md)."""
+"""Samples shipped with edge-mimo: Fashion-MNIST calibration and validation images, out-of-distribution digits
+(installed as ``edge_mimo.calibration``; recipe: make_samples.py)."""

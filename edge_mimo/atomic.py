@@ -3,25 +3,53 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ConfigError
 
 
-def check_replaceable(target: str | Path, marker: str) -> None:
+def check_replaceable(target: str | Path, marker: str, owned: Callable[[Path], bool] | None = None) -> None:
     """Refuse an output directory that exists and is not an earlier output marked by the file ``marker``.
 
-    A file, or a non-empty directory without ``marker``, raises ConfigError: a mistyped output path must never
-    delete someone's directory. Call it before long work; :func:`atomic_dir` calls it too.
+    A file, or a non-empty directory without ``marker`` (or for which ``owned(directory)`` is false: a file
+    named ``manifest.json`` alone does not make a web app an edge-mimo bundle), raises ConfigError: a mistyped
+    output path must never delete someone's directory. Call it before long work; :func:`atomic_dir` calls it too.
     """
     target = Path(target)
-    if target.is_file() or (target.is_dir() and any(target.iterdir()) and not (target / marker).is_file()):
-        raise ConfigError(f"{target} exists and is not an earlier output (no {marker}): refusing to replace it; "
-                          "choose a new or empty output directory")
+    try:
+        foreign = target.exists() and not target.is_dir() or (
+            target.is_dir() and any(target.iterdir())
+            and not ((target / marker).is_file() and (owned is None or owned(target))))
+    except OSError as e:
+        raise ConfigError(f"cannot inspect the output {target} ({e.strerror or e}): choose another output "
+                          "directory") from e
+    if foreign:
+        raise ConfigError(f"{target} exists and is not an earlier output (no {marker} of ours): refusing to "
+                          "replace it; choose a new or empty output directory")
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Temporary directories of earlier writers of ``target`` that died (SIGKILL, power loss)."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.partial-(\d+)-.*")
+    for entry in target.parent.iterdir():
+        m = pattern.fullmatch(entry.name)
+        if m and entry.is_dir() and not _alive(int(m.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
 
 
 @contextmanager
@@ -33,14 +61,19 @@ def atomic_dir(target: str | Path, overwrite: bool = True, marker: str | None = 
     target = Path(target)
     if marker is not None:
         check_replaceable(target, marker)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=target.parent))
+    except OSError as e:
+        raise ConfigError(f"cannot write {target} ({e.strerror or e}): its parent {target.parent} is not a "
+                          "writable directory; choose another output path") from e
     try:
         yield tmp
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary directory
-        if target.exists():
+        if target.exists() or target.is_symlink():
             if not overwrite:
                 raise FileExistsError(f"{target} exists: remove it or choose another output path")
             old = target.with_name(f".{target.name}.old-{os.getpid()}")

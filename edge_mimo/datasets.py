@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .models.config import FASHION_MNIST_CLASSES
+
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 VALIDATION_HOLDOUT = 3000  # the last images of the Fashion-MNIST training split, never trained on
 AUGMENT_PRESETS = ("camera", "shift", "none")  # what training may do to each image (edge_mimo.train.recipe)
@@ -24,6 +26,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".p
 
 @dataclass
 class ImageSet:
+    """Labelled images: uint8 ``images`` [M, C, H, W], ``labels`` [M] and the class names."""
     images: np.ndarray  # uint8 [M, C, H, W]
     labels: np.ndarray  # int64 [M]
     class_names: tuple[str, ...] = ()
@@ -32,6 +35,7 @@ class ImageSet:
         return len(self.labels)
 
     def subset(self, index) -> "ImageSet":
+        """The images and labels at ``index`` (a slice, an index array or a mask)."""
         return ImageSet(self.images[index], self.labels[index], self.class_names)
 
 
@@ -51,8 +55,6 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 def load_fashion_mnist(split: str, root: str | Path = FASHION_MNIST_DIR) -> ImageSet:
     """``split``: 'train' (57k, the held-out tail removed), 'val' (the 3k held out), 'test' (10k), 'full-train'."""
-    from .models.config import FASHION_MNIST_CLASSES
-
     root = Path(root)
     prefix = "t10k" if split == "test" else "train"
     files = [root / f"{prefix}-{kind}-idx{d}-ubyte.gz" for kind, d in (("images", 3), ("labels", 1))]
@@ -132,7 +134,7 @@ def shipped_sample(name: str) -> ImageSet:
     """A sample shipped with edge-mimo (see calibration/make_samples.py): one of :data:`SHIPPED_SAMPLES`."""
     if name not in SHIPPED_SAMPLES:
         raise FileNotFoundError(f"no shipped sample {name!r}: choose one of {', '.join(SHIPPED_SAMPLES)}")
-    ref = resources.files("edge_mimo.calibration_data") / SHIPPED_SAMPLES[name]
+    ref = resources.files("edge_mimo.calibration") / SHIPPED_SAMPLES[name]
     with ref.open("rb") as f, np.load(f) as z:
         meta = json.loads(str(z["meta"]))
         return ImageSet(z["images"], z["labels"].astype(np.int64), tuple(meta["class_names"]))

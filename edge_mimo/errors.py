@@ -29,6 +29,14 @@ class EngineMismatchError(BundleError):
     """A TensorRT plan built for another GPU architecture or TensorRT version."""
 
 
+class EngineBuildError(EdgeMimoError):
+    """TensorRT could not parse a graph or build an engine from it."""
+
+
+class ExportError(EdgeMimoError):
+    """An exported ONNX graph does not compute what the PyTorch model computes."""
+
+
 class BackendUnavailableError(EdgeMimoError):
     """The requested backend (TensorRT, a GPU) is not present on this machine."""
 

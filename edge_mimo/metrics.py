@@ -6,6 +6,7 @@ import numpy as np
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.ndarray:
+    """Probabilities of ``logits`` divided by ``temperature`` along ``axis`` (numerically stable)."""
     z = logits / temperature
     z = z - z.max(axis=axis, keepdims=True)
     e = np.exp(z)
@@ -13,10 +14,12 @@ def softmax(logits: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.
 
 
 def entropy(probs: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Shannon entropy (nats) of distributions along ``axis``."""
     return -(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(axis=axis)
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Share of rows whose most probable class is the label."""
     return float((probs.argmax(-1) == labels).mean())
 
 
@@ -40,6 +43,7 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
 
 
 def summary(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy, NLL and ECE of ``probs`` [M, K] against ``labels`` [M]."""
     return {"accuracy": accuracy(probs, labels), "nll": nll(probs, labels), "ece": ece(probs, labels)}
 
 

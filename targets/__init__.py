@@ -1,1 +1,1 @@
-"""Deployment target profiles (TOML), one per target."""
+"""Deployment target profiles, one TOML file per target (read by :mod:`edge_mimo.compile.targets`)."""

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from .support.installed import REINSTALL, import_installed, stale_files
+
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+import_installed()
+
+
+def pytest_sessionstart(session):
+    if stale := stale_files():
+        pytest.exit(f"the installed edge-mimo differs from this checkout ({', '.join(stale[:5])}): {REINSTALL}", 4)
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 

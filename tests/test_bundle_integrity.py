@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from edge_mimo.atomic import atomic_dir
-from edge_mimo.bundle.manifest import (MANIFEST_FILE, SCHEMA_VERSION, artifact_path, load_manifest, sha256_file,
-                                       verify_artifacts)
+from edge_mimo.bundle.manifest import (MANIFEST_FILE, SCHEMA_VERSION, EngineFile, artifact_path, load_manifest,
+                                       sha256_file, verify_artifacts)
 from edge_mimo.errors import (BackendUnavailableError, BundleError, BundleIntegrityError, BundleVersionError,
                               ConfigError, EdgeMimoError, EngineMismatchError)
 
@@ -48,7 +48,7 @@ def small_bundle(tmp_path):
     files = {rel: sha256_file(root / rel) for rel in ("graphs/a.onnx", "b.bin")}
     manifest = {"schema_version": SCHEMA_VERSION, "model": {"capacity": 4, "num_classes": 10}, "widths": [1, 4],
                 "artifacts": {n: {"fp32": {"file": "graphs/a.onnx", "sha256": files["graphs/a.onnx"]}} for n in "14"},
-                "files": files, "input": {"channels": 1, "height": 28, "width": 28, "mean": [0.3], "std": [0.35]},
+                "files": files, "input": {"channels": 1, "height": 28, "width_px": 28, "mean": [0.3], "std": [0.35]},
                 "temperature": {"1": 1.2, "4": 0.9}}
     (root / MANIFEST_FILE).write_text(json.dumps(manifest))
     return root
@@ -56,6 +56,11 @@ def small_bundle(tmp_path):
 
 def write_manifest(root: Path, manifest: dict) -> None:
     (root / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def read_manifest(root: Path) -> dict:
+    """The manifest as a JSON document, to damage it."""
+    return json.loads((root / MANIFEST_FILE).read_text())
 
 
 def test_intact_bundle_verifies(small_bundle):
@@ -136,7 +141,7 @@ def test_paths_escaping_the_bundle_are_refused(small_bundle, rel):
     (small_bundle / "link").symlink_to(small_bundle.parent, target_is_directory=True)
     (small_bundle / "escape.bin").symlink_to(outside)
     manifest = load_manifest(small_bundle)
-    manifest["files"] = {rel: sha256_file(outside)}  # the right hash: only the location gives it away
+    manifest.files = {rel: sha256_file(outside)}  # the right hash: only the location gives it away
     refused(BundleIntegrityError, lambda: artifact_path(small_bundle, rel), "outside the bundle")
     refused(BundleIntegrityError, lambda: verify_artifacts(small_bundle, manifest), "outside the bundle")
 
@@ -172,7 +177,7 @@ def graph_files(bundle: Path, manifest: dict) -> dict[int, str]:
 
 
 def test_every_listed_file_is_checked_at_load(bundle_copy):
-    manifest = load_manifest(bundle_copy)
+    manifest = read_manifest(bundle_copy)
     loaded = set(graph_files(bundle_copy, manifest).values())
     for rel in loaded:
         path = artifact_path(bundle_copy, rel)
@@ -187,7 +192,7 @@ def test_every_listed_file_is_checked_at_load(bundle_copy):
 
 
 def test_half_copied_bundle_is_refused(cpu_bundle, tmp_path):
-    manifest = load_manifest(cpu_bundle)
+    manifest = read_manifest(cpu_bundle)
     half = tmp_path / "half"
     half.mkdir()
     shutil.copy(cpu_bundle / MANIFEST_FILE, half)
@@ -210,7 +215,7 @@ def rehash(bundle: Path, manifest: dict, rel: str) -> None:
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "not onnx"])
 def test_matching_hash_but_broken_graph_is_refused_before_onnx_runtime_runs_it(bundle_copy, damage):
-    manifest = load_manifest(bundle_copy)
+    manifest = read_manifest(bundle_copy)
     rel = graph_files(bundle_copy, manifest)[max(manifest["widths"])]
     data = (bundle_copy / rel).read_bytes()
     (bundle_copy / rel).write_bytes({"garbage": os.urandom(len(data)), "truncated": data[: len(data) * 2 // 3],
@@ -220,7 +225,7 @@ def test_matching_hash_but_broken_graph_is_refused_before_onnx_runtime_runs_it(b
 
 
 def test_graphs_swapped_between_widths_are_refused(bundle_copy):
-    manifest = load_manifest(bundle_copy)
+    manifest = read_manifest(bundle_copy)
     graphs = graph_files(bundle_copy, manifest)
     lo, hi = min(graphs), max(graphs)
     a, b = bundle_copy / graphs[lo], bundle_copy / graphs[hi]
@@ -248,16 +253,16 @@ def test_graph_reading_weights_from_outside_the_bundle_is_refused(bundle_copy, t
     io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [4]) for name in ("x", "y")]
     graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", io[:1], io[1:], [weight])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    manifest = load_manifest(bundle_copy)
+    manifest = read_manifest(bundle_copy)
     rel = graph_files(bundle_copy, manifest)[1]
     onnx.save(model, str(bundle_copy / rel))
     rehash(bundle_copy, manifest, rel)
     refused(BundleIntegrityError, lambda: runtime(bundle_copy), "cannot load")
 
 
-@pytest.mark.parametrize("field, value", [("height", 32), ("width", 20), ("channels", 3)])
+@pytest.mark.parametrize("field, value", [("height", 32), ("width_px", 20), ("channels", 3)])
 def test_manifest_input_that_disagrees_with_the_graphs_is_refused(bundle_copy, field, value):
-    manifest = load_manifest(bundle_copy)
+    manifest = read_manifest(bundle_copy)
     manifest["input"][field] = value
     if field == "channels":
         manifest["input"].update(color="rgb", mean=[0.5] * 3, std=[0.5] * 3)
@@ -265,8 +270,21 @@ def test_manifest_input_that_disagrees_with_the_graphs_is_refused(bundle_copy, f
     refused(BundleIntegrityError, lambda: runtime(bundle_copy), "input")
 
 
+def test_schema_1_bundles_still_load_their_pixel_width(bundle_copy, cpu_runtime):
+    """Schema 1 called the input's pixel width ``width``; it is read as ``width_px``."""
+    manifest = read_manifest(bundle_copy)
+    manifest["schema_version"] = 1
+    manifest["input"]["width"] = manifest["input"].pop("width_px")
+    write_manifest(bundle_copy, manifest)
+    loaded = load_manifest(bundle_copy)
+    assert loaded.input.width_px == 28 and loaded.to_dict()["input"]["width_px"] == 28
+    frame = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(runtime(bundle_copy).infer(frame).probabilities,
+                               cpu_runtime.infer(frame).probabilities, atol=1e-6)
+
+
 def test_newer_bundle_is_refused_with_upgrade_advice(bundle_copy):
-    manifest = load_manifest(bundle_copy)
+    manifest = read_manifest(bundle_copy)
     manifest["schema_version"] = SCHEMA_VERSION + 1
     manifest["some_future_field"] = {"x": 1}
     write_manifest(bundle_copy, manifest)
@@ -274,7 +292,7 @@ def test_newer_bundle_is_refused_with_upgrade_advice(bundle_copy):
 
 
 def test_manifest_pointing_outside_the_bundle_is_refused(bundle_copy, tmp_path):
-    manifest = load_manifest(bundle_copy)
+    manifest = read_manifest(bundle_copy)
     n = max(manifest["widths"])
     rel = graph_files(bundle_copy, manifest)[n]
     shutil.copy(bundle_copy / rel, tmp_path / "elsewhere.onnx")
@@ -293,7 +311,7 @@ def test_edge_mimo_run_refuses_a_damaged_bundle_with_a_message_not_a_traceback(b
 
     from .test_streams import write_video
 
-    manifest = load_manifest(bundle_copy)
+    manifest = read_manifest(bundle_copy)
     text = (bundle_copy / MANIFEST_FILE).read_text()
     if damage == "truncated graph":
         graph = bundle_copy / graph_files(bundle_copy, manifest)[1]
@@ -320,13 +338,13 @@ ENGINES = [{"file": "engines/sm87-trt10.3.0/width4.plan", "sha256": "0" * 64, "c
 
 @pytest.mark.parametrize("device", [("8.6", "10.3.0"), ("8.7", "10.8.0"), ("9.0", "10.3.0")])
 def test_engines_for_another_gpu_or_tensorrt_are_refused(device):
-    from edge_mimo.build.tensorrt import check_compatible, find_engine
+    from edge_mimo.engines.plans import check_compatible, find_engine
 
-    manifest = {"artifacts": {"4": {"engines": copy.deepcopy(ENGINES)}}}
-    assert find_engine(manifest, 4, *device) is None  # never picked for this device ...
-    for entry in ENGINES:  # ... and refused if handed over anyway
+    engines = [EngineFile.from_dict(e) for e in ENGINES]
+    assert find_engine(engines, *device) is None  # never picked for this device ...
+    for entry in engines:  # ... and refused if handed over anyway
         refused(EngineMismatchError, lambda: check_compatible(entry, *device), f"SM {device[0]} with TensorRT")
-    assert find_engine(manifest, 4, "9.0", "10.8.0")["file"].startswith("engines/sm90-trt10.8.0/")
+    assert find_engine(engines, "9.0", "10.8.0").file.startswith("engines/sm90-trt10.8.0/")
 
 
 @pytest.mark.parametrize("engines", [{"file": "x.plan"}, [{"file": "x.plan", "sha256": "0" * 64}], ["x.plan"]])
@@ -339,7 +357,7 @@ def test_malformed_engine_lists_are_refused(small_bundle, engines):
 
 def test_bundle_with_foreign_engines_runs_on_onnx_runtime_and_refuses_tensorrt_here(bundle_copy, cpu_runtime):
     """A bundle carrying plans from a Jetson, copied to this CPU machine."""
-    manifest = load_manifest(bundle_copy)
+    manifest = read_manifest(bundle_copy)
     for entry in ENGINES:
         path = bundle_copy / entry["file"]
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -401,7 +419,7 @@ def shared_copy(cpu_bundle, tmp_path_factory):
 
 
 def test_any_damage_to_the_manifest_gives_a_clear_error_or_a_working_runtime(shared_copy):
-    original = load_manifest(shared_copy)
+    original = read_manifest(shared_copy)
     frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     outcomes = {"refused": 0, "loaded": 0}
 

@@ -1,5 +1,6 @@
 """The compile pipeline: export, INT8 flavours, calibration cache, gate, atomic bundles, targets."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -22,11 +23,12 @@ from edge_mimo.compile.targets import list_targets, load_target
 from edge_mimo.datasets import shipped_sample
 from edge_mimo.errors import AccuracyGateError, CalibrationCacheError, ConfigError
 from edge_mimo.export import export_width, max_abs_difference
+from edge_mimo.models import build_model
 from edge_mimo.models.default import DEFAULT_MODEL_DIR
 from edge_mimo.models.plain import PlainWRN
 from edge_mimo.models.weights import load_model
 from edge_mimo.quantize import CalibrationCache, data_hash, quantize_width
-from edge_mimo.quantize.calibration import normalize
+from edge_mimo.runtime.batching import model_inputs, spec_for, width_groups
 
 from .conftest import manifest_json
 
@@ -44,14 +46,10 @@ def graphs(model, tmp_path_factory):
     return {n: export_width(model, n, out / f"w{n}.onnx") for n in (1, 4)}
 
 
-def quiet(*_):
-    pass
-
-
 @pytest.mark.parametrize("width", [1, 4])
 def test_onnx_matches_pytorch_on_real_images(model, graphs, width):
     images = shipped_sample("validation").images[: 16 * width]
-    x = normalize(images, model.config.mean, model.config.std).reshape(16, width, 1, 28, 28)
+    x = width_groups(model_inputs(images, spec_for(model.config)), width)
     assert max_abs_difference(model, graphs[width], x) < 1e-4
     graph = onnx.load(graphs[width]).graph
     assert [i.name for i in graph.input] == ["images"] and [o.name for o in graph.output] == ["logits"]
@@ -73,8 +71,24 @@ def test_rewrites_see_through_deduplicated_constants(model, tmp_path):
     path = export_width(fresh, 1, tmp_path / "plain.onnx")
     ops = {n.op_type for n in onnx.load(path).graph.node}
     assert not ops & {"PRelu", "BatchNormalization"} and "LeakyRelu" in ops
-    x = normalize(shipped_sample("validation").images[:8], model.config.mean, model.config.std)[:, None]
+    x = model_inputs(shipped_sample("validation").images[:8], spec_for(model.config))[:, None]
     assert max_abs_difference(fresh, path, x) < 1e-4
+
+
+@pytest.mark.parametrize("arch", ["mimo", "mixmo"])
+def test_every_family_exports_with_global_pooling_and_constant_reshapes(model, arch, tmp_path):
+    """torch.export's mean is written back as GlobalAveragePool (integer kernels) and no family keeps shape
+    arithmetic: the graphs quantize like the default model's."""
+    torch.manual_seed(0)
+    other = build_model(dataclasses.replace(model.config, arch=arch)).eval()
+    path = export_width(other, 2, tmp_path / f"{arch}.onnx")
+    graph = onnx.load(path).graph
+    ops = {n.op_type for n in graph.node}
+    assert "GlobalAveragePool" in ops and not ops & {"ReduceMean", "Shape", "PRelu", "BatchNormalization"}
+    constants = {i.name for i in graph.initializer}
+    assert all(n.input[1] in constants for n in graph.node if n.op_type == "Reshape")
+    x = width_groups(model_inputs(shipped_sample("validation").images[:10], spec_for(model.config)), 2)
+    assert max_abs_difference(other, path, x) < 1e-4
 
 
 def _qdq(path):
@@ -88,7 +102,7 @@ def test_tensorrt_flavour_is_symmetric_per_channel(graphs, tmp_path):
     out = tmp_path / "w4.trt.onnx"
     info = quantize_width(graphs[4], out, calib, 4, (0.286,), (0.353,), data_sha256="d",
                           flavour="tensorrt")
-    assert info["symmetric_activations"] and info["tool"].startswith("onnxruntime")
+    assert info.symmetric_activations and info.tool.startswith("onnxruntime")
     model, inits = _qdq(out)
     qnodes = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert qnodes
@@ -117,17 +131,17 @@ def test_calibration_cache_hit_and_damage_detection(graphs, tmp_path):
     kw = dict(data_sha256=data_hash(calib), method="minmax", flavour="cpu", cache=cache)
     first = quantize_width(graphs[1], tmp_path / "a.onnx", calib, 1, (0.286,), (0.353,), **kw)
     second = quantize_width(graphs[1], tmp_path / "b.onnx", calib, 1, (0.286,), (0.353,), **kw)
-    assert (first["cache"], second["cache"]) == ("miss", "hit")
+    assert (first.cache, second.cache) == ("miss", "hit")
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
 
-    fields = CalibrationCache.key_fields(sha256_file(graphs[1]), kw["data_sha256"], 1, "minmax", "cpu", first["tool"])
+    fields = CalibrationCache.key_fields(sha256_file(graphs[1]), kw["data_sha256"], 1, "minmax", "cpu", first.tool)
     entry = cache.entry(fields)
     ranges = entry / "ranges.json"
     ranges.write_text(ranges.read_text().replace("0", "9", 3))  # altered ranges
     with pytest.raises(CalibrationCacheError, match="altered"):
         cache.lookup(fields)
     third = quantize_width(graphs[1], tmp_path / "c.onnx", calib, 1, (0.286,), (0.353,), **kw)
-    assert third["cache"].startswith("discarded a damaged entry")
+    assert third.cache.startswith("discarded a damaged entry")
     assert (tmp_path / "c.onnx").read_bytes() == (tmp_path / "a.onnx").read_bytes()
 
     meta = json.loads((entry / "meta.json").read_text())  # an entry copied from another model: stale
@@ -172,7 +186,7 @@ def test_session_bundle_meets_the_documented_bars_on_the_shipped_validation_set(
 
 def small_compile(tmp_path, **kw):
     kw = {"cache_dir": tmp_path / "cache", **kw}
-    opts = CompileOptions(calib_size=256, val_size=400, output=tmp_path / "bundle", log=quiet, **kw)
+    opts = CompileOptions(calib_size=256, val_size=400, output=tmp_path / "bundle", **kw)
     return compile_bundle(opts)
 
 
@@ -206,7 +220,7 @@ def test_session_bundle_missed_the_cache_and_a_recompile_hits_it(cpu_bundle, cal
         fields = CalibrationCache.key_fields(graph, q["calibration_sha256"], int(n), q["method"], q["flavour"], q["tool"])
         assert cache.lookup(fields) is not None, n
     again, _ = compile_bundle(CompileOptions(calib_size=manifest["quantization"]["calibration_images"],
-                                             val_size=200, widths=[1], output=tmp_path / "b", log=quiet))
+                                             val_size=200, widths=[1], output=tmp_path / "b"))
     assert manifest_json(again)["quantization"]["cache"] == {"1": "hit"}
     rel = manifest["artifacts"]["1"]["int8"]["file"]
     assert (again / rel).read_bytes() == (cpu_bundle / rel).read_bytes()
@@ -312,13 +326,13 @@ def test_gate_fails_a_broken_quantization(tmp_path, monkeypatch):
         small_compile(tmp_path, widths=[4], cache_dir=None)
     assert not (tmp_path / "bundle").exists()
     bundle, manifest = small_compile(tmp_path, widths=[4], allow_drop=True)
-    assert manifest["validation"]["gate_failed"] == ["4"] and manifest["validation"]["allowed_drop"]
+    assert manifest.validation.gate_failed == (4,) and manifest.validation.allowed_drop
 
 
 def test_targets_and_profile_validation(tmp_path):
     targets = list_targets()
     assert {"cpu", "jetson-orin", "desktop-ampere", "desktop-ada", "desktop-hopper"} <= set(targets)
-    assert targets["jetson-orin"]["compute_capability"] == "8.7"
+    assert targets["jetson-orin"].compute_capability == "8.7"
     custom = tmp_path / "mine.toml"
     custom.write_text('name = "mine"\nbackend = "tensorrt"\nflavour = "tensorrt"\n'
                       '[tensorrt]\nworkspace_mib = 512\nbatch = { min = 4, opt = 2, max = 8 }\n')

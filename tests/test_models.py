@@ -8,7 +8,7 @@ from edge_mimo.models import ModelConfig, build_model
 from edge_mimo.models.base import replicate
 from edge_mimo.models.mimoconv import KeyBinding
 from edge_mimo.models.weights import count_macs, load_model, save_model
-from edge_mimo.packing import pack_groups, unpack_groups
+from edge_mimo.runtime.batching import width_groups
 from edge_mimo.train import predict_logits
 
 torch.set_num_threads(1)
@@ -103,25 +103,24 @@ def test_bad_width_and_shape_are_refused():
         model(torch.zeros(1, 1, 28, 28))
 
 
-def test_incomplete_group_is_padded_never_dropped():
-    images = np.arange(7)[:, None, None, None] * np.ones((1, 1, 2, 2), dtype=np.uint8)
-    groups, pad = pack_groups(images, 4)
-    assert groups.shape == (2, 4, 1, 2, 2) and pad == 1
-    out = groups[:, None, :, 0, 0, :1].astype(float)  # fake outputs [G, R=1, n, K=1] carrying the image id
-    back = unpack_groups(out, 7)
-    assert back[:, 0, 0].tolist() == list(range(7))
+def test_incomplete_group_repeats_its_frames_never_drops_one():
+    images = np.arange(7, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 2, 2), np.float32)
+    groups = width_groups(images, 4)
+    assert groups.shape == (2, 4, 1, 2, 2)
+    assert groups[:, :, 0, 0, 0].tolist() == [[0, 1, 2, 3], [4, 5, 6, 4]]  # the runtime's round-robin spare slot
 
 
-def test_predict_logits_pads_and_keeps_order():
+def test_predict_logits_is_the_runtimes_packing_and_keeps_order():
     torch.manual_seed(0)
     model = build_model(small_config()).eval()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (7, 1, 28, 28), dtype=np.uint8)
     logits = predict_logits(model, images, width=4)
-    assert logits.shape == (7, 1, 10)
-    # The last (incomplete) group [4, 5, 6, pad]: its real members equal a hand-built pass.
+    assert logits.shape == (7, 10)
+    # The last group is [4, 5, 6, 4]: image 4 gets the spare position as a second replica, as in infer_many.
     last = predict_logits(model, images[[4, 5, 6, 4]], width=4)
-    np.testing.assert_allclose(logits[4:], last[:3], atol=1e-5)
+    np.testing.assert_allclose(logits[5:], last[1:3], atol=1e-5)
+    np.testing.assert_allclose(logits[4], (last[0] + last[3]) / 2, atol=1e-5)
 
 
 def test_save_load_roundtrip(tmp_path):

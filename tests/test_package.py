@@ -43,7 +43,7 @@ def lean_site(root: Path) -> Path:
     source = Path(find_spec("edge_mimo").origin).parent
     for entry in source.iterdir():
         (site / "edge_mimo" / entry.name).symlink_to(entry)
-    for sub in ("calibration_data", "targets"):  # mapped from calibration/ and targets/ in an editable install
+    for sub in ("calibration", "targets"):  # mapped from calibration/ and targets/ in an editable install
         location = Path(find_spec(f"edge_mimo.{sub}").submodule_search_locations[0])
         if not (site / "edge_mimo" / sub).exists():
             (site / "edge_mimo" / sub).symlink_to(location)
@@ -68,7 +68,7 @@ site.addsitedir({str(site)!r})
 absent = ["torch", "onnx", "onnxscript", "safetensors", "tqdm", "matplotlib", "sklearn", "hypothesis", "pytest"]
 assert not [m for m in absent if importlib.util.find_spec(m)], [m for m in absent if importlib.util.find_spec(m)]
 import numpy as np
-import edge_mimo, edge_mimo.bundle, edge_mimo.datasets, edge_mimo.metrics, edge_mimo.packing, edge_mimo.streams
+import edge_mimo, edge_mimo.bundle, edge_mimo.camera, edge_mimo.datasets, edge_mimo.metrics, edge_mimo.streams
 import edge_mimo.models.config, edge_mimo.models.default
 from edge_mimo import Runtime
 from edge_mimo.datasets import shipped_sample
@@ -88,6 +88,16 @@ sys.exit(main(["info"]))
     assert result.stdout.split() == ["8", *str([r.class_index for r in same_call]).split()]  # the same answers
 
 
+def test_import_without_torch():
+    modules = ["edge_mimo", "edge_mimo.bundle", "edge_mimo.metrics", "edge_mimo.runtime.batching", "edge_mimo.camera", "edge_mimo.datasets",
+               "edge_mimo.errors", "edge_mimo.models.config", "edge_mimo.models.default"]
+    code = BLOCK_TORCH + "; ".join(f"import {m}" for m in modules) + "; print('ok')"
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    check = run_python(BLOCK_TORCH + "import torch")
+    assert check.returncode != 0  # the block really blocks
+
+
 def test_cli_names_the_missing_extra_without_torch():
     result = run_python(BLOCK_TORCH + "from edge_mimo.cli.main import main; sys.exit(main(['info']))")
     assert result.returncode == 2
@@ -100,3 +110,16 @@ def test_shipped_samples():
     calib, val = shipped_sample("calibration"), shipped_sample("validation")
     assert calib.images.shape == (1024, 1, 28, 28) and val.images.shape == (3000, 1, 28, 28)
     assert len(set(calib.labels.tolist())) == 10 and len(val.class_names) == 10
+
+
+def test_public_api_is_importable_and_import_stays_light():
+    code = (BLOCK_TORCH + "import edge_mimo; "
+            "heavy = [m for m in ('torch', 'onnxruntime', 'cv2') if sys.modules.get(m) is not None]; "
+            "missing = [n for n in edge_mimo.__all__ if not hasattr(edge_mimo, n)]; "
+            "print(heavy, missing, issubclass(edge_mimo.FrameError, edge_mimo.EdgeMimoError))")
+    result = run_python(code)
+    assert result.returncode == 0 and result.stdout.split() == ["[]", "[]", "True"], result.stderr
+    import edge_mimo
+
+    assert {"Runtime", "StreamResult", "StreamMux", "compile_bundle", "EdgeMimoError"} <= set(edge_mimo.__all__)
+    assert callable(edge_mimo.compile_bundle)

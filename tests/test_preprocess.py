@@ -132,7 +132,7 @@ def test_any_valid_frame_gives_the_model_shape(h, w, channels, dtype, spec):
     frame = rng.random(shape).astype(dtype) if dtype == "float32" else rng.integers(
         0, np.iinfo(dtype).max, shape, dtype=dtype)
     out = prepare_frame(frame, spec)
-    assert out.shape == (spec.channels, spec.height, spec.width) and out.dtype == np.uint8
+    assert out.shape == (spec.channels, spec.height, spec.width_px) and out.dtype == np.uint8
     assert np.abs(out.astype(int) - reference_input(frame, spec)).max() <= 1  # OpenCV's float path rounds otherwise
 
 
@@ -156,16 +156,16 @@ def reference_input(frame: np.ndarray, spec: InputSpec) -> np.ndarray:
         return cv2.resize(x, (width, height), interpolation=cv2.INTER_LINEAR)
 
     if spec.resize == "stretch":
-        out = resize(img, spec.width, spec.height)
+        out = resize(img, spec.width_px, spec.height)
     elif spec.resize == "center-crop":  # the largest centred window with the model's aspect
-        cw, ch = min(w, max(1, round(h * spec.width / spec.height))), min(h, max(1, round(w * spec.height / spec.width)))
+        cw, ch = min(w, max(1, round(h * spec.width_px / spec.height))), min(h, max(1, round(w * spec.height / spec.width_px)))
         x0, y0 = (w - cw) // 2, (h - ch) // 2
-        out = resize(img[y0 : y0 + ch, x0 : x0 + cw], spec.width, spec.height)
+        out = resize(img[y0 : y0 + ch, x0 : x0 + cw], spec.width_px, spec.height)
     else:  # letterbox: the whole frame, centred on black
-        scale = min(spec.width / w, spec.height / h)
-        nw, nh = max(1, min(spec.width, round(w * scale))), max(1, min(spec.height, round(h * scale)))
-        out = np.zeros((spec.height, spec.width) + img.shape[2:])
-        y0, x0 = (spec.height - nh) // 2, (spec.width - nw) // 2
+        scale = min(spec.width_px / w, spec.height / h)
+        nw, nh = max(1, min(spec.width_px, round(w * scale))), max(1, min(spec.height, round(h * scale)))
+        out = np.zeros((spec.height, spec.width_px) + img.shape[2:])
+        y0, x0 = (spec.height - nh) // 2, (spec.width_px - nw) // 2
         out[y0 : y0 + nh, x0 : x0 + nw] = resize(img, nw, nh)
     out = np.asarray(out).astype(int)
     return out[None] if out.ndim == 2 else out.transpose(2, 0, 1)

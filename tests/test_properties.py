@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 
 from edge_mimo.bundle.manifest import MANIFEST_FILE, SCHEMA_VERSION, load_manifest
 from edge_mimo.errors import BundleError, ConfigError, FrameError
-from edge_mimo.packing import pack_groups, unpack_groups
+from edge_mimo.runtime.batching import frame_logits, width_groups
 from edge_mimo.runtime.preprocess import InputSpec, check_roi, prepare_batch, prepare_frame
 
 from .conftest import manifest_json
@@ -30,27 +30,28 @@ SPECS = [GRAY, InputSpec(3, 32, 32, "rgb", (0.5,) * 3, (0.25,) * 3),
 
 @settings(max_examples=300, deadline=None)
 @given(count=st.integers(1, 130), width=st.sampled_from([1, 2, 3, 4, 6, 8]), channels=st.sampled_from([1, 3]))
-def test_pack_then_unpack_returns_every_frame_once_in_order(count, width, channels):
+def test_forced_width_packing_reads_every_frame_back_in_order(count, width, channels):
+    """The one packing (runtime.batching, as infer_many(width=...)): every frame fills a slot, a short last group
+    repeats its own frames, and reading back gives each frame its own outputs and nobody else's."""
     images = np.arange(count, dtype=np.float32)[:, None, None, None] * np.ones((1, channels, 2, 3), np.float32)
-    groups, pad = pack_groups(images, width)
-    assert groups.shape == (-(-count // width), width, channels, 2, 3) and pad == (-count) % width
+    groups = width_groups(images, width)
+    assert groups.shape == (-(-count // width), width, channels, 2, 3)
     flat = groups.reshape(-1, channels, 2, 3)
-    assert np.array_equal(flat[:count], images)  # real frames first, in order, none dropped
-    if pad:  # padding only repeats the first frame of the last group
-        assert (flat[count:] == images[count - count % width]).all()
-    # A fake network: every replica r of slot j reports (frame id, r) so demultiplexing can be checked exactly.
-    replicas = 12 // width if 12 % width == 0 else 2
-    ids = groups[:, :, 0, 0, 0]  # [G, n]
-    outputs = np.stack([np.stack([ids, np.full_like(ids, r)], -1) for r in range(replicas)], 1)  # [G, R, n, 2]
-    back = unpack_groups(outputs, count)
-    assert back.shape == (count, replicas, 2)
-    assert np.array_equal(back[:, :, 0], np.repeat(np.arange(count, dtype=np.float32)[:, None], replicas, 1))
-    assert np.array_equal(back[:, :, 1], np.tile(np.arange(replicas, dtype=np.float32), (count, 1)))
+    assert np.array_equal(flat[:count - count % width or count], images[:count - count % width or count])
+    tail = count % width
+    if tail:  # the last group holds its frames, then repeats them round-robin
+        ids = groups[-1, :, 0, 0, 0].astype(int).tolist()
+        assert ids == [count - tail + p % tail for p in range(width)]
+    # A fake network whose output for a slot is the id of the frame in it: every frame's mean logit is its id.
+    capacity = width * 2
+    run = lambda n, g: np.repeat(g[:, None, :, 0, :1, 0], capacity // n, 1)  # noqa: E731 [G, R, n, K=1]
+    logits = frame_logits(run, images, width, capacity)
+    assert np.array_equal(logits[:, 0], np.arange(count, dtype=np.float64))
 
 
 def test_packing_nothing_is_refused():
-    with pytest.raises(ValueError, match="no images"):
-        pack_groups(np.zeros((0, 1, 28, 28), np.float32), 4)
+    with pytest.raises(ValueError):
+        width_groups(np.zeros((0, 1, 28, 28), np.float32), 4)
 
 
 # -- preprocessing: any input -> the model's input or a FrameError ----------------------------------------------
@@ -96,7 +97,7 @@ def test_any_input_becomes_the_model_input_or_a_frame_error(frame, spec):
         event("refused: " + " ".join(message.split()[:3]))
         return
     event("accepted")
-    assert out.shape == (spec.channels, spec.height, spec.width) and out.dtype == np.uint8
+    assert out.shape == (spec.channels, spec.height, spec.width_px) and out.dtype == np.uint8
     assert isinstance(frame, np.ndarray) and frame.size > 0  # only real, non-empty images get through
 
 
@@ -113,9 +114,9 @@ def test_any_region_of_interest_is_cropped_or_refused_clearly(h, w, roi, spec):
     try:
         out = prepare_frame(frame, spec, checked)
     except FrameError as e:
-        assert "outside" in str(e) and (roi[0] >= w or roi[1] >= h)
+        assert "outside" in str(e) and (roi[0] + roi[2] > w or roi[1] + roi[3] > h)  # never clipped silently
         return
-    assert out.shape == (spec.channels, spec.height, spec.width)
+    assert out.shape == (spec.channels, spec.height, spec.width_px)
     x, y, rw, rh = checked  # the content: exactly the region (the part inside the frame), prepared as a frame
     assert np.array_equal(out, prepare_frame(frame[y : y + rh, x : x + rw].copy(), spec))
 

@@ -246,7 +246,7 @@ def test_altered_artifact_is_refused(bundle, tmp_path):
     copy = tmp_path / "b"
     shutil.copytree(bundle, copy)
     loaded = Runtime(bundle, warmup=False)
-    graph = copy / loaded.manifest["artifacts"]["1"][loaded.precision]["file"]  # a graph the Runtime loads
+    graph = copy / loaded.manifest.artifacts[1].graph(loaded.precision).file  # a graph the Runtime loads
     data = bytearray(graph.read_bytes())
     data[len(data) // 2] ^= 0xFF
     graph.write_bytes(bytes(data))
@@ -257,7 +257,7 @@ def test_altered_artifact_is_refused(bundle, tmp_path):
 def test_backend_choice_without_a_gpu(bundle):
     from edge_mimo import Runtime
     from edge_mimo.errors import BackendUnavailableError
-    from edge_mimo.runtime.tensorrt_backend import gpu_available
+    from edge_mimo.engines import gpu_available
 
     if gpu_available():
         pytest.skip("this machine has TensorRT and a GPU: the refusal below cannot happen here")
@@ -312,3 +312,15 @@ def test_multi_camera_example_runs(bundle, tmp_path):
                             capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
     assert result.returncode == 0, result.stderr
     assert "cam0: ended" in result.stdout and "cam1: ended" in result.stdout
+
+
+def test_runtime_is_a_context_manager_that_closes(bundle):
+    from edge_mimo import Runtime
+    from edge_mimo.engines import Backend, OnnxRuntimeBackend
+    from edge_mimo.errors import BackendUnavailableError
+
+    with Runtime(bundle, threads=1, warmup=False) as rt:
+        assert isinstance(rt._backend, OnnxRuntimeBackend) and isinstance(rt._backend, Backend)
+        assert rt.infer(np.zeros((28, 28), np.uint8)).ok
+    with pytest.raises(BackendUnavailableError, match="closed"):
+        rt.infer(np.zeros((28, 28), np.uint8))

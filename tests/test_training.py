@@ -19,10 +19,6 @@ torch.set_num_threads(2)
 TINY = dict(capacity=4, depth=10, widen=1, stem_channels=8, base_width=8)
 
 
-def quiet(*_):
-    pass
-
-
 @needs_fashion_mnist
 def test_fashion_mnist_splits():
     train_set, val, test = (load_fashion_mnist(s) for s in ("train", "val", "test"))
@@ -42,7 +38,7 @@ def test_tiny_training_run_reduces_loss_and_beats_chance():
     # the recipe learns (camera augmentation makes 3 epochs on 4k images too few to tell)
     cfg = TrainConfig(epochs=3, batch=32, lr=0.1, seed=0, bn_batches=10, augment="shift")
     before = evaluate(model, val.images, val.labels, widths=[1, 4])
-    history = train(model, data, cfg, log=quiet)
+    history = train(model, data, cfg)
     assert len(history["epochs"]) == 3
     results = evaluate(model, val.images, val.labels, widths=[1, 4])
     # Held-out loss falls at both widths; four images in one pass learn more slowly than one.
@@ -73,14 +69,14 @@ RESUMABLE = TrainConfig(epochs=2, batch=16, lr=0.05, seed=3, bn_batches=4, check
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_data):
     model = fresh_tiny_model()
-    history = train(model, tiny_data, RESUMABLE, log=quiet)
+    history = train(model, tiny_data, RESUMABLE)
     return model, history
 
 
 @needs_fashion_mnist
 def test_training_is_deterministic(tiny_data, uninterrupted, tmp_path):
     again = fresh_tiny_model()
-    train(again, tiny_data, RESUMABLE, checkpoint=tmp_path / "a.ckpt", log=quiet)  # writing checkpoints changes nothing
+    train(again, tiny_data, RESUMABLE, checkpoint=tmp_path / "a.ckpt")  # writing checkpoints changes nothing
     assert same_weights(again, uninterrupted[0])
 
 
@@ -106,11 +102,11 @@ def test_a_run_stopped_mid_way_resumes_to_the_uninterrupted_weights(tiny_data, u
     monkeypatch.setattr(recipe, "slot_loss", stop_at_step_23)
     ckpt = tmp_path / "run.ckpt"
     with pytest.raises(KeyboardInterrupt if how == "ctrl-c" else RuntimeError):
-        train(fresh_tiny_model(), tiny_data, RESUMABLE, checkpoint=ckpt, log=quiet)
+        train(fresh_tiny_model(), tiny_data, RESUMABLE, checkpoint=ckpt)
     assert torch.load(ckpt, weights_only=True)["step"] == saved_at
     monkeypatch.setattr(recipe, "slot_loss", real)
     resumed = fresh_tiny_model()
-    history = train(resumed, tiny_data, RESUMABLE, checkpoint=ckpt, log=quiet)
+    history = train(resumed, tiny_data, RESUMABLE, checkpoint=ckpt)
     assert same_weights(resumed, uninterrupted[0])
     assert [e["loss"] for e in history["epochs"]] == [e["loss"] for e in uninterrupted[1]["epochs"]]
 
@@ -118,7 +114,7 @@ def test_a_run_stopped_mid_way_resumes_to_the_uninterrupted_weights(tiny_data, u
 @needs_fashion_mnist
 def test_mixup_changes_the_updates(tiny_data, uninterrupted):
     model = fresh_tiny_model()
-    history = train(model, tiny_data, dataclasses.replace(RESUMABLE, mixup=0.4), log=quiet)
+    history = train(model, tiny_data, dataclasses.replace(RESUMABLE, mixup=0.4))
     assert history["config"]["mixup"] == 0.4 and np.isfinite([e["loss"] for e in history["epochs"]]).all()
     assert not same_weights(model, uninterrupted[0])  # mixed inputs and targets: other gradients from step 1
 

@@ -6,35 +6,38 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
+
+from ..bundle.manifest import Manifest
+from ..bundle.names import INPUT_NAME
+from ..engines import session_options
+from ..models.config import WEIGHTS_FILE
 
 
-def plain_int8_runner(manifest: dict, workdir: Path, calibration: np.ndarray, threads: int) -> Callable:
+def plain_int8_runner(manifest: Manifest, workdir: Path, calibration: np.ndarray, threads: int) -> Callable:
     """A plain WRN with the bundle's trunk (no superposition), exported and INT8-quantized like the bundle.
 
     Its weights are randomly initialised: it is a speed baseline only (its accuracy is not measured).
     Returns ``run(x)`` for normalised inputs [M, C, H, W].
     """
-    import onnxruntime as ort
-    import torch
+    import torch  # the compile extra; ImportError tells the caller to skip this baseline
 
     from ..export import export_width
-    from ..models.config import ModelConfig
     from ..models.plain import PlainWRN
-    from ..quantize import quantize_width
-    from ..runtime.backends import session_options
+    from ..quantize import quantize_width  # onnx: the compile extra
 
     torch.manual_seed(0)
-    cfg = ModelConfig.from_dict(manifest["model"])
+    cfg = manifest.model
     model = PlainWRN(cfg).eval()
     fp32, int8 = workdir / "plain_fp32.onnx", workdir / "plain_int8.onnx"
     export_width(model, 1, fp32)
     quantize_width(fp32, int8, calibration, 1, cfg.mean, cfg.std, data_sha256="bench",
-                   flavour=manifest["quantization"]["flavour"])
+                   flavour=manifest.quantization.flavour if manifest.quantization else "cpu")
     session = ort.InferenceSession(str(int8), session_options(threads), providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"images": x[:, None]})[0]
+    return lambda x: session.run(None, {INPUT_NAME: x[:, None]})[0]
 
 
-def torch_eager_runner(manifest: dict, threads: int) -> Callable | None:
+def torch_eager_runner(manifest: Manifest, threads: int) -> Callable | None:
     """The bundle's source model in PyTorch eager FP32 at width 1, or None when torch or the weights are absent."""
     try:
         import torch
@@ -42,8 +45,8 @@ def torch_eager_runner(manifest: dict, threads: int) -> Callable | None:
         from ..models.weights import load_model
     except ImportError:
         return None
-    source = Path(manifest.get("model_source", ""))
-    if not (source / "model.safetensors").is_file():
+    source = Path(manifest.model_source or "")
+    if not manifest.model_source or not (source / WEIGHTS_FILE).is_file():
         return None
     torch.set_num_threads(threads)
     model = load_model(source)

@@ -1,21 +1,14 @@
-"""Camera-like test frames: Fashion-MNIST garments centred on a 640x480 BGR background."""
+"""Camera-like benchmark frames: dataset objects placed in a scene (see :mod:`edge_mimo.camera.scenes`)."""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+from ..camera.scenes import CONDITIONS, render_frames
+
+BENCH_CONDITION = "textured-background"  # a scene behind a garment that fills 100 % of the centre square
 
 
 def camera_frames(images: np.ndarray, size: tuple[int, int] = (640, 480), seed: int = 0) -> list[np.ndarray]:
-    """uint8 [M, 1, 28, 28] -> M BGR frames (width x height = ``size``), the garment filling the centre square."""
-    w, h = size
-    rng = np.random.default_rng(seed)
-    frames = []
-    for img in images:
-        frame = np.clip(rng.normal(40, 12, (h, w, 3)), 0, 255).astype(np.uint8)  # sensor noise on a dark scene
-        side = h
-        garment = cv2.resize(img[0], (side, side), interpolation=cv2.INTER_LINEAR)
-        x0 = (w - side) // 2
-        frame[:, x0 : x0 + side] = np.maximum(frame[:, x0 : x0 + side], garment[:, :, None])
-        frames.append(frame)
-    return frames
+    """uint8 [M, 1, 28, 28] -> M BGR frames (``size`` = (width_px, height)) of the objects on a textured scene."""
+    return render_frames(images, CONDITIONS[BENCH_CONDITION], seed, size)

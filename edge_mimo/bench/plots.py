@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .run import POLICIES
+from ..bundle.manifest import Manifest
+from ..runtime.scheduler import POLICIES
+
+LABEL_STEP = 10  # points a label moves up while it overlaps another
 
 
 def _pyplot():
@@ -34,19 +37,34 @@ def scaling_plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def operating_points_plot(result: dict, manifest: dict, path: Path) -> None:
+def _separate(fig, labels: list) -> None:
+    """Move annotations up until none overlaps another in its axes (policies at one width share a point)."""
+    renderer = fig.canvas.get_renderer()
+    placed: dict[object, list] = {}
+    for label in sorted(labels, key=lambda t: (t.xy[1], t.xy[0])):
+        box = label.get_window_extent(renderer)
+        others = placed.setdefault(label.axes, [])
+        while any(box.overlaps(other) for other in others):
+            label.xyann = (label.xyann[0], label.xyann[1] + LABEL_STEP)
+            box = label.get_window_extent(renderer)
+        others.append(box)
+
+
+def operating_points_plot(result: dict, manifest: Manifest, path: Path) -> None:
     """Accuracy (each bundle's report, INT8) against frames/s and against MMAC per frame, at the ratio streams:
     one point per policy of the bundle, one per ``--compare`` bundle (e.g. plain networks)."""
     plt = _pyplot()
     streams = result["ratios"]["streams"]
-    validation = manifest.get("validation", {}).get("source", "validation")
+    validation = manifest.validation.source if manifest.validation else "validation"
     points = []  # (label, fps, mmac, accuracy %)
     for r in result["runs"]:
         if r["streams"] != streams or r["precision"] != "int8":
             continue
         if r["policy"] in (*POLICIES, "width-1"):
             width = max(r["widths"])  # the pass width most frames got
-            acc, macs = manifest["accuracy"][str(width)]["int8"]["accuracy"], manifest["macs_per_image"][str(width)]
+            if width not in manifest.accuracy or width not in manifest.macs_per_image:
+                continue  # a bundle without a compile report (early schema-1 bundles)
+            acc, macs = manifest.accuracy[width].int8.accuracy, manifest.macs_per_image[width]
             label = f"{r['policy']} (n={width})"
         elif r["policy"].startswith("compare:"):
             acc, macs = r["accuracy"]["1"]["int8"]["accuracy"], r["macs_per_image"]["1"]
@@ -55,16 +73,17 @@ def operating_points_plot(result: dict, manifest: dict, path: Path) -> None:
             continue
         points.append((label, r["fps"], macs / 1e6, 100 * acc))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    labels = []
     for ax, x, name in ((axes[0], 1, f"frames/s at {streams} streams (INT8, end to end)"),
                         (axes[1], 2, "MMAC per frame")):
-        for k, point in enumerate(points):
+        for point in points:
             ax.scatter(point[x], point[3], color="C1" if ":" in point[0] or "plain" in point[0] else "C0")
-            # alternate label sides so points at the same spot (a policy that runs width 1) stay legible
-            ax.annotate(point[0], (point[x], point[3]), textcoords="offset points", xytext=(6, 6 - 12 * (k % 2)),
-                        fontsize=8)
+            labels.append(ax.annotate(point[0], (point[x], point[3]), textcoords="offset points", xytext=(6, 4),
+                                      fontsize=8))
         ax.set_xlabel(name)
         ax.set_ylabel(f"accuracy (%, INT8, {validation})")
         ax.grid(alpha=0.3)
     fig.tight_layout()
+    _separate(fig, labels)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -3,20 +3,23 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..bundle.manifest import Manifest
 from ..datasets import shipped_sample
 from ..runtime import Runtime
 from ..runtime.preprocess import Normalizer, prepare_batch
+from ..runtime.scheduler import POLICIES
 from .baselines import plain_int8_runner, torch_eager_runner
 from .frames import camera_frames
 from .timing import measure_interleaved, summary
 
-POLICIES = ("throughput", "balanced", "robust")
+logger = logging.getLogger(__name__)
 
 
 def _stage_shares(timings: list) -> dict:
@@ -27,7 +30,14 @@ def _stage_shares(timings: list) -> dict:
             "preprocess_share": pre / total, "inference_share": inf / total, "demux_share": post / total}
 
 
-def _baseline_runners(manifest: dict, threads: int, log) -> dict:
+def _report(manifest: Manifest) -> dict:
+    """A compared bundle's figures for bench.json and the operating-point plot, in the manifest's JSON form."""
+    doc = manifest.to_dict()
+    return {"macs_per_image": doc.get("macs_per_image", {}), "accuracy": doc.get("accuracy", {}),
+            "validation": doc.get("validation")}
+
+
+def _baseline_runners(manifest: Manifest, threads: int) -> dict:
     """(b) plain WRN INT8 batched and (d) PyTorch eager FP32 width 1: name -> run(normalised [M, C, H, W])."""
     runners = {}
     try:
@@ -35,17 +45,17 @@ def _baseline_runners(manifest: dict, threads: int, log) -> dict:
             calib = shipped_sample("calibration").images[:128]
             runners["plain-wrn-int8"] = plain_int8_runner(manifest, Path(tmp), calib, threads)
     except ImportError as e:
-        log(f"plain WideResNet baseline skipped: {e} (install edge-mimo[compile])")
+        logger.warning("plain WideResNet baseline skipped: %s (install edge-mimo[compile])", e)
     eager = torch_eager_runner(manifest, threads)
     if eager is not None:
         runners["torch-eager-fp32-width-1"] = eager
     else:
-        log("PyTorch eager baseline skipped: torch or the source weights are not available")
+        logger.warning("PyTorch eager baseline skipped: torch or the source weights are not available")
     return runners
 
 
 def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads: int = 2,
-              baselines: bool = True, log=print, compare: list[str | Path] = ()) -> dict:
+              baselines: bool = True, compare: list[str | Path] = ()) -> dict:
     """Measure everything in one run; returns a JSON-ready dict.
 
     For each number of streams, the configurations take turns in rounds of short bursts
@@ -57,11 +67,12 @@ def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads
     manifest = runtimes["int8"].manifest
     spec = runtimes["int8"].spec
     normalize = Normalizer(spec)
-    runners = _baseline_runners(manifest, threads, log) if baselines else {}
+    runners = _baseline_runners(manifest, threads) if baselines else {}
     frames_all = camera_frames(shipped_sample("validation").images[: max(streams)])
     result = {"bundle": str(bundle), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
               "threads": threads, "repeats": repeats, "frame_size": "640x480 BGR",
-              "method": "interleaved rounds of 5-call bursts", "macs_per_image": manifest["macs_per_image"], "runs": []}
+              "method": "interleaved rounds of 5-call bursts",
+              "macs_per_image": {str(n): v for n, v in manifest.macs_per_image.items()}, "runs": []}
 
     for m in streams:
         frames = frames_all[:m]
@@ -77,8 +88,7 @@ def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads
             cases[("int8", name)] = lambda rt=rt: rt.infer_many(frames)[0].timing
             rows[("int8", name)] = {"streams": m, "precision": "int8", "policy": name, "passes": rt.plan(m).cost,
                                     "widths": sorted({g.width for g in rt.plan(m).groups}),
-                                    "bundle": str(rt.bundle), "macs_per_image": rt.manifest["macs_per_image"],
-                                    "accuracy": rt.manifest["accuracy"], "validation": rt.manifest.get("validation")}
+                                    "bundle": str(rt.bundle), **_report(rt.manifest)}
         for name, run in runners.items():
             precision = "fp32" if "eager" in name else "int8"
             cases[(precision, name)] = lambda run=run: run(normalize(prepare_batch(frames, spec, None)[0]))
@@ -90,8 +100,8 @@ def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads
             if key[0] == "int8" and key[1] in (*POLICIES, "width-1"):
                 row.update(_stage_shares(returned[key]))
             result["runs"].append(row)
-            log(f"{m:>3} streams  {row['precision']}  {row['policy']:<26} widths {row['widths']}  "
-                f"{row['fps']:8.1f} frames/s  p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms")
+            logger.info("%3d streams  %s  %-26s widths %s  %8.1f frames/s  p50 %.2f ms  p99 %.2f ms", m,
+                        row["precision"], row["policy"], row["widths"], row["fps"], row["p50_ms"], row["p99_ms"])
     result["ratios"] = ratios(result["runs"], 8 if 8 in streams else max(streams))
     return result
 

@@ -37,5 +37,6 @@ def measure_interleaved(calls: dict[Hashable, Callable[[], object]], repeats: in
 
 
 def summary(ms: np.ndarray, frames: int) -> dict:
+    """Median and 99th-percentile milliseconds per call of ``ms``, and frames/s at ``frames`` frames per call."""
     p50 = float(np.median(ms))
     return {"p50_ms": p50, "p99_ms": float(np.percentile(ms, 99)), "fps": 1e3 * frames / p50, "repeats": len(ms)}

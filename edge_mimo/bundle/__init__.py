@@ -3,10 +3,14 @@
 from .manifest import (
     MANIFEST_FILE,
     SCHEMA_VERSION,
+    Manifest,
     artifact_path,
+    is_bundle,
     load_manifest,
     sha256_file,
     verify_artifacts,
 )
+from .target import TargetProfile
 
-__all__ = ["MANIFEST_FILE", "SCHEMA_VERSION", "artifact_path", "load_manifest", "sha256_file", "verify_artifacts"]
+__all__ = ["MANIFEST_FILE", "SCHEMA_VERSION", "Manifest", "TargetProfile", "artifact_path", "is_bundle",
+           "load_manifest", "sha256_file", "verify_artifacts"]

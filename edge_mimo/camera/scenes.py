@@ -77,7 +77,7 @@ def _scene(h: int, w: int, cond: Condition, rng: np.random.Generator) -> np.ndar
 
 def render_frame(image: np.ndarray, cond: Condition, rng: np.random.Generator,
                  size: tuple[int, int] = (640, 480)) -> np.ndarray:
-    """A grey object ``image`` (HxW uint8, on black) -> a BGR uint8 camera frame of ``size`` (width, height)."""
+    """A grey object ``image`` (HxW uint8, on black) -> a BGR uint8 camera frame of ``size`` (width_px, height)."""
     w, h = size
     side = min(w, h)
     scene = _scene(h, w, cond, rng)

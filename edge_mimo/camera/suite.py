@@ -8,13 +8,16 @@ handwritten digits, rendered under the same condition) from the dataset's object
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..metrics import auroc
 from ..runtime.scheduler import POLICIES, min_replicas
 from .scenes import CONDITIONS, Condition, render_frames
+
+logger = logging.getLogger(__name__)
 
 GOALS = {"max_drop_vs_clean": 4.0, "min_kept_gain": 3.0, "min_auroc_robust": 0.93}  # issue 10's bars (points)
 
@@ -57,8 +60,7 @@ def _score(ind: list, ood: list, labels: np.ndarray) -> dict:
 
 def run_suite(runtime, images: np.ndarray, labels: np.ndarray, ood_images: np.ndarray | None = None,
               conditions: Sequence[Condition] | None = None, policies: Sequence[str] | None = None,
-              streams: int = 4, seed: int = 0, chunk: int = 500,
-              progress: Callable[[str], None] | None = None) -> dict:
+              streams: int = 4, seed: int = 0, chunk: int = 500) -> dict:
     """Run the suite; returns ``{"conditions": {name: {policy: metrics}}, "goals": ...}`` (see module doc).
 
     Frames are rendered ``chunk`` objects at a time (a 640x480 frame is 0.9 MB) and every policy sees the
@@ -80,9 +82,8 @@ def run_suite(runtime, images: np.ndarray, labels: np.ndarray, ood_images: np.nd
                     sink[p] += _classify(runtime, frames, p, streams)
         out["conditions"][cond.name] = {"description": cond.description, "trained": cond.trained,
                                         **{p: _score(ind[p], ood[p], labels) for p in policies}}
-        if progress:
-            first = out["conditions"][cond.name][policies[0]]
-            progress(f"{cond.name}: accuracy {100 * first['accuracy']:.2f} % ({policies[0]})")
+        first = out["conditions"][cond.name][policies[0]]
+        logger.info("%s: accuracy %.2f %% (%s)", cond.name, 100 * first["accuracy"], policies[0])
     out["goals"] = check_goals(out)
     return out
 
@@ -134,15 +135,15 @@ def suite_plot(result: dict, path) -> None:
     names = list(result["conditions"])
     policies = result["policies"]
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names)), 4))
-    width = 0.8 / len(policies)
+    bar_span = 0.8 / len(policies)
     for k, p in enumerate(policies):
         acc = [100 * result["conditions"][n][p]["accuracy"] for n in names]
-        ax.bar(np.arange(len(names)) + k * width, acc, width, label=p)
+        ax.bar(np.arange(len(names)) + k * bar_span, acc, bar_span, label=p)
     clean = result["conditions"].get("clean")
     if clean:
         ax.axhline(100 * clean[policies[0]]["accuracy"] - GOALS["max_drop_vs_clean"], ls="--", c="grey", lw=1,
                    label=f"clean ({policies[0]}) - {GOALS['max_drop_vs_clean']:.0f}")
-    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=35, ha="right", fontsize=8)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - bar_span / 2, names, rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(max(0, min(ax.get_ylim()[0], 50)), 100)
     ax.legend(fontsize=8)

@@ -6,11 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
+from ..bench.plots import operating_points_plot, scaling_plot
+from ..bench.run import run_bench
+from ..bundle import load_manifest
+from ..errors import ConfigError
+
 
 QUICK_STREAMS, QUICK_REPEATS = "1,8", 20
 
 
 def add_parser(sub) -> None:
+    """Register ``edge-mimo bench``."""
     p = sub.add_parser("bench", help="measure the superposition speed-up of a bundle against baselines",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("bundle", type=Path)
@@ -30,9 +36,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..bench.plots import operating_points_plot, scaling_plot
-    from ..bench.run import run_bench
-    from ..errors import ConfigError
+    """Run the benchmark and write bench.json and the plots; returns the exit status."""
 
     if args.quick:
         args.streams, args.repeats = QUICK_STREAMS, QUICK_REPEATS
@@ -43,11 +47,9 @@ def run(args) -> int:
     if min(streams) < 1:
         raise ConfigError("--streams must be >= 1")
     result = run_bench(args.bundle, streams, args.repeats, args.threads, not args.no_baselines,
-                       log=(lambda *a: None) if args.json else print, compare=args.compare)
+                       compare=args.compare)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
-    from ..bundle import load_manifest
-
     scaling_plot(result, args.output / "scaling.png")
     operating_points_plot(result, load_manifest(args.bundle), args.output / "operating_points.png")
     if args.json:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..engines import build_bundle_engines
+
 
 def add_parser(sub) -> None:
+    """Register ``edge-mimo build-engines``."""
     p = sub.add_parser("build-engines", help="build TensorRT engines for this GPU into a TensorRT-target bundle")
     p.add_argument("bundle", type=Path)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from ..build.tensorrt import build_bundle_engines
-
+    """Build the missing plans into the bundle; returns the exit status."""
     built = build_bundle_engines(args.bundle)
     print(f"{len(built)} engine(s) built" if built else "engines for this GPU and TensorRT version already exist")
     return 0

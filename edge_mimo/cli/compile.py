@@ -10,6 +10,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
+    """Register ``edge-mimo compile``."""
     p = sub.add_parser("compile", help="quantize a model to INT8 and write a bundle for a target",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="default", help="model directory, or 'default' (the shipped model)")
@@ -32,31 +33,29 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..compile.pipeline import CompileOptions, compile_bundle
+    """Compile and print the per-width table (or the manifest); returns the exit status."""
+    from ..compile.pipeline import CompileOptions, compile_bundle  # the compile extra
 
-    quiet = args.json
     opts = CompileOptions(
         model=args.model, target=args.target, m=args.m, widths=args.widths, calib=args.calib,
         calib_size=args.calib_size, calib_method=args.calib_method, val=args.val, val_size=args.val_size,
         max_drop=args.max_drop, allow_drop=args.allow_drop, output=args.output,
-        log=(lambda *a: None) if quiet else print,
     )
     if args.no_cache:
         opts.cache_dir = None
-    with contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext():
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         bundle, manifest = compile_bundle(opts)  # with --json, stdout holds the JSON only (ORT's calibrators print)
-    if quiet:
-        print(json.dumps(dict(manifest, bundle=str(bundle)), indent=2))
+    if args.json:
+        print(json.dumps(dict(manifest.to_dict(), bundle=str(bundle)), indent=2))
         return 0
-    q = manifest["quantization"]
-    print(f"\nbundle {bundle}  (target {manifest['target']['name']}, INT8 {q['flavour']} by {q['tool']}, "
-          f"{q['method']} calibration)")
-    print(f"validation: {manifest['validation']['source']}, {manifest['validation']['images']} images")
+    q, val = manifest.quantization, manifest.validation
+    print(f"\nbundle {bundle}  (target {manifest.target.name}, INT8 {q.flavour} by {q.tool}, {q.method} calibration)")
+    print(f"validation: {val.source}, {val.images} images")
     print("width  MMAC/img  FP32 acc  INT8 acc   drop  INT8 NLL  ECE(T)  temp")
-    for n in manifest["widths"]:
-        a = manifest["accuracy"][str(n)]
-        print(f"{n:>5}  {manifest['macs_per_image'][str(n)] / 1e6:>8.1f}  {100 * a['fp32']['accuracy']:>7.2f}%"
-              f"  {100 * a['int8']['accuracy']:>7.2f}%  {a['drop_points']:>+5.2f}  {a['int8']['nll']:>8.3f}"
-              f"  {a['int8_calibrated']['ece']:>6.4f}  {a['temperature']:.3f}")
-    print(f"engines: {manifest['engines_note']}")
+    for n in manifest.widths:
+        a = manifest.accuracy[n]
+        print(f"{n:>5}  {manifest.macs_per_image[n] / 1e6:>8.1f}  {100 * a.fp32.accuracy:>7.2f}%"
+              f"  {100 * a.int8.accuracy:>7.2f}%  {a.drop_points:>+5.2f}  {a.int8.nll:>8.3f}"
+              f"  {a.int8_calibrated.ece:>6.4f}  {a.temperature:.3f}")
+    print(f"engines: {manifest.engines_note}")
     return 0

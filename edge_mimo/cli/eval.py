@@ -7,12 +7,16 @@ import json
 from pathlib import Path
 
 from ..camera.scenes import CONDITIONS
+from ..camera.suite import markdown_table, run_suite, suite_plot
+from ..datasets import load_fashion_mnist, shipped_sample
+from ..runtime import Runtime
 from ..runtime.scheduler import POLICIES
 
 SUITES = ("camera",)
 
 
 def add_parser(sub) -> None:
+    """Register ``edge-mimo eval``."""
     p = sub.add_parser("eval", help="run a bundle through the camera-condition suite (accuracy, flags, OOD AUROC)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("bundle", type=Path)
@@ -45,10 +49,7 @@ def _names(text: str, known, what: str) -> list[str] | None:
 
 
 def run(args) -> int:
-    from .. import Runtime
-    from ..camera.suite import markdown_table, run_suite, suite_plot
-    from ..datasets import load_fashion_mnist, shipped_sample
-
+    """Run the suite on the bundle, print the table and the goals, write the files; returns the exit status."""
     conditions = _names(args.conditions, CONDITIONS, "condition")
     policies = _names(args.policies, POLICIES, "policy")
     if args.streams < 1 or args.limit < 0 or args.ood_limit < 0:
@@ -65,7 +66,7 @@ def run(args) -> int:
           f"{args.streams} streams per call, {runtime.precision} on {runtime.backend_name}")
     result = run_suite(runtime, data.images, data.labels, ood,
                        conditions=[CONDITIONS[n] for n in conditions] if conditions else None,
-                       policies=policies, streams=args.streams, seed=args.seed, progress=print)
+                       policies=policies, streams=args.streams, seed=args.seed)
     result.update(bundle=str(args.bundle), data=args.data, precision=runtime.precision)
     table = markdown_table(result)
     print(json.dumps(result, indent=2) if args.json else table)

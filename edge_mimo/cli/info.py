@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..models.config import TRAINING_FILE
+from ..models.default import resolve_model
+
 
 def add_parser(sub) -> None:
+    """Register ``edge-mimo info``."""
     p = sub.add_parser("info", help="describe a model: architecture, widths, parameters, MACs, accuracy")
     p.add_argument("model", nargs="?", default="default", help="model directory, or 'default'")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -14,11 +18,12 @@ def add_parser(sub) -> None:
 
 
 def describe(model_dir: Path) -> dict:
-    from ..models.weights import count_macs, load_model
+    """Architecture, widths, parameters, MACs per image per width and recorded accuracy of a model directory."""
+    from ..models.weights import count_macs, load_model  # torch: the compile extra
 
     model = load_model(model_dir)
     cfg = model.config
-    training = model_dir / "training.json"
+    training = model_dir / TRAINING_FILE
     recorded = json.loads(training.read_text()).get("test", {}) if training.exists() else {}
     return {
         "path": str(model_dir),
@@ -36,8 +41,7 @@ def describe(model_dir: Path) -> dict:
 
 
 def run(args) -> int:
-    from ..models.default import resolve_model
-
+    """Print the description; returns the exit status."""
     info = describe(resolve_model(args.model))
     if args.json:
         print(json.dumps(info, indent=2))

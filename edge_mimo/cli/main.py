@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import signal
 import sys
+import threading
 
 from .. import __version__
 from ..errors import EdgeMimoError
+from .check import FIX
 
-COMMANDS = ("train", "info", "targets", "compile", "build-engines", "run", "bench", "eval")
+COMMANDS = ("train", "info", "targets", "compile", "build-engines", "verify", "run", "bench", "eval", "check")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``edge-mimo`` parser with one sub-parser per command."""
     parser = argparse.ArgumentParser(prog="edge-mimo", description="Superposed (MIMO) classifiers on edge devices.")
     parser.add_argument("--version", action="version", version=f"edge-mimo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -22,15 +27,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(quiet: bool) -> None:
+    """edge-mimo's progress messages on stderr (warnings only with ``--json``); other libraries' warnings too."""
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("edge_mimo").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _terminated(signum: int, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C: temporary directories are removed and cameras closed on the way out."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``edge-mimo`` sub-command; returns the exit status (2 with a one-line message for user errors)."""
     args = build_parser().parse_args(argv)
+    configure_logging(getattr(args, "json", False))
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         return args.run(args) or 0
     except (EdgeMimoError, FileNotFoundError, ValueError) as e:
         print(f"edge-mimo {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
-        if e.name in ("torch", "onnx", "onnxscript", "safetensors"):
+        if e.name in ("cv2", "onnxruntime"):
+            print(f"edge-mimo {args.command}: error: this command needs {e.name}: {FIX[e.name]}", file=sys.stderr)
+            return 2
+        if e.name in ("torch", "onnx", "onnxscript", "safetensors", "tqdm", "matplotlib"):
             print(
                 f"edge-mimo {args.command}: error: this command needs {e.name}: "
                 "install the compile extra with `pip install 'edge-mimo[compile]'`",
@@ -38,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

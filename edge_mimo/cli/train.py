@@ -9,11 +9,17 @@ import sys
 import time
 from pathlib import Path
 
-from ..datasets import AUGMENT_PRESETS
-from ..models.config import ARCHITECTURES
+import numpy as np
+
+from ..atomic import check_replaceable
+from ..datasets import (AUGMENT_PRESETS, FOLDER_HOLDOUT_SHARE, folder_has_test_split, load_dataset,
+                        load_fashion_mnist)
+from ..models import build_model
+from ..models.config import ARCHITECTURES, TRAINING_FILE, ModelConfig
 
 
 def add_parser(sub) -> None:
+    """Register ``edge-mimo train``."""
     p = sub.add_parser("train", help="train a MIMOConv / MIMO / MixMo classifier",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", default="fashion-mnist",
@@ -53,8 +59,6 @@ def add_parser(sub) -> None:
 
 
 def _load(args):
-    from ..datasets import FOLDER_HOLDOUT_SHARE, folder_has_test_split, load_dataset, load_fashion_mnist
-
     train = load_dataset(args.dataset, "train", args.image_size, args.channels)
     if args.dataset.startswith("fashion-mnist"):
         root = args.dataset.partition(":")[2] or None
@@ -72,12 +76,9 @@ def _load(args):
 
 
 def run(args) -> int:
-    import numpy as np
-    import torch
+    """Train, evaluate and save a model directory with training.json; returns the exit status."""
+    import torch  # the compile extra
 
-    from ..models import build_model
-    from ..models.config import ModelConfig
-    from ..atomic import check_replaceable
     from ..models.weights import CONFIG_FILE, load_model, save_model
     from ..train import TrainConfig, evaluate, train
 
@@ -90,7 +91,7 @@ def run(args) -> int:
     channels = data.images.shape[1]
     config = ModelConfig(
         arch=args.arch, capacity=capacity, in_channels=channels, image_size=data.images.shape[-1],
-        num_classes=int(data.labels.max()) + 1, class_names=data.class_names,
+        num_classes=len(data.class_names) or int(data.labels.max()) + 1, class_names=data.class_names,
         mean=tuple(round(float(v), 4) for v in x.mean((0, 2, 3))),
         std=tuple(round(float(v), 4) for v in x.std((0, 2, 3))),
         stem_channels=args.stem_channels, depth=args.depth, widen=args.widen,
@@ -131,6 +132,6 @@ def run(args) -> int:
         record["validation"] = {str(k): v for k, v in evaluate(model, val.images, val.labels).items()}
     if args.init:
         record["init"] = str(args.init)
-    (args.output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    (args.output / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.output}")
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import platform
 import time
@@ -14,14 +14,20 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import __version__
-from ..atomic import atomic_dir
-from ..bundle.manifest import MANIFEST_FILE, SCHEMA_VERSION, sha256_file
+from ..atomic import atomic_dir, check_replaceable
+from ..bundle.manifest import (MANIFEST_FILE, GraphFile, InputInfo, Manifest, Quantization, Validation,
+                               WidthArtifacts, is_bundle, sha256_file)
+from ..bundle.names import PLOT_FILE, REPORT_FILE, graph_file
+from ..bundle.target import TargetProfile
 from ..datasets import ImageSet, load_dataset
-from ..errors import AccuracyGateError, BackendUnavailableError, ConfigError, DataError
+from ..engines import build_bundle_engines
+from ..models.default import resolve_model
+from ..errors import AccuracyGateError, BackendUnavailableError, ConfigError, DataError, ExportError
 from ..quantize import CalibrationCache, data_hash, quantize_width
-from ..quantize.calibration import normalize
-from .evaluate import onnx_replica_logits, width_report
+from ..runtime.batching import model_inputs, spec_for, width_groups
+from .evaluate import onnx_frame_logits, width_report
 from .report import render, write_plot
+from .targets import load_target
 
 
 def default_cache_dir() -> Path:
@@ -32,6 +38,7 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class CompileOptions:
+    """What :func:`compile_bundle` builds; the fields mirror ``edge-mimo compile``'s options."""
     model: str = "default"
     target: str = "cpu"
     m: int = 4
@@ -45,7 +52,6 @@ class CompileOptions:
     allow_drop: bool = False
     output: Path | None = None
     cache_dir: Path | None = field(default_factory=default_cache_dir)
-    log: object = field(default=print)
 
 
 def _versions() -> dict:
@@ -56,6 +62,21 @@ def _versions() -> dict:
         except PackageNotFoundError:
             out[pkg] = None
     return out
+
+
+def check_options(opts: CompileOptions) -> None:
+    """Refuse options that would do something else than asked (before any work)."""
+    for name, value in (("m", opts.m), ("calib_size", opts.calib_size), ("val_size", opts.val_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "m" else 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {1 if name == 'm' else 0}: "
+                              f"got {value!r}")
+    if opts.calib_size == 0:
+        raise ConfigError("--calib-size must be at least 1: calibration needs images (512 is the default)")
+    if opts.widths is not None and len(set(opts.widths)) != len(opts.widths):
+        raise ConfigError(f"--widths {opts.widths} names a width twice: give each width once, e.g. --widths 1 2 4")
+    if not (isinstance(opts.max_drop, (int, float)) and math.isfinite(opts.max_drop) and opts.max_drop >= 0):
+        raise ConfigError(f"--max-drop must be a finite number of points >= 0, got {opts.max_drop!r}: "
+                          "use --allow-drop to write a bundle whatever the drop")
 
 
 def _images(spec: str, split: str, size: int, config) -> tuple[ImageSet, str]:
@@ -73,24 +94,22 @@ def _images(spec: str, split: str, size: int, config) -> tuple[ImageSet, str]:
     return data, spec
 
 
-def _widths(opts: CompileOptions, profile: dict, capacity_widths: tuple[int, ...]) -> list[int]:
-    wanted = opts.widths or [n for n in profile["widths"] if n <= opts.m]
+def _widths(opts: CompileOptions, profile: TargetProfile, capacity_widths: tuple[int, ...]) -> list[int]:
+    wanted = opts.widths or [n for n in profile.widths if n <= opts.m]
     bad = [n for n in wanted if n not in capacity_widths]
     if bad:
         raise ConfigError(f"widths {bad} are not divisors of the model's capacity: choose from {list(capacity_widths)}")
     if not wanted:
-        raise ConfigError(f"no width <= --m {opts.m} in the target's widths {profile['widths']}: raise --m")
+        raise ConfigError(f"no width <= --m {opts.m} in the target's widths {list(profile.widths)}: raise --m")
     return sorted(wanted)
 
 
-def compile_bundle(opts: CompileOptions) -> tuple[Path, dict]:
+def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
     """Run the pipeline; returns the bundle path and its manifest. Nothing is left behind on failure."""
-    from ..export import export_width, max_abs_difference
-    from ..models.default import resolve_model
+    from ..export import export_width, max_abs_difference  # torch: the compile extra
     from ..models.weights import WEIGHTS_FILE, count_macs, load_model
-    from .targets import load_target
 
-    log = opts.log
+    check_options(opts)
     profile = load_target(opts.target)
     model_dir = resolve_model(opts.model)
     model = load_model(model_dir)
@@ -98,48 +117,52 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, dict]:
     widths = _widths(opts, profile, cfg.widths)
     model_sha = sha256_file(model_dir / WEIGHTS_FILE)
     calib, _ = _images(opts.calib, "train", opts.calib_size, cfg)
+    if len(calib) < max(widths):
+        raise DataError(f"{len(calib)} calibration image(s) cannot fill a width-{max(widths)} group: "
+                        f"give at least {max(widths)} (ideally hundreds) with --calib / --calib-size")
     val, val_source = _images(opts.val, "test" if opts.val.startswith("fashion-mnist") else "val", opts.val_size, cfg)
     calib_sha = data_hash(calib.images)
-    flavour = profile["flavour"]
+    flavour = profile.flavour
     cache = CalibrationCache(opts.cache_dir) if opts.cache_dir else None
     name = "default" if opts.model == "default" else model_dir.name
-    output = Path(opts.output or f"bundles/{name}-{profile['name']}-m{opts.m}")
+    output = Path(opts.output or f"bundles/{name}-{profile.name}-m{opts.m}")
+    check_replaceable(output, MANIFEST_FILE, owned=is_bundle)  # only an earlier bundle is ever replaced
 
-    artifacts, accuracy, files, quant, cache_status = {}, {}, {}, {}, {}
+    artifacts, accuracy, files, cache_status = {}, {}, {}, {}
     with atomic_dir(output, marker=MANIFEST_FILE) as tmp:
         (tmp / "fp32").mkdir()
         (tmp / "int8").mkdir()
         steps = tqdm(total=3 * len(widths), desc="compile", unit="step", dynamic_ncols=True)
+        spec = spec_for(cfg)
+        val_x = model_inputs(val.images, spec)  # the runtime's preprocessing, as the bundle will be fed
         for n in widths:
-            fp32_rel, int8_rel = f"fp32/width{n}.onnx", f"int8/width{n}.{flavour}.onnx"
+            fp32_rel, int8_rel = graph_file("fp32", n), graph_file("int8", n, flavour)
             steps.set_postfix_str(f"export n={n}")
             export_width(model, n, tmp / fp32_rel)
-            probe = calib.images[: 8 * n]
-            x = normalize(probe, cfg.mean, cfg.std).reshape(-1, n, *probe.shape[1:])
+            x = width_groups(model_inputs(calib.images[: 8 * n], spec), n)
             diff = max_abs_difference(model, tmp / fp32_rel, x)
             if diff > 1e-3:
-                raise RuntimeError(f"the width-{n} ONNX graph differs from PyTorch by {diff:.2e}: export is broken")
+                raise ExportError(f"the width-{n} ONNX graph differs from PyTorch by {diff:.2e} (allowed 1e-3): "
+                                  "the export is broken for this model; check the torch and onnx versions")
             steps.update()
             steps.set_postfix_str(f"quantize n={n}")
             quant = quantize_width(tmp / fp32_rel, tmp / int8_rel, calib.images, n, cfg.mean, cfg.std,
                                    data_sha256=calib_sha, method=opts.calib_method,
                                    flavour=flavour, cache=cache)
-            cache_status[str(n)] = quant.pop("cache")
+            cache_status[n] = quant.cache
             steps.update()
             steps.set_postfix_str(f"evaluate n={n}")
-            fp_logits = onnx_replica_logits(tmp / fp32_rel, val.images, n, cfg.mean, cfg.std)
-            q_logits = onnx_replica_logits(tmp / int8_rel, val.images, n, cfg.mean, cfg.std)
-            accuracy[str(n)] = width_report(fp_logits, q_logits, val.labels)
-            accuracy[str(n)]["fp32_max_abs_diff_vs_torch"] = diff
+            fp_logits = onnx_frame_logits(tmp / fp32_rel, val_x, n, cfg.capacity)
+            q_logits = onnx_frame_logits(tmp / int8_rel, val_x, n, cfg.capacity)
+            accuracy[n] = width_report(fp_logits, q_logits, val.labels, fp32_max_abs_diff_vs_torch=diff)
             steps.update()
             for rel in (fp32_rel, int8_rel):
                 files[rel] = sha256_file(tmp / rel)
-            artifacts[str(n)] = {"fp32": {"file": fp32_rel, "sha256": files[fp32_rel]},
-                                 "int8": {"file": int8_rel, "sha256": files[int8_rel], "flavour": flavour},
-                                 "engines": []}
+            artifacts[n] = WidthArtifacts(GraphFile(fp32_rel, files[fp32_rel]),
+                                          GraphFile(int8_rel, files[int8_rel], flavour))
         steps.close()
 
-        failed = {n: a["drop_points"] for n, a in accuracy.items() if a["drop_points"] > opts.max_drop}
+        failed = {n: a.drop_points for n, a in accuracy.items() if not a.drop_points <= opts.max_drop}
         if failed and not opts.allow_drop:
             detail = ", ".join(f"width {n}: -{d:.2f} points" for n, d in failed.items())
             raise AccuracyGateError(
@@ -147,45 +170,43 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, dict]:
                 "--calib-method (entropy, percentile), more calibration data (--calib-size), or accept it "
                 "with --allow-drop / a larger --max-drop")
 
-        manifest = {
-            "schema_version": SCHEMA_VERSION, "edge_mimo_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "model": cfg.to_dict(), "model_sha256": model_sha, "model_source": str(model_dir),
-            "input": {"layout": "B,n,C,H,W", "dtype": "float32", "channels": cfg.in_channels,
-                      "height": cfg.image_size, "width": cfg.image_size,
-                      "color": "gray" if cfg.in_channels == 1 else "rgb", "mean": list(cfg.mean),
-                      "std": list(cfg.std), "resize": "center-crop"},
-            "output": {"name": "logits", "layout": "B,R,n,K"},
-            "widths": widths, "target": profile, "artifacts": artifacts,
-            "quantization": dict(quant, calibration_sha256=calib_sha, calibration_source=opts.calib,
-                                 cache=cache_status),
-            "validation": {"source": val_source, "images": int(len(val)), "gate_max_drop": opts.max_drop,
-                           "gate_failed": sorted(failed), "allowed_drop": bool(failed and opts.allow_drop)},
-            "temperature": {n: a["temperature"] for n, a in accuracy.items()},
-            "uncertainty": {n: a["uncertainty"] for n, a in accuracy.items()},
-            "accuracy": accuracy,
-            "macs_per_image": {str(n): count_macs(model, n) // n for n in widths},
-            "versions": _versions(), "files": files,
-        }
-        manifest["engines_note"] = _engines(tmp, manifest, log)
-        write_plot(tmp / "operating_points.png", widths, accuracy, manifest["macs_per_image"],
-                   f"{cfg.arch} N={cfg.capacity}, {profile['name']}")
-        (tmp / "report.md").write_text(render(manifest))
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest = Manifest(
+            edge_mimo_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            model=cfg, model_sha256=model_sha, model_source=str(model_dir),
+            input=InputInfo(channels=cfg.in_channels, height=cfg.image_size, width_px=cfg.image_size,
+                            mean=tuple(cfg.mean), std=tuple(cfg.std), color="gray" if cfg.in_channels == 1 else "rgb"),
+            widths=tuple(widths), target=profile, artifacts=artifacts,
+            quantization=Quantization(
+                method=quant.method, flavour=quant.flavour, tool=quant.tool,
+                calibration_images=quant.calibration_images, per_channel=quant.per_channel,
+                symmetric_activations=quant.symmetric_activations, calibration_sha256=calib_sha,
+                calibration_source=opts.calib, cache=cache_status),
+            validation=Validation(source=val_source, images=int(len(val)), gate_max_drop=opts.max_drop,
+                                  gate_failed=tuple(sorted(failed)), allowed_drop=bool(failed and opts.allow_drop)),
+            temperature={n: a.temperature for n, a in accuracy.items()},
+            uncertainty={n: a.uncertainty for n, a in accuracy.items()},
+            accuracy=accuracy, macs_per_image={n: count_macs(model, n) // n for n in widths},
+            versions=_versions(), files=files,
+        )
+        manifest = _engines(tmp, manifest)
+        write_plot(tmp / PLOT_FILE, manifest, f"{cfg.arch} N={cfg.capacity}, {profile.name}")
+        (tmp / REPORT_FILE).write_text(render(manifest))
+        manifest.save(tmp)
     return output, manifest
 
 
-def _engines(tmp: Path, manifest: dict, log) -> str:
-    """Build TensorRT plans when this machine can; otherwise say where they will be built."""
-    if manifest["target"]["backend"] != "tensorrt":
-        return "none (ONNX Runtime runs the INT8 ONNX directly)"
-    from ..build.tensorrt import build_bundle_engines
-
-    (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+def _engines(tmp: Path, manifest: Manifest) -> Manifest:
+    """Build TensorRT plans when this machine can; the manifest comes back with them and a note saying what was done."""
+    if manifest.backend != "tensorrt":
+        manifest.engines_note = "none (ONNX Runtime runs the INT8 ONNX directly)"
+        return manifest
+    manifest.save(tmp)
     try:
-        built = build_bundle_engines(tmp, log=log)
+        built = build_bundle_engines(tmp)
     except BackendUnavailableError as e:
-        return (f"not built here ({e}). Build them on the device with `edge-mimo build-engines BUNDLE`, "
-                "or let the runtime build them on first load")
-    manifest.update(json.loads((tmp / MANIFEST_FILE).read_text()))
-    return f"built {len(built)} plan(s) on this machine"
+        manifest.engines_note = (f"not built here ({e}). Build them on the device with `edge-mimo build-engines "
+                                 "BUNDLE`, or let the runtime build them into its plan cache on first load")
+        return manifest
+    manifest = Manifest.load(tmp)  # with the plans and their hashes, as build_bundle_engines recorded them
+    manifest.engines_note = f"built {len(built)} plan(s) on this machine"
+    return manifest

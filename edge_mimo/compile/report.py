@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..bundle.manifest import Manifest
 
-def write_plot(path: Path, widths: list[int], accuracy: dict, macs: dict, title: str) -> None:
+
+def write_plot(path: Path, manifest: Manifest, title: str) -> None:
     """Accuracy (FP32 and INT8) against MMAC per image, one point per width."""
     import matplotlib
 
@@ -13,9 +15,10 @@ def write_plot(path: Path, widths: list[int], accuracy: dict, macs: dict, title:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
+    widths = manifest.widths
     for precision, marker in (("fp32", "o"), ("int8", "s")):
-        xs = [macs[str(n)] / 1e6 for n in widths]
-        ys = [100 * accuracy[str(n)][precision]["accuracy"] for n in widths]
+        xs = [manifest.macs_per_image[n] / 1e6 for n in widths]
+        ys = [100 * getattr(manifest.accuracy[n], precision).accuracy for n in widths]
         ax.plot(xs, ys, marker=marker, label=precision.upper())
         for n, x, y in zip(widths, xs, ys):
             ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
@@ -29,32 +32,32 @@ def write_plot(path: Path, widths: list[int], accuracy: dict, macs: dict, title:
     plt.close(fig)
 
 
-def render(manifest: dict) -> str:
-    """report.md for a bundle."""
-    q, target = manifest["quantization"], manifest["target"]
+def render(manifest: Manifest) -> str:
+    """report.md for a bundle written by this compile (every section present)."""
+    q, target, val = manifest.quantization, manifest.target, manifest.validation
     lines = [
-        f"# edge-mimo bundle: {manifest['model']['arch']} N={manifest['model']['capacity']} for {target['name']}",
+        f"# edge-mimo bundle: {manifest.model.arch} N={manifest.model.capacity} for {target.name}",
         "",
-        f"- created {manifest['created']} by edge-mimo {manifest['edge_mimo_version']}",
-        f"- backend {target['backend']}; INT8 flavour `{q['flavour']}` by {q['tool']}, calibration "
-        f"{q['method']} on {q['calibration_images']} images (data sha256 {q['calibration_sha256'][:12]}…)",
-        f"- validation: {manifest['validation']['source']} ({manifest['validation']['images']} images)",
-        f"- engines: {manifest['engines_note']}",
+        f"- created {manifest.created} by edge-mimo {manifest.edge_mimo_version}",
+        f"- backend {target.backend}; INT8 flavour `{q.flavour}` by {q.tool}, calibration "
+        f"{q.method} on {q.calibration_images} images (data sha256 {q.calibration_sha256[:12]}…)",
+        f"- validation: {val.source} ({val.images} images)",
+        f"- engines: {manifest.engines_note}",
         "",
         "| width | MMAC/image | FP32 acc | INT8 acc | drop (pts) | FP32 NLL | INT8 NLL | INT8 ECE | T | ECE after T "
         "| uncertain if entropy > | acc kept / flagged |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for n in manifest["widths"]:
-        a = manifest["accuracy"][str(n)]
-        u = a["uncertainty"]
-        flagged = "-" if u["accuracy_flagged"] is None else f"{100 * u['accuracy_flagged']:.1f}%"
+    for n in manifest.widths:
+        a = manifest.accuracy[n]
+        u = a.uncertainty
+        flagged = "-" if u.accuracy_flagged is None else f"{100 * u.accuracy_flagged:.1f}%"
         lines.append(
-            f"| {n} | {manifest['macs_per_image'][str(n)] / 1e6:.1f} | {100 * a['fp32']['accuracy']:.2f}% "
-            f"| {100 * a['int8']['accuracy']:.2f}% | {a['drop_points']:+.2f} | {a['fp32']['nll']:.3f} "
-            f"| {a['int8']['nll']:.3f} | {a['int8']['ece']:.4f} | {a['temperature']:.3f} "
-            f"| {a['int8_calibrated']['ece']:.4f} | {u['entropy_threshold']:.3f} "
-            f"| {100 * u['accuracy_kept']:.1f}% / {flagged} |"
+            f"| {n} | {manifest.macs_per_image[n] / 1e6:.1f} | {100 * a.fp32.accuracy:.2f}% "
+            f"| {100 * a.int8.accuracy:.2f}% | {a.drop_points:+.2f} | {a.fp32.nll:.3f} "
+            f"| {a.int8.nll:.3f} | {a.int8.ece:.4f} | {a.temperature:.3f} "
+            f"| {a.int8_calibrated.ece:.4f} | {u.entropy_threshold:.3f} "
+            f"| {100 * u.accuracy_kept:.1f}% / {flagged} |"
         )
     lines += ["", "![operating points](operating_points.png)", ""]
     return "\n".join(lines)

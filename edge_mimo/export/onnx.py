@@ -5,12 +5,22 @@ The graph for width n takes ``images`` [B, n, C, H, W] (float32, normalised) and
 weights (see ``KeyBinding.weight``), so every graph holds one plain 1x1 ``Conv`` for binding + superposition,
 BatchNorms that follow a convolution are folded into it by the exporter, and the rest (pre-activation
 BatchNorms on the residual stream) become 1x1 depthwise convolutions, so quantized graphs stay integer.
+
+The exporter is PyTorch's torch.export-based one (``dynamo=True``; the TorchScript exporter is deprecated).
+Checked against the TorchScript exporter on every model family and width (torch 2.13, onnxscript 0.7): the
+same operators once global average pooling, which torch.export decomposes into a ReduceMean, is written back
+as GlobalAveragePool (:func:`mean_to_global_average_pool`; otherwise the INT8 graph keeps a float island
+there); every reshape constant apart from the batch (MIMO and MixMo lose the shape arithmetic the
+TorchScript exporter left in them); INT8 graphs integer end to end on ONNX Runtime; outputs equal PyTorch's
+to within 6e-6 at batch 1, 2 and 5.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +28,32 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from ..bundle.names import INPUT_NAME, OUTPUT_NAME
 from ..models.base import SuperposedClassifier
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
-OPSET = 17
+OPSET = 18
+
+
+class _SkipTorchvisionNotice(logging.Filter):
+    """The exporter's operator registry notes that it skips torchvision's operators: no model here uses them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("torchvision is not installed")
+
+
+@contextlib.contextmanager
+def _exporter_notices() -> Iterator[None]:
+    """Hide two notices about torch's own internals during an export, and nothing else."""
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    notice = _SkipTorchvisionNotice()
+    registry.addFilter(notice)
+    try:
+        with warnings.catch_warnings():
+            # torch.export deep-copies torch's own deprecated pytree LeafSpec (torch 2.13): not a call of ours
+            warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+            yield
+    finally:
+        registry.removeFilter(notice)
 
 
 def export_width(model: SuperposedClassifier, width: int, path: str | Path) -> Path:
@@ -33,19 +64,15 @@ def export_width(model: SuperposedClassifier, width: int, path: str | Path) -> P
     path = Path(path)
     binding = getattr(model, "binding", None)
     frozen = binding.freeze() if binding is not None else contextlib.nullcontext()
-    with torch.no_grad(), frozen, warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the width is fixed per graph on purpose
-        torch.onnx.export(
-            model.eval(), (dummy,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=OPSET, do_constant_folding=True, dynamo=False,
+    with torch.no_grad(), frozen, _exporter_notices():
+        program = torch.onnx.export(
+            model.eval(), (dummy,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=OPSET, dynamo=True, verbose=False,
         )
-    graph = onnx.load(str(path))
+    graph = program.model_proto
+    mean_to_global_average_pool(graph)
     prelu_to_leaky_relu(graph)
     batchnorm_to_depthwise_conv(graph)
-    dims = graph.graph.output[0].type.tensor_type.shape.dim
-    for dim, value in zip(dims[1:], (cfg.capacity // width, width, cfg.num_classes)):
-        dim.dim_value = value  # the exporter leaves the reshaped output's static dims unnamed
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
     return path
@@ -63,6 +90,27 @@ def _constants(model: onnx.ModelProto):
         return numpy_helper.to_array(inits[name]).astype(np.float64) if name in inits else None
 
     return constant
+
+
+def mean_to_global_average_pool(model: onnx.ModelProto) -> int:
+    """Rewrite ReduceMean over the height and width of a 4-D map, kept dims, as GlobalAveragePool (returns how many).
+
+    torch.export decomposes adaptive average pooling to 1x1 into a mean; the quantizers leave ReduceMean in
+    float between a dequantize and a quantize, while GlobalAveragePool has integer kernels.
+    """
+    constant = _constants(model)
+    rank = {v.name: len(v.type.tensor_type.shape.dim) for v in (*model.graph.input, *model.graph.value_info)}
+    count = 0
+    for i, node in enumerate(model.graph.node):
+        axes = constant(node.input[1]) if node.op_type == "ReduceMean" and len(node.input) == 2 else None
+        keepdims = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
+        if axes is None or rank.get(node.input[0]) != 4 or not keepdims or sorted(axes.ravel() % 4) != [2, 3]:
+            continue
+        pool = onnx.helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name)
+        model.graph.node[i].CopyFrom(pool)
+        count += 1
+    _drop_unused(model)
+    return count
 
 
 def prelu_to_leaky_relu(model: onnx.ModelProto) -> int:

@@ -25,6 +25,7 @@ class SuperposedClassifier(nn.Module):
         self.config = config
 
     def check_width(self, n: int) -> None:
+        """Raise ValueError unless ``n`` divides the capacity."""
         if n not in self.config.widths:
             raise ValueError(
                 f"width {n} does not divide the capacity {self.config.capacity}: use one of {self.config.widths}"
@@ -35,6 +36,7 @@ class SuperposedClassifier(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [B, n, C, H, W] -> per-replica logits [B, N/n, n, classes]."""
         if x.dim() != 5:
             raise ValueError(f"expected images shaped [batch, width, C, H, W], got {tuple(x.shape)}")
         n = int(x.shape[1])  # int(): constant under ONNX tracing (one graph per width), the batch stays dynamic

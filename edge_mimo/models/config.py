@@ -6,6 +6,10 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+CONFIG_FILE = "config.json"  # a model directory: this, the weights and (after training) the training record
+WEIGHTS_FILE = "model.safetensors"
+TRAINING_FILE = "training.json"
+
 ARCHITECTURES = ("mimoconv", "mimo", "mixmo", "plain")
 
 
@@ -51,18 +55,22 @@ class ModelConfig:
 
     @property
     def stage_widths(self) -> tuple[int, int, int]:
+        """Channels of the three WideResNet stages."""
         w = self.base_width * self.widen
         return (w, 2 * w, 4 * w)
 
     @property
     def blocks_per_stage(self) -> int:
+        """Pre-activation blocks per stage: (depth - 4) / 6."""
         return (self.depth - 4) // 6
 
     @property
     def feature_dim(self) -> int:
+        """Features after global pooling (the last stage's channels)."""
         return self.stage_widths[-1]
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict (tuples as lists)."""
         d = asdict(self)
         for k, v in d.items():
             if isinstance(v, tuple):
@@ -71,6 +79,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
+        """The config of a :meth:`to_dict` dict; unknown keys raise ValueError."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -79,10 +88,12 @@ class ModelConfig:
         return cls(**kwargs)
 
     def save(self, path: str | Path) -> None:
+        """Write the config as JSON to ``path``."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":
+        """Read a config written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 

@@ -26,6 +26,7 @@ class MIMO(SuperposedClassifier):
         init_weights(self)
 
     def slot_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [B, n, C, H, W] -> logits per slot [B, N, classes]: slots concatenated on channels, one head per slot."""
         slots = replicate(x, self.config.capacity)  # [B, N, C, H, W]
         feats = self.trunk(self.stem(slots.flatten(1, 2)))
         # Slot-major: unit s*classes + k is slot s, class k.

@@ -90,6 +90,7 @@ class MIMOConv(SuperposedClassifier):
         init_weights(self)
 
     def slot_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [B, n, C, H, W] -> logits per slot [B, N, classes]: bind, superpose, trunk, unbind, classify."""
         n = int(x.shape[1])  # int() keeps reshapes constant under ONNX tracing; the batch stays dynamic (-1)
         stem = self.stem(x.reshape(-1, *(int(d) for d in x.shape[2:])))
         stem = stem.view(-1, n, *(int(d) for d in stem.shape[1:]))
@@ -98,4 +99,5 @@ class MIMOConv(SuperposedClassifier):
         return self.classifier(slots)
 
     def regularizer(self) -> torch.Tensor:
+        """The weighted key loss (unit norm, mutual orthogonality)."""
         return self.key_loss_weight * self.binding.regularizer()

@@ -44,6 +44,7 @@ class MixMo(SuperposedClassifier):
         init_weights(self)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [B, n, C, H, W] -> each slot's own first-conv features [B, N, C, H, W]."""
         slots = replicate(x, self.config.capacity)
         return torch.stack([enc(slots[:, s]) for s, enc in enumerate(self.encoders)], 1)  # [B, N, C, H, W]
 
@@ -68,6 +69,7 @@ class MixMo(SuperposedClassifier):
         return mixed, shares
 
     def slot_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [B, n, C, H, W] -> logits per slot [B, N, classes]: CutMix-mixed in training, summed at test."""
         feats = self.encode(x)
         if self.training and x.shape[1] == self.config.capacity:
             mixed, self.mix_weights = self.mix(feats)

@@ -29,4 +29,5 @@ class PlainWRN(SuperposedClassifier):
         init_weights(self)
 
     def slot_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [B, 1, C, H, W] -> logits [B, 1, classes] (one slot: no superposition)."""
         return self.head(self.trunk(self.stem(x[:, 0])))[:, None]

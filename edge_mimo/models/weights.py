@@ -10,11 +10,8 @@ from safetensors.torch import load_file, save_file
 from ..atomic import atomic_dir
 from . import build_model
 from .base import SuperposedClassifier
-from .config import ModelConfig
+from .config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
 from .mimoconv import KeyBinding
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 
 
 def save_model(model: SuperposedClassifier, directory: str | Path) -> Path:

@@ -22,6 +22,7 @@ class PreActBlock(nn.Module):
             self.shortcut = nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """BN-act-conv twice, plus the (projected) input."""
         pre = self.act1(self.bn1(x))
         skip = x if self.shortcut is None else self.shortcut(pre)
         out = self.conv1(pre)

@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from ..atomic import atomic_dir
 from ..bundle.manifest import sha256_file
 from ..errors import CalibrationCacheError
 
@@ -20,6 +21,7 @@ META = "meta.json"
 
 
 class CalibrationCache:
+    """Calibration ranges on disk under ``root``, one entry per key (see the module docstring)."""
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
@@ -30,13 +32,14 @@ class CalibrationCache:
                 "tool": tool}
 
     def entry(self, fields: dict) -> Path:
+        """The entry directory of ``fields`` (from :meth:`key_fields`)."""
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
         return self.root / f"w{fields['width']}-{fields['flavour']}-{fields['method']}-{digest}"
 
     def lookup(self, fields: dict) -> Path | None:
         """The ranges file of a valid entry, or None. Raises CalibrationCacheError for a damaged entry."""
         entry = self.entry(fields)
-        if not entry.exists():
+        if not (entry.exists() or entry.is_symlink()):  # a dangling link is damage too
             return None
         try:
             meta = json.loads((entry / META).read_text())
@@ -51,12 +54,15 @@ class CalibrationCache:
         return ranges
 
     def discard(self, fields: dict) -> None:
-        shutil.rmtree(self.entry(fields), ignore_errors=True)
+        """Remove an entry, whatever it became (a directory, a plain file, a link)."""
+        entry = self.entry(fields)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
     def store(self, fields: dict, ranges: Path) -> Path:
         """Move a freshly computed ranges file into a new entry (atomically: directory rename)."""
-        from ..atomic import atomic_dir
-
         entry = self.entry(fields)
         with atomic_dir(entry, marker=META) as tmp:
             shutil.copyfile(ranges, tmp / RANGES)

@@ -13,19 +13,21 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from ..bundle.manifest import RESIZE_MODES
 from ..errors import ConfigError, FrameError
-
-RESIZE_MODES = ("center-crop", "stretch", "letterbox")
 ROI = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What the model eats: ``channels`` x ``height`` x ``width``, colour order, mean/std in 0..1 units."""
+    """What the model eats: ``channels`` x ``height`` x ``width_px`` pixels, colour order, mean/std in 0..1 units.
+
+    (``width`` means the superposition width everywhere in edge-mimo; a size in pixels is ``width_px``.)
+    """
 
     channels: int
     height: int
-    width: int
+    width_px: int
     color: str  # "gray" | "rgb"
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -41,18 +43,6 @@ class InputSpec:
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ConfigError("input mean and std need one value per channel: fix the manifest")
 
-    @classmethod
-    def from_manifest(cls, spec: dict) -> "InputSpec":
-        return cls(
-            channels=int(spec["channels"]),
-            height=int(spec["height"]),
-            width=int(spec["width"]),
-            color=spec.get("color", "gray" if int(spec["channels"]) == 1 else "rgb"),
-            mean=tuple(float(v) for v in spec["mean"]),
-            std=tuple(float(v) for v in spec["std"]),
-            resize=spec.get("resize", "center-crop"),
-        )
-
 
 def check_frame(frame) -> np.ndarray:
     """A frame as OpenCV gives it -> uint8 HxW or HxWxC (C in 1, 3, 4: gray, BGR, BGRA).
@@ -63,6 +53,9 @@ def check_frame(frame) -> np.ndarray:
         raise FrameError("frame is None (the camera returned nothing): skip it or check the source")
     if not isinstance(frame, np.ndarray):
         raise FrameError(f"frame is a {type(frame).__name__}, not a numpy array: pass images as OpenCV gives them")
+    if isinstance(frame, np.ma.MaskedArray):
+        raise FrameError("frame is a masked array, whose hidden values would be classified: "
+                         "pass frame.filled(0) (or another fill value) as a plain array")
     if frame.ndim == 3 and frame.shape[2] == 1:
         frame = frame[:, :, 0]
     if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
@@ -90,11 +83,14 @@ def check_frame(frame) -> np.ndarray:
 
 
 def check_roi(roi) -> ROI:
-    """Validate an ``(x, y, width, height)`` region of interest given by the caller."""
-    try:
-        x, y, w, h = (int(v) for v in roi)
-    except (TypeError, ValueError):
-        raise ConfigError(f"region of interest {roi!r} must be four integers (x, y, width, height)") from None
+    """Validate an ``(x, y, width, height)`` region of interest given by the caller: four integers (a tuple,
+    list or array), never a string, fractions or infinities."""
+    values = list(roi) if isinstance(roi, (tuple, list, np.ndarray)) else None
+    if values is None or len(values) != 4 or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in values):
+        raise ConfigError(f"region of interest {roi!r} must be four integers (x, y, width, height), "
+                          "e.g. (100, 50, 320, 240)")
+    x, y, w, h = (int(v) for v in values)
     if x < 0 or y < 0 or w <= 0 or h <= 0:
         raise ConfigError(f"region of interest {roi!r} needs x, y >= 0 and width, height > 0")
     return x, y, w, h
@@ -123,7 +119,7 @@ def _area_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([whole, whole + 1], 1).ravel(), np.diff(interp, axis=0) * (dst / src)
 
 
-def _area_shrink(img: np.ndarray, width: int, height: int) -> np.ndarray:
+def _area_shrink(img: np.ndarray, width_px: int, height: int) -> np.ndarray:
     """Exact area averaging for any reduction factor, from the integral image.
 
     The integral of a pixel grid is bilinear between pixel corners, so an output pixel's mean needs the
@@ -133,7 +129,7 @@ def _area_shrink(img: np.ndarray, width: int, height: int) -> np.ndarray:
     h, w = img.shape[:2]
     table = cv2.integral(img, sdepth=cv2.CV_32S if h * w * 255 < 2**31 else cv2.CV_64F)  # (h+1) x (w+1) [x C]
     rows, along_y = _area_taps(h, height)
-    cols, along_x = _area_taps(w, width)
+    cols, along_x = _area_taps(w, width_px)
     corners = table.take(rows, 0).take(cols, 1)
     if corners.ndim == 2:
         means = along_y @ corners @ along_x.T
@@ -142,24 +138,24 @@ def _area_shrink(img: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.rint(means).clip(0, 255).astype(np.uint8)
 
 
-def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+def _resize(img: np.ndarray, width_px: int, height: int) -> np.ndarray:
     """Exact area averaging when shrinking (anti-aliased), bilinear when enlarging."""
     h, w = img.shape[:2]
-    if (w, h) == (width, height):
+    if (w, h) == (width_px, height):
         return img
-    if w >= width and h >= height:
-        return _area_shrink(img, width, height)
-    return cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
+    if w >= width_px and h >= height:
+        return _area_shrink(img, width_px, height)
+    return cv2.resize(img, (width_px, height), interpolation=cv2.INTER_LINEAR)
 
 
 def fit_frame(img: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """A frame (any channels) -> ``spec.height x spec.width`` following ``spec.resize``.
+    """A frame (any channels) -> ``spec.height x spec.width_px`` following ``spec.resize``.
 
     center-crop: the largest centred window with the model's aspect, then resize (as torchvision classifiers);
     stretch: resize the whole frame; letterbox: fit the whole frame, pad with black (the models' background).
     """
     h, w = img.shape[:2]
-    th, tw = spec.height, spec.width
+    th, tw = spec.height, spec.width_px
     if spec.resize == "stretch":
         return _resize(img, tw, th)
     if spec.resize == "center-crop":
@@ -182,14 +178,14 @@ def fit_frame(img: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def crop_roi(img: np.ndarray, roi: ROI) -> np.ndarray:
+    """The region ``roi`` of a frame; FrameError when it reaches outside the frame."""
     x, y, w, h = roi
-    crop = img[y : y + h, x : x + w]
-    if crop.shape[0] == 0 or crop.shape[1] == 0:
+    if x + w > img.shape[1] or y + h > img.shape[0]:
         raise FrameError(
-            f"region of interest {roi} lies outside the {img.shape[1]}x{img.shape[0]} frame: "
+            f"region of interest {roi} reaches outside the {img.shape[1]}x{img.shape[0]} frame: "
             "give a region inside the frame (x, y, width, height in pixels)"
         )
-    return crop
+    return img[y : y + h, x : x + w]
 
 
 def prepare_frame(frame, spec: InputSpec, roi: ROI | None = None) -> np.ndarray:
@@ -230,5 +226,5 @@ def prepare_batch(
             index.append(i)
         except FrameError as e:
             errors[i] = e
-    batch = np.stack(good) if good else np.zeros((0, spec.channels, spec.height, spec.width), np.uint8)
+    batch = np.stack(good) if good else np.zeros((0, spec.channels, spec.height, spec.width_px), np.uint8)
     return batch, index, errors

@@ -55,6 +55,7 @@ class StreamResult:
 
     @property
     def ok(self) -> bool:
+        """True when the frame was classified (no ``error``)."""
         return self.error is None
 
     def to_dict(self) -> dict:

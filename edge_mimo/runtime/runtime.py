@@ -9,29 +9,47 @@ from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from ..bundle.manifest import artifact_path, load_manifest, verify_artifacts
-from ..errors import BackendUnavailableError, BundleError, BundleIntegrityError, ConfigError
-from .backends import OnnxRuntimeBackend
+from ..bundle.manifest import Manifest
+from ..engines import BACKENDS, PRECISIONS, load_backend
+from ..engines.base import DEFAULT_PLAN_CACHE
+from ..errors import BackendUnavailableError, BundleError, ConfigError
+from .batching import pack
 from .preprocess import RESIZE_MODES, InputSpec, Normalizer, check_roi, prepare_batch
 from .results import StreamResult, Timing, frame_statistics
 from .scheduler import POLICIES, Plan, gather, min_replicas, plan
-from .tensorrt_backend import TensorRTBackend, gpu_available
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
-PRECISIONS = ("auto", "int8", "fp32")
 MAX_GROUPS_PER_RUN = 64  # bounds the memory of one backend call on very large frame lists
+
+
+def _integer(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _streams(frames) -> tuple[list, list]:
+    """(stream ids, images) of ``frames``: a list/tuple (ids 0..M-1) or a mapping; anything else is refused."""
+    if isinstance(frames, Mapping):
+        return list(frames.keys()), list(frames.values())
+    if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
+        raise ConfigError(f"infer_many got one {frames.shape} image, not a list of frames: pass [frame] "
+                          "(or a dict {stream: frame}), or call infer(frame)")
+    if isinstance(frames, (list, tuple)) or (isinstance(frames, np.ndarray) and frames.ndim == 4):
+        return list(range(len(frames))), list(frames)
+    raise ConfigError(f"infer_many takes a list of frames or a dict {{stream: frame}}, not a "
+                      f"{type(frames).__name__}: pass list(...) of your frames, or [frame] for one")
 
 
 class Runtime:
     """A compiled bundle, ready to classify frames from several streams at once.
 
     ``backend``: "onnxruntime" (CPU), "tensorrt" (NVIDIA GPU) or "auto" (TensorRT for a bundle compiled for a
-    TensorRT target on a machine with TensorRT and a GPU, else ONNX Runtime). TensorRT plans for this GPU and
-    TensorRT version are built into the bundle on first load when it has none (``edge-mimo build-engines``).
+    TensorRT target on a machine with TensorRT and a GPU, else ONNX Runtime). TensorRT uses the bundle's plans
+    for this GPU and TensorRT version (``edge-mimo build-engines`` stores them there); plans it lacks are built
+    into ``plan_cache`` on first load, with a warning saying where (``plan_cache=None``: refuse instead). Loading
+    never writes into the bundle.
     ``precision``: "int8", "fp32" or "auto" (INT8 when the bundle has it; TensorRT runs INT8).
     ``threads``: ONNX Runtime intra-op threads (default: ORT's choice). ``resize`` overrides the bundle's
     resize mode ("center-crop", "stretch", "letterbox"). Every width is loaded once, so switching width or
-    policy between calls costs nothing.
+    policy between calls costs nothing. A context manager: ``with Runtime(bundle) as rt:`` closes it on exit.
 
     Thread safety: any thread may call :meth:`infer_many`; preprocessing runs in the caller's thread, the
     passes of concurrent calls are serialised (one pass uses all the backend's threads), and no state is
@@ -39,96 +57,41 @@ class Runtime:
     """
 
     def __init__(self, bundle: str | Path, backend: str = "auto", precision: str = "auto",
-                 threads: int | None = None, resize: str | None = None, warmup: bool = True) -> None:
+                 threads: int | None = None, resize: str | None = None, warmup: bool = True,
+                 plan_cache: str | Path | None = DEFAULT_PLAN_CACHE) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend {backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
         if precision not in PRECISIONS:
             raise ConfigError(f"precision {precision!r} is unknown: choose one of {', '.join(PRECISIONS)}")
         if resize is not None and resize not in RESIZE_MODES:
             raise ConfigError(f"resize mode {resize!r} is unknown: choose one of {', '.join(RESIZE_MODES)}")
+        if threads is not None and not (_integer(threads) and threads >= 0):
+            raise ConfigError(f"threads must be a whole number >= 0 (0 or None: ONNX Runtime's choice), got {threads!r}")
+        threads = None if threads is None else int(threads)
         self.bundle = Path(bundle)
-        self.manifest = load_manifest(self.bundle)
+        self.manifest = Manifest.load(self.bundle)
         m = self.manifest
-        self.capacity = int(m["model"]["capacity"])
-        self.num_classes = int(m["model"]["num_classes"])
-        self.class_names = tuple(m["model"].get("class_names") or (str(i) for i in range(self.num_classes)))
-        self.widths = tuple(sorted(int(n) for n in m["widths"]))
-        spec = dict(m["input"], **({"resize": resize} if resize else {}))
-        self.spec = InputSpec.from_manifest(spec)
+        self.capacity = m.model.capacity
+        self.num_classes = m.model.num_classes
+        self.class_names = m.class_names
+        self.widths = tuple(sorted(m.widths))
+        self.spec = InputSpec(channels=m.input.channels, height=m.input.height, width_px=m.input.width_px,
+                              color=m.input.color, mean=m.input.mean, std=m.input.std,
+                              resize=resize or m.input.resize)
         self._normalize = Normalizer(self.spec)
-        self.backend_name = self._choose_backend(backend, precision)
-        self.precision = "int8" if self.backend_name == "tensorrt" else self._choose_precision(precision)
-        self.temperature = {n: float(m.get("temperature", {}).get(str(n), 1.0)) for n in self.widths}
-        self.entropy_threshold = {
-            n: float(m.get("uncertainty", {}).get(str(n), {}).get("entropy_threshold", np.inf)) for n in self.widths
-        }
-        if self.backend_name == "tensorrt":
-            self._backend = TensorRTBackend(self._engine_files())
-        else:
-            self._backend = OnnxRuntimeBackend(
-                self._artifact_files(), threads=threads, capacity=self.capacity, num_classes=self.num_classes,
-                input_chw=(self.spec.channels, self.spec.height, self.spec.width))
+        self.temperature = {n: m.temperature.get(n, 1.0) for n in self.widths}
+        self.entropy_threshold = {n: u.entropy_threshold if (u := m.uncertainty.get(n)) else np.inf
+                                  for n in self.widths}
+        self._backend = load_backend(self.bundle, m, backend, precision, threads, plan_cache)
+        self.backend_name, self.precision = self._backend.name, self._backend.precision
         self._lock = threading.Lock()
         self._closed = False
         self._ms_per_group = {n: None for n in self.widths}
         if warmup:
             for n in self.widths:  # first runs are slow (allocation); also seeds the latency estimates
-                x = np.zeros((1, n, self.spec.channels, self.spec.height, self.spec.width), np.float32)
+                x = np.zeros((1, n, self.spec.channels, self.spec.height, self.spec.width_px), np.float32)
                 self._backend.run(n, x)
                 self._timed_run(n, x)
-
-    # -- loading -------------------------------------------------------------------------------------------
-    def _choose_precision(self, precision: str) -> str:
-        arts = self.manifest["artifacts"]
-        has_int8 = all("int8" in arts.get(str(n), {}) for n in self.widths)
-        if precision == "auto":
-            return "int8" if has_int8 else "fp32"
-        if not all(precision in arts.get(str(n), {}) for n in self.widths):
-            raise BundleError(
-                f"{self.bundle} has no {precision} graph for every width {list(self.widths)}: "
-                f"pass precision='auto' or recompile the bundle with {precision}"
-            )
-        return precision
-
-    def _artifact_files(self) -> dict[int, Path]:
-        files, rels = {}, []
-        for n in self.widths:
-            entry = self.manifest["artifacts"][str(n)][self.precision]
-            rel = entry["file"]
-            if self.manifest["files"].get(rel) != entry.get("sha256"):
-                raise BundleIntegrityError(
-                    f"the manifest's files list and artifacts disagree about {rel}: the bundle is damaged, recompile it"
-                )
-            files[n] = artifact_path(self.bundle, rel)
-            rels.append(rel)
-        verify_artifacts(self.bundle, self.manifest, only=rels)
-        return files
-
-    def _choose_backend(self, backend: str, precision: str) -> str:
-        """'auto' takes TensorRT for a bundle compiled for a TensorRT target on a machine with TensorRT and a GPU."""
-        if backend == "onnxruntime":
-            return "onnxruntime"
-        if backend == "auto" and not (self.manifest.get("target", {}).get("backend") == "tensorrt"
-                                      and precision != "fp32" and gpu_available()):
-            return "onnxruntime"
-        if precision == "fp32":
-            raise ConfigError("TensorRT engines are built from the bundle's INT8 graphs: "
-                              "use precision='int8' (or 'auto'), or backend='onnxruntime' for FP32")
-        return "tensorrt"
-
-    def _engine_files(self) -> dict[int, Path]:
-        """This device's plan per width; built once into the bundle (``edge-mimo build-engines``) when missing."""
-        from ..build.tensorrt import build_bundle_engines, check_compatible, device_identity, find_engine
-
-        cc, version = device_identity()
-        if any(find_engine(self.manifest, n, cc, version) is None for n in self.widths):
-            build_bundle_engines(self.bundle)  # first load on this GPU / TensorRT version: build and cache
-            self.manifest = load_manifest(self.bundle)
-        entries = {n: find_engine(self.manifest, n, cc, version) for n in self.widths}
-        for entry in entries.values():
-            check_compatible(entry, cc, version)
-        verify_artifacts(self.bundle, self.manifest, only=[e["file"] for e in entries.values()])
-        return {n: artifact_path(self.bundle, e["file"]) for n, e in entries.items()}
 
     # -- planning ------------------------------------------------------------------------------------------
     def estimate_ms(self, plan_: Plan) -> float:
@@ -147,7 +110,9 @@ class Runtime:
         if budget_ms is not None and not (isinstance(budget_ms, (int, float)) and budget_ms > 0):
             raise ConfigError(f"budget_ms must be a number > 0 (got {budget_ms!r}): give milliseconds, or None for no budget")
         if width is not None:
-            return plan(count, self.capacity, self.widths, width=width)
+            if not _integer(width):
+                raise ConfigError(f"width {width!r} is not an integer: pass one of {list(self.widths)}")
+            return plan(count, self.capacity, self.widths, width=int(width))
         target = min_replicas(policy, self.capacity)
         levels = sorted({self.capacity // n for n in self.widths if self.capacity // n <= target} | {1}, reverse=True)
         for level in levels:
@@ -182,11 +147,7 @@ class Runtime:
         A bad frame gets a result with ``error`` set; the other frames are still classified.
         """
         start = time.perf_counter()
-        if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
-            raise ConfigError(f"infer_many got one {frames.shape} image, not a list of frames: pass [frame] "
-                              "(or a dict {stream: frame}), or call infer(frame)")
-        keys, images = (list(frames.keys()), list(frames.values())) if isinstance(frames, Mapping) else (
-            list(range(len(frames))), list(frames))
+        keys, images = _streams(frames)
         images = [getattr(f, "image", f) for f in images]  # streams' Frame objects carry their image
         roi_list = self._roi_list(rois, keys, isinstance(frames, Mapping))
         batch, good, errors = prepare_batch(images, self.spec, roi_list)
@@ -197,9 +158,8 @@ class Runtime:
         with self._lock:
             if self._closed:
                 raise BackendUnavailableError("this Runtime was closed: create a new Runtime(bundle) to infer again")
-            for n, groups in schedule.by_width().items():
-                idx = np.asarray([g.frames for g in groups])  # [G, n] frame indices
-                outputs[n] = self._timed_run(n, x[idx])
+            for n, groups in pack(x, schedule).items():
+                outputs[n] = self._timed_run(n, groups)
         t_inf = time.perf_counter()
         results = self._results(schedule, outputs, len(good))
         t_end = time.perf_counter()
@@ -218,6 +178,9 @@ class Runtime:
     def _roi_list(rois, keys: list, keyed: bool) -> list | None:
         if rois is None:
             return None
+        if not isinstance(rois, (Mapping, list, tuple)):
+            raise ConfigError(f"rois must be a dict keyed like the frames or a list aligned with them, not a "
+                              f"{type(rois).__name__}: e.g. rois={{'left': (x, y, w, h)}}")
         if isinstance(rois, Mapping):
             unknown = set(rois) - set(keys)
             if unknown:
@@ -245,16 +208,26 @@ class Runtime:
         confidence = probs[np.arange(count), classes].tolist()
         entropy, disagreement = stats["entropy"].tolist(), stats["disagreement"].tolist()
         widths, replicas = frame_width.tolist(), stats["replicas"].tolist()
+        finite = np.isfinite(probs).all(1) & np.isfinite(stats["entropy"]) & np.isfinite(stats["disagreement"])
+        broken = BundleError("the model gave non-finite outputs for this frame: the bundle's graphs or manifest "
+                             "values are broken, recompile the bundle")
         return [dict(class_index=c, class_name=self.class_names[c], probabilities=probs[i], confidence=confidence[i],
                      entropy=entropy[i], disagreement=disagreement[i], replicas=replicas[i], width=widths[i],
-                     uncertain=entropy[i] > self.entropy_threshold[widths[i]])
+                     uncertain=not entropy[i] <= self.entropy_threshold[widths[i]])
+                if finite[i] else dict(error=broken, replicas=replicas[i], width=widths[i])
                 for i, c in enumerate(classes.tolist())]
 
     def close(self) -> None:
-        """Free the backend's device buffers (TensorRT); the Runtime is unusable afterwards."""
+        """Release the backend (sessions, TensorRT device buffers); the Runtime is unusable afterwards."""
         with self._lock:
-            getattr(self._backend, "close", lambda: None)()
+            self._backend.close()
             self._closed = True
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def describe(self) -> dict:
         """What was loaded: backend, precision, widths, capacity, input spec, measured ms per group."""

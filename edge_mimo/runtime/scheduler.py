@@ -35,11 +35,13 @@ class Group:
 
 @dataclass(frozen=True)
 class Plan:
+    """The superposed passes for one call: its groups, on a model of ``capacity`` slots."""
     groups: tuple[Group, ...]
     capacity: int
 
     @property
     def cost(self) -> int:
+        """The number of passes."""
         return len(self.groups)
 
     def replicas(self, count: int) -> np.ndarray:
@@ -50,6 +52,7 @@ class Plan:
         return out
 
     def by_width(self) -> dict[int, list[Group]]:
+        """The groups by width, in plan order (one backend call per width)."""
         out: dict[int, list[Group]] = {}
         for g in self.groups:
             out.setdefault(g.width, []).append(g)

@@ -58,7 +58,9 @@ class MosaicWriter:
             raise ConfigError(f"cannot write video {path}: use a .mp4 or .avi path in a writable directory")
 
     def write(self, tiles: list[np.ndarray]) -> None:
+        """Append one mosaic frame of ``tiles`` (one per stream)."""
         self._writer.write(mosaic(tiles))
 
     def close(self) -> None:
+        """Finish the video file."""
         self._writer.release()

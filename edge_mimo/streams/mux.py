@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from typing import Iterator, Mapping, Sequence
 
 from ..errors import ConfigError
@@ -35,16 +37,18 @@ class StreamMux:
         self.skipped: dict[str, int] = {name: 0 for name in self.sources}  # frames superseded before being read
 
     def start(self) -> "StreamMux":
+        """Start every source's reader thread; returns the mux."""
         for src in self.sources.values():
             src.start()
         return self
 
-    def close(self) -> None:
-        """Stop every reader thread (each is joined) and release the captures."""
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop every reader thread and release the captures, waiting ``timeout`` seconds in all (not per source)."""
         for src in self.sources.values():
             src.request_stop()  # signal all first, so slow ones stop in parallel
+        deadline = time.monotonic() + timeout
         for src in self.sources.values():
-            src.close()
+            src.close(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> "StreamMux":
         return self.start()
@@ -75,9 +79,14 @@ class StreamMux:
         stream to have one too, so that they share superposed passes (latency traded for throughput).
         An empty dict means nothing new arrived (see :meth:`health`).
         """
+        for name, value in (("timeout", timeout), ("gather", gather)):
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0):
+                raise ConfigError(f"{name} must be a number of seconds >= 0 (inf: wait for ever), got {value!r}")
+        timeout = None if math.isinf(timeout) else timeout  # threading cannot wait an infinite time
+        gather = None if math.isinf(gather) else gather
         with self._cond:  # also makes the hand-out atomic: with several consumer threads, each frame goes to one
             self._cond.wait_for(lambda: bool(self._fresh(max_age)) or not self.active, timeout)
-            if gather > 0:
+            if gather is None or gather > 0:
                 live = [n for n, src in self.sources.items() if src.status().state == "live"]
                 self._cond.wait_for(lambda: set(live) <= set(self._fresh(max_age)), gather)
             frames = self._fresh(max_age)
@@ -96,5 +105,6 @@ class StreamMux:
                 return
 
     def health(self) -> dict[str, SourceStatus]:
+        """Each stream's current status (state, fps, reconnects, age, last error)."""
         return {name: src.status() for name, src in self.sources.items()}
 

@@ -13,12 +13,17 @@ Memory is bounded: a source holds one frame, never a queue.
 from __future__ import annotations
 
 import collections
+import ipaddress
 import re
+import select
+import socket
+import stat
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -30,6 +35,7 @@ OPENING, LIVE, STALLED, RECONNECTING, ENDED, FAILED, CLOSED = (
 FINISHED = (ENDED, FAILED, CLOSED)
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 MAX_BAD_READS = 5  # consecutive empty reads from a live source before reconnecting
+POLL = 0.1  # seconds between checks of the stop flag while waiting on the network
 
 
 @dataclass(frozen=True)
@@ -44,11 +50,13 @@ class Frame:
 
     @property
     def age(self) -> float:
+        """Seconds since capture."""
         return time.monotonic() - self.monotonic
 
 
 @dataclass(frozen=True)
 class SourceStatus:
+    """A snapshot of one source's health, as :meth:`VideoSource.status` reports it."""
     stream: str
     state: str
     frames: int  # frames read so far
@@ -113,7 +121,8 @@ class VideoSource:
 
     # -- public --------------------------------------------------------------------------------------------
     def start(self) -> "VideoSource":
-        if not self._thread.is_alive() and not self._stop.is_set():
+        """Start the reader thread (once: a source that ended, failed or was closed stays so)."""
+        if self._thread.ident is None and not self._stop.is_set():
             self._thread.start()
         return self
 
@@ -132,10 +141,12 @@ class VideoSource:
         self._notify()
 
     def latest(self) -> Frame | None:
+        """The freshest frame read so far, or None."""
         with self._lock:
             return self._latest
 
     def status(self) -> SourceStatus:
+        """The source's health now (LIVE turns STALLED when no frame came for ``stall_after`` s)."""
         with self._lock:
             state, last, times = self._state, self._latest, list(self._times)
             frames, reconnects, error = self._frames, self._reconnects, self._error
@@ -147,6 +158,7 @@ class VideoSource:
 
     @property
     def finished(self) -> bool:
+        """True once the source ended or failed for good."""
         with self._lock:
             return self._state in FINISHED
 
@@ -174,14 +186,83 @@ class VideoSource:
                 self._error = error
         self._notify()
 
+    def _wait_readable(self, sock: socket.socket, deadline: float, writable: bool = False) -> bool:
+        """Wait for ``sock`` in short slices, so that :meth:`close` is never held up; False on stop or timeout."""
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            ready = select.select([] if writable else [sock], [sock] if writable else [], [], POLL)
+            if ready[0] or ready[1]:
+                return True
+        return False
+
+    def _probe(self) -> str | None:
+        """Before OpenCV opens an RTSP or UDP source, check here that it answers (None if it does, else why not).
+
+        OpenCV's FFmpeg backend opens captures under one process-wide lock: a camera that accepts and never
+        answers would hold every other source's open (files included) for its whole ``open_timeout``. This wait
+        holds no lock and stops as soon as :meth:`close` is called.
+        """
+        url = urlsplit(str(self.target))
+        scheme, deadline = url.scheme.lower(), time.monotonic() + self.open_timeout
+        try:
+            port = url.port
+        except ValueError:
+            return f"cannot open {self.uri!r}: its port is not a number, check the URL"
+        if scheme == "udp" and port:
+            host = url.hostname or ""
+            try:
+                if host and ipaddress.ip_address(socket.gethostbyname(host)).is_multicast:
+                    return None  # a multicast group: OpenCV joins it itself
+            except OSError as e:
+                return f"cannot open {self.uri!r} ({e.strerror or e}): check the host name"
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("", port))
+                except OSError:
+                    return None  # someone else holds the port: let OpenCV try
+                if self._wait_readable(sock, deadline):
+                    return None
+            return f"cannot open {self.uri!r}: no data arrived on UDP port {port} within {self.open_timeout:g} s"
+        if scheme != "rtsp":
+            return None
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setblocking(False)
+            try:
+                sock.connect_ex((socket.gethostbyname(url.hostname or ""), port or 554))
+                if not self._wait_readable(sock, deadline, writable=True) or sock.getsockopt(
+                        socket.SOL_SOCKET, socket.SO_ERROR):
+                    return f"cannot open {self.uri!r}: the camera does not accept connections, check the URL"
+                sock.send(f"OPTIONS {self.target} RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: edge-mimo\r\n\r\n".encode())
+                if self._wait_readable(sock, deadline) and sock.recv(1):
+                    return None
+            except OSError as e:
+                return f"cannot open {self.uri!r} ({e.strerror or e}): check the URL and the network"
+        return (f"cannot open {self.uri!r}: the camera accepted the connection but did not answer within "
+                f"{self.open_timeout:g} s; check the camera (or raise open_timeout)")
+
     def _open(self) -> cv2.VideoCapture | None:
         params = []
         if self.kind == "network":
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout * 1000),
                       cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout * 1000)]
-        if self.kind == "file" and not Path(str(self.target)).exists() and "%" not in str(self.target):
-            self._error = f"{self.target} does not exist: check the path"
-            return None
+            problem = self._probe()
+            if problem:
+                self._error = problem
+                return None
+        if self.kind == "file" and "%" not in str(self.target):
+            path = Path(str(self.target))
+            try:
+                mode = path.stat().st_mode
+            except FileNotFoundError:
+                self._error = f"{self.target} does not exist: check the path"
+                return None
+            except OSError as e:
+                self._error = f"{self.target} cannot be read ({e.strerror or e}): check the path and its permissions"
+                return None
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a FIFO would block the open for ever
+                self._error = (f"{self.target} is not a regular file (a pipe, socket or device): give a video file, "
+                               "a device as /dev/videoN or a URL")
+                return None
         try:
             cap = cv2.VideoCapture(self.target, self.api, params)
         except cv2.error as e:
@@ -208,9 +289,12 @@ class VideoSource:
             with self._lock:
                 self._reconnects += not first
                 self._error = None  # connected again: the last problem is over
-            failures, first = 0, False
+                before = self._frames
+            first = False
             outcome = self._read_until_lost(cap)
             cap.release()
+            if self._frames > before:
+                failures = 0  # a source that opens but gives no frame still counts against its retries
             if outcome == ENDED:
                 self._set_state(ENDED)
                 return
@@ -226,12 +310,16 @@ class VideoSource:
         """Read frames until stop ('stopped'), a file's end ('ended') or a lost source ('lost')."""
         fps = cap.get(cv2.CAP_PROP_FPS)
         period = 1.0 / fps if self.pace and 0 < fps < 1000 else (1.0 / 30 if self.pace else 0.0)
-        next_at, bad = time.monotonic(), 0
+        next_at, bad, rewound = time.monotonic(), 0, False
         while not self._stop.is_set():
             ok, image = cap.read()
             if not ok or image is None or image.size == 0:
                 if self.kind == "file":
+                    if rewound:  # nothing to read even from the start: the file was truncated or replaced
+                        self._error = f"{self.uri!r} gave no frame after rewinding (truncated or replaced?): reopening"
+                        return "lost"
                     if self.loop and self._frames and cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
+                        rewound = True
                         continue
                     return ENDED
                 bad += 1
@@ -239,7 +327,7 @@ class VideoSource:
                     self._error = f"{self.uri!r} stopped delivering frames: reconnecting (check the camera/network)"
                     return "lost"
                 continue
-            bad = 0
+            bad, rewound = 0, False
             now = time.monotonic()
             with self._lock:
                 self._latest = Frame(self.name, image, self._frames, time.time(), now)

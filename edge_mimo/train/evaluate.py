@@ -7,34 +7,23 @@ import torch
 
 from ..metrics import softmax, summary
 from ..models.base import SuperposedClassifier
-from ..packing import pack_groups, unpack_groups
-
-
-def normalize(images: np.ndarray | torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 [..., C, H, W] -> float32 normalised with per-channel mean/std (in 0..1 units)."""
-    x = torch.as_tensor(images).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    return (x - m) / s
+from ..runtime.batching import frame_logits, model_inputs, spec_for
 
 
 @torch.no_grad()
 def predict_logits(model: SuperposedClassifier, images: np.ndarray, width: int, batch: int = 256) -> np.ndarray:
-    """Per-replica logits [M, N/n, classes] for uint8 images [M, C, H, W], packed n distinct per pass."""
+    """Replica-averaged logits [M, classes] of uint8 images [M, C, H, W] at one width, prepared and packed by
+    the runtime's own path (:mod:`edge_mimo.runtime.batching`), so training figures are the runtime's."""
     model.eval()
     device = next(model.parameters()).device
-    groups, _ = pack_groups(images, width)
-    outs = []
-    for i in range(0, len(groups), batch):
-        x = normalize(groups[i : i + batch], model.config.mean, model.config.std).to(device)
-        outs.append(model(x).float().cpu().numpy())
-    return unpack_groups(np.concatenate(outs), len(images))
+    x = model_inputs(images, spec_for(model.config))
+
+    def run(n: int, groups: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(groups).to(device)).float().cpu().numpy()
+
+    return frame_logits(run, x, width, model.config.capacity, batch)
 
 
 def evaluate(model: SuperposedClassifier, images: np.ndarray, labels: np.ndarray, widths=None) -> dict:
     """{width: {accuracy, nll, ece}} of the replica-averaged prediction."""
-    results = {}
-    for n in widths or model.config.widths:
-        logits = predict_logits(model, images, n).mean(1)
-        results[n] = summary(softmax(logits), labels)
-    return results
+    return {n: summary(softmax(predict_logits(model, images, n)), labels) for n in widths or model.config.widths}

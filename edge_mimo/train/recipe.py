@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import signal
 import threading
@@ -32,9 +33,12 @@ from ..models.base import SuperposedClassifier
 from .camera_augment import CameraAugment, camera_augment
 from .evaluate import evaluate
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class TrainConfig:
+    """The recipe's settings (``edge-mimo train`` options map onto these fields)."""
     epochs: int = 15
     batch: int = 64  # superposed groups per step
     lr: float = 0.1
@@ -65,6 +69,7 @@ class SlotSampler:
         self.perm, self.pos = torch.randperm(size, generator=generator), 0
 
     def take(self, count: int) -> torch.Tensor:
+        """The next ``count`` indices, reshuffling at the end of each pass."""
         out = []
         while count:
             if self.pos == self.size:
@@ -231,7 +236,6 @@ def train(
     cfg: TrainConfig,
     checkpoint: str | Path | None = None,
     val: ImageSet | None = None,
-    log=print,
 ) -> dict:
     """Train ``model`` in place; resumes from ``checkpoint`` if it exists. Returns a history dict.
 
@@ -274,7 +278,7 @@ def train(
         batches.sampler.perm, batches.sampler.pos, step = state["perm"].cpu(), state["pos"], state["step"]
         history = json.loads(state["history"])
         run_loss, run_acc = state["running"]
-        log(f"resumed from {ckpt} at step {step}/{total}")
+        logger.info("resumed from %s at step %d/%d", ckpt, step, total)
 
     def save() -> None:
         if ckpt:
@@ -320,7 +324,7 @@ def train(
                 epoch = round(entry["epoch"])
                 if val is not None and (step == total or (cfg.eval_every and epoch % cfg.eval_every == 0)):
                     entry["val"] = {str(k): v for k, v in evaluate(model, val.images, val.labels).items()}
-                    log(f"epoch {epoch}: loss {run_loss:.4f}, " + ", ".join(
+                    logger.info(f"epoch {epoch}: loss {run_loss:.4f}, " + ", ".join(
                         f"n={k} acc {v['accuracy']:.4f}" for k, v in entry["val"].items()))
                 history["epochs"].append(entry)
             if end_of_epoch or step % cfg.checkpoint_every == 0:
@@ -328,8 +332,9 @@ def train(
     bar.close()
     if step < total:
         save()
-        log(f"interrupted at step {step}/{total}" + (f": checkpoint {ckpt} written, run the same command to resume"
-                                                     if ckpt else " (no --checkpoint: the work is lost)"))
+        logger.warning(f"interrupted at step {step}/{total}" + (
+            f": checkpoint {ckpt} written, run the same command to resume" if ckpt
+            else " (no --checkpoint: the work is lost)"))
         raise KeyboardInterrupt
     recalibrate_batchnorm(model, batches, cfg)
     model.to(memory_format=torch.contiguous_format)

@@ -7,14 +7,14 @@ import hashlib
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from ..packing import pack_groups
+from ..bundle.names import INPUT_NAME
+from ..runtime.batching import images_spec, model_inputs, width_groups
 
 
-def normalize(images: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 [..., C, H, W] -> float32 normalised with per-channel mean/std (0..1 units)."""
-    m = np.asarray(mean, np.float32).reshape(-1, 1, 1)
-    s = np.asarray(std, np.float32).reshape(-1, 1, 1)
-    return (images.astype(np.float32) / 255.0 - m) / s
+def calibration_groups(images: np.ndarray, width: int, mean, std) -> np.ndarray:
+    """uint8 images [M, C, H, W] -> superposed groups [G, width, C, H, W] of model inputs, prepared and packed
+    by the runtime's own path (:mod:`edge_mimo.runtime.batching`)."""
+    return width_groups(model_inputs(images, images_spec(images, mean, std)), width)
 
 
 def data_hash(images: np.ndarray) -> str:
@@ -31,19 +31,21 @@ class GroupReader(CalibrationDataReader):
     superposed activations.
     """
 
-    def __init__(self, images: np.ndarray, width: int, mean, std, input_name: str = "images", batch: int = 16):
-        groups, _ = pack_groups(normalize(images, mean, std), width)
+    def __init__(self, images: np.ndarray, width: int, mean, std, input_name: str = INPUT_NAME, batch: int = 16):
+        groups = calibration_groups(images, width, mean, std)
         self.batches = [groups[i : i + batch] for i in range(0, len(groups), batch)]
         self.input_name = input_name
         self.pos = 0
 
     def get_next(self) -> dict | None:
+        """The next batch of superposed groups as ONNX Runtime feeds, or None at the end."""
         if self.pos >= len(self.batches):
             return None
         self.pos += 1
         return {self.input_name: self.batches[self.pos - 1]}
 
     def rewind(self) -> None:
+        """Start again from the first batch."""
         self.pos = 0
 
     def __len__(self) -> int:

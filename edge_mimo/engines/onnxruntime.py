@@ -1,20 +1,21 @@
-"""Inference backends: one loaded graph or engine per width, called with superposed groups."""
+"""ONNX Runtime backend: one session per width over the bundle's FP32 or INT8 ONNX graphs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
+from ..bundle.manifest import Manifest, artifact_path
 from ..errors import BackendUnavailableError, BundleIntegrityError
+from .base import LoadOptions
 
 
-def session_options(threads: int | None = None):
+def session_options(threads: int | None = None) -> ort.SessionOptions:
     """ONNX Runtime options for superposed passes: ``threads`` intra-op threads (None: ORT's choice), one pass at
     a time; the threads spin while a pass runs (no wake-up per operator) and stop as soon as it returns, so
     preprocessing and the caller have the cores between passes."""
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -25,6 +26,11 @@ def session_options(threads: int | None = None):
     return options
 
 
+def bundle_graphs(bundle: Path, manifest: Manifest, precision: str) -> dict[int, Path]:
+    """The bundle's ``precision`` graph per width (the files are checked by :func:`~.factory.load_backend`)."""
+    return {n: artifact_path(bundle, manifest.artifacts[n].graph(precision).file) for n in manifest.widths}
+
+
 class OnnxRuntimeBackend:
     """ONNX Runtime sessions, one per width, loaded once. ``run`` is thread-safe (ORT sessions are)."""
 
@@ -32,10 +38,9 @@ class OnnxRuntimeBackend:
 
     def __init__(self, graphs: dict[int, Path], threads: int | None = None, providers: list[str] | None = None,
                  input_chw: tuple[int, int, int] | None = None, capacity: int | None = None,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, precision: str = "int8") -> None:
         """``input_chw``, ``capacity``, ``num_classes``: what the manifest promises; a graph that disagrees is refused."""
-        import onnxruntime as ort
-
+        self.precision = precision
         options = session_options(threads)
         available = ort.get_available_providers()
         providers = providers or ["CPUExecutionProvider"]
@@ -54,7 +59,13 @@ class OnnxRuntimeBackend:
                 raise BundleIntegrityError(
                     f"ONNX Runtime cannot load {path.name} ({type(e).__name__}: {e}): recompile the bundle"
                 ) from e
-            inp, outp = session.get_inputs()[0], session.get_outputs()[0]
+            inputs, outputs = session.get_inputs(), session.get_outputs()
+            kinds = [(v.name, v.type) for v in inputs + outputs]
+            if len(inputs) != 1 or len(outputs) < 1 or any(t != "tensor(float)" for _, t in kinds):
+                raise BundleIntegrityError(
+                    f"{path.name} has inputs/outputs {kinds}, expected one float32 input and float32 logits: "
+                    "graph and manifest disagree, recompile the bundle")
+            inp, outp = inputs[0], outputs[0]
             want_in = ["B", n, *(input_chw or ("C", "H", "W"))]
             want_out = ["B", capacity // n if capacity else "R", n, num_classes or "K"]
             for what, got, want in (("input", inp.shape, want_in), ("output", outp.shape, want_out)):
@@ -64,8 +75,16 @@ class OnnxRuntimeBackend:
                         f"{path.name} takes {what} {got}, expected {want} from the manifest: "
                         "graph and manifest disagree, recompile the bundle"
                     )
-            self.sessions[n] = (session, inp.name, session.get_outputs()[0].name)
+            self.sessions[n] = (session, inp.name, outp.name)
             self.fixed_batch[n] = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+    @classmethod
+    def load(cls, bundle: Path, manifest: Manifest, options: LoadOptions) -> OnnxRuntimeBackend:
+        """Sessions over the bundle's ``options.precision`` graphs, checked against the manifest's shapes."""
+        spec = manifest.input
+        return cls(bundle_graphs(bundle, manifest, options.precision), threads=options.threads,
+                   input_chw=(spec.channels, spec.height, spec.width_px), capacity=manifest.model.capacity,
+                   num_classes=manifest.model.num_classes, precision=options.precision)
 
     def run(self, width: int, groups: np.ndarray) -> np.ndarray:
         """groups float32 [G, n, C, H, W] -> per-replica logits [G, N/n, n, K]."""
@@ -77,3 +96,7 @@ class OnnxRuntimeBackend:
         padded = np.concatenate([groups, np.repeat(groups[-1:], pad, axis=0)]) if pad else groups
         outs = [session.run([out], {inp: padded[i : i + fixed]})[0] for i in range(0, len(padded), fixed)]
         return np.concatenate(outs)[: len(groups)]
+
+    def close(self) -> None:
+        """Drop the sessions."""
+        self.sessions = {}

@@ -1,0 +1,65 @@
+"""The one path from images to per-frame logits: preprocessing, normalisation, packing into superposed
+groups and reading replicas back, exactly as :meth:`Runtime.infer_many` does it.
+
+INT8 calibration, the compile gate (accuracy, temperature, uncertainty threshold), training evaluation and the
+runtime all go through these functions, so every reported figure is a figure of the shipped path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .preprocess import InputSpec, Normalizer, prepare_batch
+from .scheduler import Plan, gather, plan
+
+RunWidth = Callable[[int, np.ndarray], np.ndarray]  # (width n, inputs [G, n, C, H, W]) -> logits [G, N/n, n, K]
+
+
+def model_inputs(images: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """uint8 images [M, C, H, W] (a dataset's, any size) -> normalised float32 model inputs [M, C, h, w],
+    through the runtime's frame preprocessing (colour, centre crop, exact area resize) and normaliser."""
+    frames = list(images[:, 0]) if images.shape[1] == 1 else [img.transpose(1, 2, 0)[..., ::-1] for img in images]
+    batch, _, errors = prepare_batch(frames, spec)
+    if errors:
+        index, error = next(iter(errors.items()))
+        raise ValueError(f"image {index} of the dataset cannot be used: {error}")
+    return Normalizer(spec)(batch)
+
+
+def spec_for(config) -> InputSpec:
+    """The input spec of a model config (channels, square size, mean/std; centre crop)."""
+    return InputSpec(config.in_channels, config.image_size, config.image_size,
+                     "gray" if config.in_channels == 1 else "rgb", tuple(config.mean), tuple(config.std))
+
+
+def pack(x: np.ndarray, plan_: Plan) -> dict[int, np.ndarray]:
+    """Model inputs [M, C, H, W] -> {width n: groups [G_n, n, C, H, W]} in ``plan_.by_width()`` order."""
+    return {n: x[np.asarray([g.frames for g in groups])] for n, groups in plan_.by_width().items()}
+
+
+def width_groups(x: np.ndarray, width: int) -> np.ndarray:
+    """All of ``x`` packed ``width`` distinct frames per group (the runtime's forced-width plan, which does not
+    depend on the capacity): [ceil(M / width), width, C, H, W]; a short last group repeats its frames."""
+    if len(x) == 0:
+        raise ValueError("no images to pack: give at least one")
+    return pack(x, plan(len(x), width, (width,), width=width))[width]
+
+
+def images_spec(images: np.ndarray, mean, std) -> InputSpec:
+    """The input spec of a dataset's images [M, C, H, W] normalised with ``mean``/``std`` (as-is size)."""
+    c, h, w = images.shape[1:]
+    return InputSpec(c, h, w, "gray" if c == 1 else "rgb", tuple(mean), tuple(std))
+
+
+def frame_logits(run: RunWidth, x: np.ndarray, width: int, capacity: int, batch: int = 64) -> np.ndarray:
+    """Replica-averaged logits [M, K] of model inputs ``x`` at one width, as ``infer_many(width=...)`` forms
+    them (a frame in a short last group gets the extra replicas of the spare positions)."""
+    plan_ = plan(len(x), capacity, (width,), width=width)
+    groups = width_groups(x, width)
+    out = np.concatenate([run(width, groups[i : i + batch]) for i in range(0, len(groups), batch)])
+    logits, owner = gather(plan_, {width: out}, len(x))
+    starts = np.searchsorted(owner, np.arange(len(x)))
+    counts = np.diff(np.append(starts, len(owner)))
+    return np.add.reduceat(logits.astype(np.float64), starts, axis=0) / counts[:, None]

@@ -1,0 +1,73 @@
+"""Runtime arguments that were read leniently or crashed with foreign exceptions (issue 11, items 15 and 17)."""
+
+import numpy as np
+import pytest
+
+from edge_mimo.errors import ConfigError, FrameError
+from edge_mimo.runtime.preprocess import check_roi
+
+FRAME = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("frames", ["abc", b"abc", None, (f for f in [FRAME]), iter([FRAME]), np.float32(1.0),
+                                    np.array(3.0), 42, {FRAME.tobytes()[:3]}])
+def test_anything_but_a_list_or_dict_of_frames_is_a_config_error(cpu_runtime, frames):
+    with pytest.raises(ConfigError, match="list of frames.*dict") as info:
+        cpu_runtime.infer_many(frames)
+    assert "pass" in str(info.value)
+
+
+def test_a_batch_array_of_frames_is_still_one_stream_per_frame(cpu_runtime):
+    results = cpu_runtime.infer_many(np.stack([FRAME, FRAME]))
+    assert len(results) == 2 and all(r.ok for r in results)
+
+
+@pytest.mark.parametrize("roi", ["1234", b"1234", "0,0,10,10", (0.5, 0, 10, 10), (0, 0, 10.7, 10), (0, 0, np.inf, 10),
+                                 (0, 0, float("nan"), 10), (True, 0, 10, 10), (x for x in (0, 0, 10, 10)),
+                                 {0: 0, 1: 0, 2: 10, 3: 10}, (0, 0, 10, 10, 5)])
+def test_malformed_regions_of_interest_are_refused_never_truncated(roi):
+    with pytest.raises(ConfigError, match="four integers"):
+        check_roi(roi)
+
+
+def test_integer_regions_of_interest_of_any_integer_type_are_accepted():
+    assert check_roi((np.int64(1), np.uint16(2), 3, 4)) == (1, 2, 3, 4)
+    assert check_roi(np.array([1, 2, 3, 4])) == (1, 2, 3, 4) and check_roi([1, 2, 3, 4]) == (1, 2, 3, 4)
+
+
+def test_a_region_reaching_outside_the_frame_is_an_error_for_that_stream_not_clipped(cpu_runtime):
+    frames = {"a": FRAME, "b": FRAME}
+    results = cpu_runtime.infer_many(frames, rois={"a": (100, 50, 100, 100), "b": (60, 20, 100, 100)})
+    assert not results["a"].ok and isinstance(results["a"].error, FrameError)
+    assert "outside the 160x120 frame" in str(results["a"].error)
+    assert results["b"].ok  # exactly inside: 60 + 100 = 160, 20 + 100 = 120
+
+
+def test_regions_of_interest_given_as_a_generator_are_a_config_error(cpu_runtime):
+    with pytest.raises(ConfigError, match="rois must be a dict.*or a list"):
+        cpu_runtime.infer_many([FRAME], rois=(r for r in [(0, 0, 10, 10)]))
+
+
+def test_masked_arrays_are_refused_not_classified_with_their_hidden_values(cpu_runtime):
+    masked = np.ma.masked_invalid(np.full((40, 40), np.nan, np.float32))
+    result = cpu_runtime.infer_many([masked, FRAME])
+    assert not result[0].ok and "masked array" in str(result[0].error) and "filled" in str(result[0].error)
+    assert result[1].ok
+
+
+@pytest.mark.parametrize("width", [2.0, np.float64(4.0), True, "2"])
+def test_a_width_that_is_no_integer_is_a_config_error(cpu_runtime, width):
+    with pytest.raises(ConfigError, match="width"):
+        cpu_runtime.infer_many([FRAME, FRAME], width=width)
+
+
+def test_a_numpy_integer_width_works(cpu_runtime):
+    assert cpu_runtime.infer_many([FRAME, FRAME], width=np.int64(2))[0].width == 2
+
+
+@pytest.mark.parametrize("threads", [2.5, "2", -1, True])
+def test_threads_that_are_no_whole_number_are_a_config_error(cpu_bundle, threads):
+    from edge_mimo import Runtime
+
+    with pytest.raises(ConfigError, match="threads must be a whole number"):
+        Runtime(cpu_bundle, threads=threads, warmup=False)
