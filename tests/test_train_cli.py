@@ -216,7 +216,7 @@ def test_targets_command_lists_the_profiles(capsys):
     from edge_mimo.compile.targets import list_targets
 
     assert main(["targets", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == list_targets()
+    assert json.loads(capsys.readouterr().out) == {name: t.to_dict() for name, t in list_targets().items()}
     assert main(["targets"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(list_targets())
