@@ -183,8 +183,9 @@ def usable(m: dict) -> bool:
             return False
     if not (isinstance(m.get("files"), dict) and all(isinstance(v, str) and len(v) == 64 for v in m["files"].values())):
         return False
+    width_key = "width" if m["schema_version"] < 2 else "width_px"  # schema 2 renamed the input's pixel width
     if not (isinstance(inp, dict) and type(inp.get("channels")) is int and inp["channels"] in (1, 3)
-            and count(inp.get("height")) and count(inp.get("width"))):
+            and count(inp.get("height")) and count(inp.get(width_key))):
         return False
     stats = [inp.get("mean"), inp.get("std")]
     if not all(isinstance(v, list) and len(v) == inp["channels"] and all(number(x) for x in v) for v in stats):
