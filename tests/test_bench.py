@@ -3,6 +3,7 @@
 import json
 
 import cv2
+import numpy as np
 
 from edge_mimo.bench.frames import camera_frames
 from edge_mimo.bench.run import POLICIES, ratios
@@ -22,13 +23,15 @@ def test_interleaved_measurement_and_summary():
     assert s["p50_ms"] <= s["p99_ms"] and s["repeats"] == 5
 
 
-def test_camera_frames_hold_the_garment():
+def test_camera_frames_hold_the_garment_in_a_scene():
     images = shipped_sample("validation").images[:3]
     frames = camera_frames(images)
     assert [f.shape for f in frames] == [(480, 640, 3)] * 3
     garment = cv2.resize(images[0, 0], (480, 480), interpolation=cv2.INTER_LINEAR)
-    assert (frames[0][:, 80:560, 1] >= garment).all()  # the garment is drawn over the background
-    assert frames[0][:, :60].mean() < 80  # a dark background beside it
+    crop = frames[0][:, 80:560, 1].astype(float)
+    inside, outside = garment > 60, cv2.resize(images[0, 0], (480, 480), interpolation=cv2.INTER_NEAREST) == 0
+    assert np.corrcoef(crop[inside | outside], garment[inside | outside])[0, 1] > 0.5  # the garment is there
+    assert crop[outside].mean() > 20  # on a scene, not on the dataset's black
 
 
 def test_ratios_from_rows():
