@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 
-from edge_mimo import Runtime
+from edge_mimo import Runtime, live
 from edge_mimo.streams import StreamMux
 
 from demo_videos import write_demo_videos
@@ -23,18 +23,20 @@ def main(bundle: str, sources: list[str]) -> None:
     names = {f"cam{i}": uri for i, uri in enumerate(sources)}
     seen = dict.fromkeys(names, 0)
     start = time.monotonic()
+
+    def show(frame, r) -> None:
+        seen[frame.stream] += 1
+        if not r.ok:
+            print(f"{frame.stream}: bad frame: {r.error}")
+        elif seen[frame.stream] % 10 == 1:
+            flag = "  <- uncertain" if r.uncertain else ""
+            print(f"{frame.stream} frame {frame.index:4d}: {r.class_name:12s} {r.confidence:5.1%} "
+                  f"(width {r.width}, {r.replicas} replicas, {r.timing.total_ms:.1f} ms){flag}")
+
     with StreamMux(names) as mux:
-        while mux.active:  # until every source has ended or failed; a dead one never blocks the others
-            frames = mux.read(timeout=1.0, gather=0.03)  # wait up to 30 ms so streams share superposed passes
-            results = runtime.infer_many(frames)  # one superposed pass for up to N cameras
-            for name, r in results.items():
-                seen[name] += 1
-                if not r.ok:
-                    print(f"{name}: bad frame: {r.error}")
-                elif seen[name] % 10 == 1:
-                    flag = "  <- uncertain" if r.uncertain else ""
-                    print(f"{name} frame {frames[name].index:4d}: {r.class_name:12s} {r.confidence:5.1%} "
-                          f"(width {r.width}, {r.replicas} replicas, {r.timing.total_ms:.1f} ms){flag}")
+        # Until every source has ended or failed (a dead one never blocks the others); gather_ms: wait up to
+        # 30 ms so that streams share superposed passes (one pass for up to N cameras).
+        live.run(runtime, mux, show, gather_ms=30)
         elapsed = time.monotonic() - start
         for name, status in mux.health().items():
             print(f"{name}: {status.state}, {seen[name]} frames classified ({seen[name] / elapsed:.1f}/s), "

@@ -9,9 +9,8 @@ holds that frame: an ensemble) and, if still uncertain, the robot holds still fo
 
 import argparse
 import tempfile
-import time
 
-from edge_mimo import Runtime
+from edge_mimo import Runtime, live
 from edge_mimo.streams import StreamMux
 
 from demo_videos import write_demo_videos
@@ -31,32 +30,31 @@ def main() -> None:
 
     runtime = Runtime(args.bundle)
     sources = args.sources or write_demo_videos(tempfile.mkdtemp(prefix="edge-mimo-robot-"))
-    period, actions, holds, requeried = 1.0 / args.hz, 0, 0, 0
+    period, counts = 1.0 / args.hz, {"actions": 0, "holds": 0, "requeried": 0}
+
+    def act(frame, r) -> None:
+        name = frame.stream
+        if not r.ok:  # a bad frame from one camera: the others are still handled
+            print(f"{name}: skipped ({r.error})")
+            return
+        if r.uncertain:
+            counts["requeried"] += 1
+            r = runtime.infer_many({name: frame}, policy="robust")[name]
+        if r.uncertain:
+            counts["holds"] += 1
+            print(f"{name}: hold still ({r.class_name}? entropy {r.entropy:.2f}, disagreement {r.disagreement:.3f})")
+        else:
+            counts["actions"] += 1
+            print(f"{name}: {decide(r)} ({r.confidence:.0%}, {r.replicas} replicas)")
+
     with StreamMux({f"cam{i}": s for i, s in enumerate(sources)}) as mux:
-        next_tick = time.monotonic()
-        while mux.active:
-            frames = {name: f.image for name, f in mux.read(timeout=period).items() if f.age < 2 * period}
-            if frames:
-                results = runtime.infer_many(frames, policy="throughput", budget_ms=args.budget_ms)
-                for name, r in results.items():
-                    if not r.ok:  # a bad frame from one camera: the others are still handled
-                        print(f"{name}: skipped ({r.error})")
-                        continue
-                    if r.uncertain:
-                        requeried += 1
-                        r = runtime.infer_many({name: frames[name]}, policy="robust")[name]
-                    if r.uncertain:
-                        holds += 1
-                        print(f"{name}: hold still ({r.class_name}? entropy {r.entropy:.2f}, "
-                              f"disagreement {r.disagreement:.3f})")
-                    else:
-                        actions += 1
-                        print(f"{name}: {decide(r)} ({r.confidence:.0%}, {r.replicas} replicas)")
-            next_tick += period
-            time.sleep(max(0.0, next_tick - time.monotonic()))
+        # One tick per period: the freshest frame of every live camera (none older than two ticks), classified
+        # together within the inference budget.
+        live.run(runtime, mux, act, policy="throughput", budget_ms=args.budget_ms, period=period,
+                 max_age=2 * period)
         for name, status in mux.health().items():
             print(f"{name}: {status.state}" + (f" ({status.error})" if status.error else ""))
-    print(f"{actions} actions, {holds} holds, {requeried} re-queries with the full ensemble")
+    print(f"{counts['actions']} actions, {counts['holds']} holds, {counts['requeried']} re-queries with the full ensemble")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`edge-mimo train` as users run it: seeds, tiny runs, interruption and resume, image folders."""
 
 import json
+import logging
 import signal
 
 import cv2
@@ -72,20 +73,29 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights_and_history(tmp_pa
         return build_model(config)
 
     whole = fresh()
-    whole_history = train(whole, data, cfg, val=val, log=lambda *_: None)
+    whole_history = train(whole, data, cfg, val=val)
 
-    def ctrl_c_after_first_epoch(message: str) -> None:
-        if message.startswith("epoch 1:"):
-            signal.raise_signal(signal.SIGINT)
+    class CtrlCAfterFirstEpoch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("epoch 1:"):
+                signal.raise_signal(signal.SIGINT)
 
     ckpt = tmp_path / "run.ckpt"
     cut = fresh()
-    with pytest.raises(KeyboardInterrupt):
-        train(cut, data, cfg, checkpoint=ckpt, val=val, log=ctrl_c_after_first_epoch)
+    recipe_log, handler = logging.getLogger("edge_mimo.train.recipe"), CtrlCAfterFirstEpoch()
+    level = recipe_log.level
+    recipe_log.addHandler(handler)
+    recipe_log.setLevel(logging.INFO)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cut, data, cfg, checkpoint=ckpt, val=val)
+    finally:
+        recipe_log.removeHandler(handler)
+        recipe_log.setLevel(level)
     state = torch.load(ckpt, weights_only=True)
     assert 0 < state["step"] < 3 * 12  # stopped mid-way, at a step boundary
     resumed = fresh()
-    history = train(resumed, data, cfg, checkpoint=ckpt, val=val, log=lambda *_: None)
+    history = train(resumed, data, cfg, checkpoint=ckpt, val=val)
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     assert [e["loss"] for e in history["epochs"]] == [e["loss"] for e in whole_history["epochs"]]

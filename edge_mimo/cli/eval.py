@@ -62,16 +62,18 @@ def run(args) -> int:
         data = data.subset(slice(0, args.limit))
     ood = shipped_sample("digits-ood").images[: args.ood_limit] if args.ood_limit else None
     runtime = Runtime(args.bundle, threads=args.threads)
-    print(f"camera suite: {len(data)} images x {len(conditions or CONDITIONS)} conditions, "
-          f"{args.streams} streams per call, {runtime.precision} on {runtime.backend_name}")
+    say = (lambda *_: None) if args.json else print  # --json: stdout holds the JSON alone
+    say(f"camera suite: {len(data)} images x {len(conditions or CONDITIONS)} conditions, "
+        f"{args.streams} streams per call, {runtime.precision} on {runtime.backend_name}")
     result = run_suite(runtime, data.images, data.labels, ood,
                        conditions=[CONDITIONS[n] for n in conditions] if conditions else None,
                        policies=policies, streams=args.streams, seed=args.seed)
     result.update(bundle=str(args.bundle), data=args.data, precision=runtime.precision)
     table = markdown_table(result)
-    print(json.dumps(result, indent=2) if args.json else table)
+    if args.json:
+        print(json.dumps(result, indent=2))
     misses = result["goals"]["misses"]
-    print(f"goals: {len(misses)} missed" + "".join(f"\n  - {m}" for m in misses))
+    say(table + f"\ngoals: {len(misses)} missed" + "".join(f"\n  - {m}" for m in misses))
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)
         (args.output / "camera_suite.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -79,6 +81,6 @@ def run(args) -> int:
         try:
             suite_plot(result, args.output / "camera_suite.png")
         except ModuleNotFoundError:
-            print("plot skipped: install matplotlib (the compile extra) for camera_suite.png")
-        print(f"wrote {args.output}/camera_suite.json, .md, .png")
+            say("plot skipped: install matplotlib (the compile extra) for camera_suite.png")
+        say(f"wrote {args.output}/camera_suite.json, .md, .png")
     return 0

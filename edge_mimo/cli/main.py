@@ -22,9 +22,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-mimo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        module = importlib.import_module(f".{name.replace('-', '_')}", __package__)
+        try:
+            module = importlib.import_module(f".{name.replace('-', '_')}", __package__)
+        except ModuleNotFoundError as e:  # a lean or broken install: the other commands (``check``) still work
+            if e.name not in FIX:
+                raise
+            _unavailable(sub, name, e.name)
+            continue
         module.add_parser(sub)
     return parser
+
+
+def _unavailable(sub, name: str, missing: str) -> None:
+    """A placeholder for a command whose runtime dependency ``missing`` cannot be imported here."""
+
+    def run(args) -> int:
+        print(f"edge-mimo {name}: error: this command needs {missing}, which cannot be imported: {FIX[missing]} "
+              "(`edge-mimo check` shows what is installed)", file=sys.stderr)
+        return 2
+
+    p = sub.add_parser(name, help=f"(unavailable: needs {missing})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(run=run)
 
 
 def configure_logging(quiet: bool) -> None:

@@ -1,9 +1,9 @@
 """The lean runtime (no torch): preprocessing, scheduling superposed passes, per-stream results."""
 
-from .preprocess import InputSpec, prepare_batch, prepare_frame
+from .preprocess import InputSpec, PreparedFrame, prepare_batch, prepare_frame
 from .results import StreamResult, Timing
 from .runtime import Runtime
 from .scheduler import POLICIES, Group, Plan, plan
 
-__all__ = ["Runtime", "StreamResult", "Timing", "InputSpec", "prepare_frame", "prepare_batch", "POLICIES",
-           "Group", "Plan", "plan"]
+__all__ = ["Runtime", "StreamResult", "Timing", "InputSpec", "PreparedFrame", "prepare_frame", "prepare_batch",
+           "POLICIES", "Group", "Plan", "plan"]

@@ -215,14 +215,44 @@ class Normalizer:
         return out
 
 
+@dataclass(frozen=True)
+class PreparedFrame:
+    """A frame already turned into model input (uint8 [C, H, W]) for ``spec`` and ``roi``, e.g. by a camera's
+    reader thread (:meth:`Runtime.prepare`); :meth:`Runtime.infer_many` uses ``tensor`` as is when its own spec
+    and the stream's region of interest are the same."""
+
+    tensor: np.ndarray
+    spec: InputSpec
+    roi: ROI | None = None
+
+    def fits(self, spec: InputSpec, roi: ROI | None) -> bool:
+        """True when this preparation is the one ``spec`` and ``roi`` ask for."""
+        return self.spec == spec and self.roi == roi
+
+
+def _prepared(frame, spec: InputSpec, roi: ROI | None) -> np.ndarray:
+    """One entry of a batch -> model input: a fitting :class:`PreparedFrame` (or a stream frame carrying one,
+    as its ``prepared``) as is, else the frame (or a stream frame's ``image``) prepared now."""
+    ready = frame if isinstance(frame, PreparedFrame) else getattr(frame, "prepared", None)
+    if isinstance(ready, PreparedFrame) and ready.fits(spec, roi):
+        return ready.tensor
+    if isinstance(frame, PreparedFrame):
+        raise FrameError(f"frame was prepared for another input ({frame.spec}, region {frame.roi}): "
+                         "pass the raw frame, or prepare it with this Runtime's prepare()")
+    return prepare_frame(getattr(frame, "image", frame), spec, roi)
+
+
 def prepare_batch(
     frames: list, spec: InputSpec, rois: list[ROI | None] | None = None
 ) -> tuple[np.ndarray, list[int], dict[int, FrameError]]:
-    """Frames -> (uint8 [M_ok, C, H, W] of the good frames, their indices, {index: FrameError} of the bad ones)."""
+    """Frames -> (uint8 [M_ok, C, H, W] of the good frames, their indices, {index: FrameError} of the bad ones).
+
+    Entries may be raw images, :class:`PreparedFrame` objects, or stream frames (``.image``, and ``.prepared``
+    when their reader thread prepared them): what is prepared already is not prepared again."""
     good, index, errors = [], [], {}
     for i, frame in enumerate(frames):
         try:
-            good.append(prepare_frame(frame, spec, rois[i] if rois else None))
+            good.append(_prepared(frame, spec, rois[i] if rois else None))
             index.append(i)
         except FrameError as e:
             errors[i] = e

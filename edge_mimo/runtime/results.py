@@ -34,6 +34,7 @@ class Timing:
     postprocess_ms: float
     total_ms: float
     groups: int  # superposed passes run (the cost of the call)
+    passes: dict[int, int] = field(default_factory=dict)  # passes run per superposition width {n: passes}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from ..engines import BACKENDS, PRECISIONS, load_backend
 from ..engines.base import DEFAULT_PLAN_CACHE
 from ..errors import BackendUnavailableError, BundleError, ConfigError
 from .batching import pack
-from .preprocess import RESIZE_MODES, InputSpec, Normalizer, check_roi, prepare_batch
+from . import preprocess
+from .preprocess import RESIZE_MODES, InputSpec, Normalizer, PreparedFrame, check_roi, prepare_batch
 from .results import StreamResult, Timing, frame_statistics
 from .scheduler import POLICIES, Plan, gather, min_replicas, plan
 
@@ -137,8 +138,9 @@ class Runtime:
                    rois: Sequence | Mapping | None = None) -> list[StreamResult] | dict[Hashable, StreamResult]:
         """Classify one frame per stream; results come back in the same order (a dict for a dict).
 
-        ``frames``: images as OpenCV gives them (HxWx3 BGR uint8; gray, BGRA, uint16, float 0..1 accepted) or
-        :class:`edge_mimo.streams.Frame` objects, as a list (stream ids 0..M-1) or a dict {stream id: frame}
+        ``frames``: images as OpenCV gives them (HxWx3 BGR uint8; gray, BGRA, uint16, float 0..1 accepted),
+        :class:`edge_mimo.streams.Frame` objects (used as their reader thread prepared them, if it did) or
+        :class:`PreparedFrame` objects from :meth:`prepare`, as a list (stream ids 0..M-1) or a dict {stream id: frame}
         (``StreamMux.read()`` gives one). ``policy``: "throughput" (fewest passes),
         "balanced" (at least 2 replicas per frame) or "robust" (the full ensemble per frame), see
         :mod:`edge_mimo.runtime.scheduler`. ``budget_ms``: cap on predicted inference time (lowers replicas).
@@ -148,7 +150,6 @@ class Runtime:
         """
         start = time.perf_counter()
         keys, images = _streams(frames)
-        images = [getattr(f, "image", f) for f in images]  # streams' Frame objects carry their image
         roi_list = self._roi_list(rois, keys, isinstance(frames, Mapping))
         batch, good, errors = prepare_batch(images, self.spec, roi_list)
         x = self._normalize(batch)
@@ -164,11 +165,19 @@ class Runtime:
         results = self._results(schedule, outputs, len(good))
         t_end = time.perf_counter()
         timing = Timing((t_pre - start) * 1e3, (t_inf - t_pre) * 1e3, (t_end - t_inf) * 1e3,
-                        (t_end - start) * 1e3, schedule.cost)
+                        (t_end - start) * 1e3, schedule.cost,
+                        {n: len(gs) for n, gs in schedule.by_width().items()})
         by_index = dict(zip(good, results))
         out = [StreamResult(stream=k, timing=timing, **by_index[i]) if i in by_index
                else StreamResult(stream=k, timing=timing, error=errors[i]) for i, k in enumerate(keys)]
         return dict(zip(keys, out)) if isinstance(frames, Mapping) else out
+
+    def prepare(self, frame, roi: tuple[int, int, int, int] | None = None) -> PreparedFrame:
+        """A frame (as :meth:`infer_many` takes it) -> model input for this Runtime, ready to be passed to
+        :meth:`infer_many` later without preparing it again (raises FrameError for a bad frame). Thread-safe:
+        cameras' reader threads call it (``StreamMux(..., prepare=...)``, :func:`edge_mimo.live.run`)."""
+        roi = check_roi(roi) if roi is not None else None
+        return PreparedFrame(preprocess.prepare_frame(frame, self.spec, roi), self.spec, roi)
 
     def infer(self, frame, **kwargs) -> StreamResult:
         """Classify a single frame (its own stream): ``infer_many([frame], ...)[0]``."""

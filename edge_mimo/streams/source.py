@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 from urllib.parse import urlsplit
 
 import cv2
@@ -40,13 +40,15 @@ POLL = 0.1  # seconds between checks of the stop flag while waiting on the netwo
 
 @dataclass(frozen=True)
 class Frame:
-    """A captured frame: ``index`` counts frames read from this source (continuing across reconnects)."""
+    """A captured frame: ``index`` counts frames read from this source (continuing across reconnects).
+    ``prepared``: the model input the reader thread made of ``image`` (its ``prepare``), or None."""
 
     stream: str
     image: np.ndarray
     index: int
     timestamp: float  # wall clock (time.time()) at capture
     monotonic: float  # time.monotonic() at capture, for ages
+    prepared: object = None
 
     @property
     def age(self) -> float:
@@ -93,11 +95,15 @@ class VideoSource:
     be read as fast as the disk allows; off for live sources). ``loop``: restart a file at its end.
     ``retries``: connection attempts after a failure before ``failed`` (None = forever; default: forever for
     live sources, 2 for files). ``backoff``: first and maximum delay between attempts (doubling).
+    ``prepare``: called in the reader thread on each new image, its result kept as the frame's ``prepared``
+    (e.g. :meth:`Runtime.prepare`, so that the model input is ready before anyone asks); an exception it raises
+    leaves ``prepared`` None for that frame (whoever classifies it then sees the error). Settable while running.
     """
 
     def __init__(self, uri: str | int, name: str | None = None, *, pace: bool | None = None, loop: bool = False,
                  retries: int | None | Literal["auto"] = "auto", backoff: tuple[float, float] = (0.5, 8.0),
-                 stall_after: float = 2.0, read_timeout: float = 5.0, open_timeout: float = 10.0) -> None:
+                 stall_after: float = 2.0, read_timeout: float = 5.0, open_timeout: float = 10.0,
+                 prepare: Callable[[np.ndarray], object] | None = None) -> None:
         self.uri = uri
         self.name = name if name is not None else str(uri)
         self.target, self.api, self.kind = classify_uri(uri)
@@ -107,6 +113,7 @@ class VideoSource:
         self.retries = (2 if is_file else None) if retries == "auto" else retries
         self.backoff = backoff
         self.stall_after = stall_after
+        self.prepare = prepare
         self.read_timeout, self.open_timeout = read_timeout, open_timeout
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -166,6 +173,11 @@ class VideoSource:
         """``condition.notify_all()`` is called after every new frame and state change."""
         self._listeners.append(condition)
 
+    def remove_listener(self, condition: threading.Condition) -> None:
+        """Stop notifying ``condition`` (no error if it was not listening)."""
+        if condition in self._listeners:
+            self._listeners.remove(condition)
+
     def __enter__(self) -> "VideoSource":
         return self.start()
 
@@ -174,7 +186,7 @@ class VideoSource:
 
     # -- reader thread -------------------------------------------------------------------------------------
     def _notify(self) -> None:
-        for cond in self._listeners:
+        for cond in list(self._listeners):  # a copy: remove_listener may run meanwhile
             with cond:
                 cond.notify_all()
 
@@ -306,6 +318,15 @@ class VideoSource:
                 self._set_state(RECONNECTING)
                 self._stop.wait(min(self.backoff[1], self.backoff[0] * 2 ** (failures - 1)))
 
+    def _prepare(self, image: np.ndarray) -> object:
+        prepare = self.prepare
+        if prepare is None:
+            return None
+        try:
+            return prepare(image)
+        except Exception:  # noqa: BLE001 - a bad frame: the consumer prepares it itself and reports the error
+            return None
+
     def _read_until_lost(self, cap: cv2.VideoCapture) -> str:
         """Read frames until stop ('stopped'), a file's end ('ended') or a lost source ('lost')."""
         fps = cap.get(cv2.CAP_PROP_FPS)
@@ -329,8 +350,9 @@ class VideoSource:
                 continue
             bad, rewound = 0, False
             now = time.monotonic()
+            prepared = self._prepare(image)
             with self._lock:
-                self._latest = Frame(self.name, image, self._frames, time.time(), now)
+                self._latest = Frame(self.name, image, self._frames, time.time(), now, prepared)
                 self._frames += 1
                 self._times.append(now)
                 if self._state != CLOSED:

@@ -1,0 +1,132 @@
+"""The live loop: the freshest frames of a :class:`StreamMux`, classified together, handed to callbacks.
+
+``run(runtime, mux, on_result)`` is what ``edge-mimo run`` and the examples use::
+
+    with Runtime(bundle) as runtime, StreamMux({"left": 0, "right": "rtsp://..."}) as mux:
+        live.run(runtime, mux, lambda frame, result: print(frame.stream, result.class_name), gather_ms=10)
+
+Each step waits for new frames (:meth:`StreamMux.read`), classifies them in one :meth:`Runtime.infer_many`
+call and calls ``on_result(frame, result)`` per stream, then ``on_batch`` and ``on_step``. Streams may be
+added and removed while it runs (:meth:`StreamMux.add` / :meth:`StreamMux.remove`, from ``on_step`` or any
+thread): a stream removed while its frame was being classified gets no result for it. Torch-free.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Mapping
+
+from .errors import ConfigError
+from .runtime import Runtime, StreamResult
+from .streams import Frame, StreamMux
+
+if TYPE_CHECKING:  # prometheus_client is an optional extra
+    from .streams.prometheus import LiveMetrics
+
+OnResult = Callable[[Frame, StreamResult], None]
+OnBatch = Callable[[dict[str, Frame], dict[str, StreamResult]], None]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What one :func:`run` did: results delivered, steps with frames, seconds, and why it stopped."""
+
+    results: int
+    steps: int
+    elapsed: float
+    reason: str  # "ended" (every source ended or failed), "duration", "max_results", "stopped"
+
+
+def _check(name: str, value, lowest: float = 0.0, strict: bool = False) -> None:
+    if value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and value != float("inf")
+    if not ok or value < lowest or (strict and value == lowest):
+        raise ConfigError(f"{name} must be a finite number {'>' if strict else '>='} {lowest:g}, got {value!r}: "
+                          "leave it out (None) for no limit")
+
+
+def run(runtime: Runtime, mux: StreamMux, on_result: OnResult, *, policy: str = "throughput",
+        budget_ms: float | None = None, width: int | None = None,
+        rois: Mapping[str, tuple[int, int, int, int]] | None = None, gather_ms: float = 0.0,
+        max_age: float | None = None, period: float | None = None, duration: float | None = None,
+        max_results: int | None = None, stop: threading.Event | None = None,
+        on_batch: OnBatch | None = None, on_step: Callable[[], None] | None = None,
+        metrics: LiveMetrics | None = None, prepare_in_readers: bool = True, until_ended: bool = True,
+        poll: float = 0.5) -> Summary:
+    """Classify ``mux``'s freshest frames until every source ended (``until_ended``), ``duration`` seconds,
+    ``max_results`` results, or ``stop`` is set; returns a :class:`Summary`. Starts the mux if needed; never
+    closes it (the caller owns it, e.g. ``with StreamMux(...) as mux``).
+
+    ``policy``, ``budget_ms``, ``width``: as :meth:`Runtime.infer_many`. ``rois``: {stream: (x, y, w, h)}; streams
+    without one (or added later) use the whole frame. ``gather_ms``: after a first new frame, wait up to this
+    long for the other live streams, so that they share passes. ``max_age``: skip frames older than this many
+    seconds. ``period``: at most one step per ``period`` seconds (a fixed-rate control loop); None: step as soon
+    as frames arrive. ``on_result(frame, result)``: once per classified frame, in the loop's thread.
+    ``on_batch(frames, results)``: once per step with frames. ``on_step()``: after every step, with or without
+    frames (stats, reloading sources), at least every ``poll`` seconds. ``metrics``: a
+    :class:`~edge_mimo.streams.prometheus.LiveMetrics` fed with every result (after ``on_batch``, so that what
+    it counts was already handed on) and the streams' health every step. ``prepare_in_readers``: each camera's
+    reader thread turns its frames into model input as they arrive (:meth:`Runtime.prepare`), so that the
+    loop's thread only runs the passes; each frame is prepared once, by its reader (off at the end of the run).
+    ``until_ended=False``: keep running when no source is left (sources may still be added), until ``duration``,
+    ``max_results`` or ``stop``.
+    """
+    _check("gather_ms", gather_ms)
+    _check("max_age", max_age, strict=True)
+    _check("period", period, strict=True)
+    _check("duration", duration, strict=True)
+    _check("poll", poll, strict=True)
+    if max_results is not None and not (isinstance(max_results, int) and max_results >= 1):
+        raise ConfigError(f"max_results must be a whole number >= 1, got {max_results!r}: leave it out for no limit")
+    if prepare_in_readers:
+        mux.set_prepare(lambda name, image: runtime.prepare(image, rois.get(name) if rois else None))
+    stop = stop or threading.Event()
+    try:
+        mux.start()  # a no-op for started sources
+        start = time.monotonic()
+        next_step = start
+        results_count = steps = 0
+        reason = "stopped"
+        while not stop.is_set():
+            now = time.monotonic()
+            if duration is not None and now - start >= duration:
+                reason = "duration"
+                break
+            if max_results is not None and results_count >= max_results:
+                reason = "max_results"
+                break
+            if until_ended and not mux.active:
+                reason = "ended"
+                break
+            wait = poll if duration is None else max(0.0, min(poll, start + duration - now))
+            batch = mux.read(timeout=wait, max_age=max_age, gather=gather_ms / 1e3)
+            if batch:
+                results = runtime.infer_many(batch, policy=policy, budget_ms=budget_ms, width=width,
+                                             rois={n: rois[n] for n in batch if n in rois} if rois else None)
+                current = mux.sources  # streams removed while their frames were classified get no result
+                results = {n: r for n, r in results.items() if current.get(n) is not None}
+                batch = {n: batch[n] for n in results}
+                for name, result in results.items():
+                    on_result(batch[name], result)
+                results_count += len(results)
+                steps += 1
+                if on_batch is not None and results:
+                    on_batch(batch, results)
+                if metrics is not None and results:
+                    for name, result in results.items():
+                        metrics.observe(batch[name], result)
+                    metrics.observe_batch(results)
+            if on_step is not None:
+                on_step()
+            if metrics is not None:
+                metrics.update(mux.health())
+            if period is not None:
+                next_step = max(next_step + period, time.monotonic())  # late: resync, no burst to catch up
+                stop.wait(max(0.0, next_step - time.monotonic()))
+    finally:
+        if prepare_in_readers:
+            mux.set_prepare(None)
+    return Summary(results_count, steps, time.monotonic() - start, reason)
