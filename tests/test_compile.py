@@ -2,6 +2,13 @@
 
 import dataclasses
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -22,6 +29,8 @@ from edge_mimo.models.plain import PlainWRN
 from edge_mimo.models.weights import load_model
 from edge_mimo.quantize import CalibrationCache, data_hash, quantize_width
 from edge_mimo.runtime.batching import model_inputs, spec_for, width_groups
+
+from .conftest import manifest_json
 
 torch.set_num_threads(2)
 
@@ -144,6 +153,37 @@ def test_calibration_cache_hit_and_damage_detection(graphs, tmp_path):
     assert cache.lookup(other) is None
 
 
+def assert_documented_bars(manifest: dict, n: str, slack_frames: int = 0) -> None:
+    """README / BENCHMARKS: INT8 within 0.5 points of FP32, ~10 % of frames flagged, the kept ones more accurate
+    than the flagged ones, and a temperature that fits (lowers the INT8 NLL on the data it was fitted on).
+
+    ``slack_frames``: frames the drop may exceed the bar by, for validation sets of a few hundred images (one frame
+    is 0.25 points of 400); the bar itself is checked on the 3,000 shipped images and the 10,000 test images."""
+    a, u = manifest["accuracy"][n], manifest["uncertainty"][n]
+    max_drop = 0.5 + 100 * slack_frames / manifest["validation"]["images"] + 1e-9
+    assert a["drop_points"] <= max_drop, (n, a["drop_points"])  # the gate only refuses above --max-drop (1.0)
+    assert abs(u["flag_rate"] - 0.10) <= 0.01, (n, u["flag_rate"])  # the documented ~10 %
+    assert u["accuracy_kept"] > u["accuracy_flagged"], (n, u)
+    assert a["int8"]["accuracy"] < u["accuracy_kept"]  # leaving the flagged frames out buys accuracy
+    assert a["int8_calibrated"]["nll"] <= a["int8"]["nll"] + 1e-9, (n, a["int8_calibrated"], a["int8"])
+    assert manifest["temperature"][n] == a["temperature"] and 0 < u["entropy_threshold"] < 1
+
+
+def test_session_bundle_meets_the_documented_bars_on_the_shipped_validation_set(cpu_bundle):
+    """The session bundle was evaluated on all 3,000 shipped validation images: its FP32 graphs score what the model
+    recorded at training time (a fresh measurement of the shipped model), and INT8 meets the documented bars."""
+    manifest = manifest_json(cpu_bundle)
+    recorded = json.loads((DEFAULT_MODEL_DIR / "training.json").read_text())["validation"]
+    assert manifest["validation"]["images"] == len(shipped_sample("validation"))
+    for n in map(str, manifest["widths"]):
+        assert manifest["accuracy"][n]["fp32"]["accuracy"] == pytest.approx(recorded[n]["accuracy"], abs=0.002), n
+        assert_documented_bars(manifest, n)
+        # ECE after temperature <= before. Binned ECE moves by a few 1e-4 between temperatures near 1 on 3,000
+        # frames (the temperature minimises NLL, not ECE), so it is compared to that resolution.
+        calibrated, raw = manifest["accuracy"][n]["int8_calibrated"]["ece"], manifest["accuracy"][n]["int8"]["ece"]
+        assert calibrated <= raw + 0.001, (n, calibrated, raw)
+
+
 def small_compile(tmp_path, **kw):
     kw = {"cache_dir": tmp_path / "cache", **kw}
     opts = CompileOptions(calib_size=256, val_size=400, output=tmp_path / "bundle", **kw)
@@ -154,12 +194,10 @@ def small_compile(tmp_path, **kw):
 def test_compile_writes_a_complete_bundle(tmp_path, target):
     bundle, manifest = small_compile(tmp_path, target=target)
     verify_artifacts(bundle, load_manifest(bundle))
-    loaded = load_manifest(bundle).to_dict()
+    loaded = manifest_json(bundle)
     assert loaded["widths"] == [1, 2, 4]
     for n in ("1", "2", "4"):
-        a = loaded["accuracy"][n]
-        assert abs(a["drop_points"]) <= 1.0 and a["fp32"]["accuracy"] > 0.7
-        assert 0.2 < loaded["temperature"][n] < 5 and 0 < loaded["uncertainty"][n]["entropy_threshold"] < 1
+        assert_documented_bars(loaded, n, slack_frames=1)
         assert loaded["artifacts"][n]["int8"]["flavour"] == ("cpu" if target == "cpu" else "tensorrt")
     assert loaded["macs_per_image"]["4"] < 0.27 * loaded["macs_per_image"]["1"]
     assert (bundle / "report.md").read_text().count("| 4 |") == 1
@@ -169,16 +207,93 @@ def test_compile_writes_a_complete_bundle(tmp_path, target):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle")]
 
 
-def test_interrupted_compile_leaves_nothing(tmp_path, monkeypatch):
-    import edge_mimo.compile.pipeline as pipeline
+def test_session_bundle_missed_the_cache_and_a_recompile_hits_it(cpu_bundle, calibration_cache, tmp_path):
+    """The tests' own cache starts empty: the session bundle computed every width's ranges and stored them there; the
+    same calibration again reuses them and writes the same INT8 graph."""
+    if os.environ.get("EDGE_MIMO_TEST_BUNDLE"):
+        pytest.skip("EDGE_MIMO_TEST_BUNDLE: the session bundle was not compiled in this session")
+    manifest = manifest_json(cpu_bundle)
+    assert manifest["quantization"]["cache"] == {"1": "miss", "2": "miss", "4": "miss"}
+    q, cache = manifest["quantization"], CalibrationCache(calibration_cache)
+    for n in ("1", "2", "4"):  # stored there, under the key of the graph the bundle holds
+        graph = manifest["artifacts"][n]["fp32"]["sha256"]
+        fields = CalibrationCache.key_fields(graph, q["calibration_sha256"], int(n), q["method"], q["flavour"], q["tool"])
+        assert cache.lookup(fields) is not None, n
+    again, _ = compile_bundle(CompileOptions(calib_size=manifest["quantization"]["calibration_images"],
+                                             val_size=200, widths=[1], output=tmp_path / "b"))
+    assert manifest_json(again)["quantization"]["cache"] == {"1": "hit"}
+    rel = manifest["artifacts"]["1"]["int8"]["file"]
+    assert (again / rel).read_bytes() == (cpu_bundle / rel).read_bytes()
 
-    def boom(*a, **k):
-        raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "write_plot", boom)
-    with pytest.raises(KeyboardInterrupt):
-        small_compile(tmp_path, widths=[4])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_other_calibration_methods_compile(tmp_path, capsys, method):
+    """`--calib-method entropy|percentile` from the command line: calibrated with that method (its own cache entry),
+    recorded in the manifest, and a working INT8 graph. (On 64 calibration images entropy loses about one point at
+    width 1, at the gate's edge, so the gate is not what this checks: --allow-drop, and a bound a broken
+    calibration, which loses tens of points, would miss.)"""
+    from edge_mimo.cli.main import main
+
+    out = tmp_path / "bundle"
+    assert main(["compile", "--widths", "1", "--calib-size", "64", "--val-size", "300", "--calib-method", method,
+                 "--allow-drop", "--json", "-o", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    manifest = manifest_json(out)
+    assert printed["bundle"] == str(out) and manifest["quantization"]["method"] == method
+    assert manifest["quantization"]["cache"] == {"1": "miss"}
+    assert manifest["accuracy"]["1"]["drop_points"] <= 3.0
+    verify_artifacts(out, load_manifest(out))
+
+
+def edge_mimo_command() -> list[str]:
+    """The installed `edge-mimo` script beside this Python, else the module."""
+    script = Path(sys.executable).with_name("edge-mimo")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "edge_mimo.cli.main"]
+
+
+@pytest.mark.slow
+def test_killed_compile_keeps_the_old_bundle_and_leaves_no_partial_directory(cpu_bundle, tmp_path):
+    """A real `edge-mimo compile -o DIR` over an existing bundle, stopped by SIGINT, SIGTERM or SIGKILL at several
+    points: the old bundle stays whole and unchanged; SIGINT and SIGTERM clean up their temporary directory, and
+    the next run removes what a SIGKILLed one could not; the next complete run replaces the bundle."""
+    out = tmp_path / "bundles" / "cpu"
+    shutil.copytree(cpu_bundle, out)
+    old = {p: sha256_file(p) for p in out.rglob("*") if p.is_file()}
+    command = [*edge_mimo_command(), "compile", "--widths", "1", "4", "--calib-size", "64", "--val-size", "300",
+               "-o", str(out)]
+
+    def partials() -> list[Path]:
+        return sorted(p for p in out.parent.iterdir() if p.name != out.name)
+
+    def reached(rel: str):  # in this run's own temporary directory, not one a killed run left
+        return lambda: any((p / rel).exists() for p in partials() if p not in left)
+
+    points = {"the temporary bundle appears": lambda: bool(set(partials()) - set(left)),
+              "width 1 is quantized": reached("int8/width1.cpu.onnx"),
+              "width 4 is quantized": reached("int8/width4.cpu.onnx")}
+    for sig, point in [(signal.SIGINT, "width 1 is quantized"), (signal.SIGTERM, "the temporary bundle appears"),
+                       (signal.SIGKILL, "width 4 is quantized"), (signal.SIGTERM, "width 4 is quantized"),
+                       (signal.SIGKILL, "width 1 is quantized")]:
+        left = partials()
+        with open(tmp_path / "log.txt", "w") as log:
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                deadline = time.monotonic() + 240
+                while not points[point]():
+                    assert proc.poll() is None and time.monotonic() < deadline, (sig, point, proc.returncode)
+                    time.sleep(0.02)
+                proc.send_signal(sig)
+                assert proc.wait(60) != 0, (sig, point)
+            finally:
+                proc.kill()
+                proc.wait()
+        assert {p: sha256_file(p) for p in out.rglob("*") if p.is_file()} == old, (sig, point)
+        if sig != signal.SIGKILL:
+            assert partials() == [], (sig, point)
+    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=300)
+    assert partials() == []
+    verify_artifacts(out, load_manifest(out))
+    assert manifest_json(out)["widths"] == [1, 4]
 
 
 def test_gate_fails_a_broken_quantization(tmp_path, monkeypatch):

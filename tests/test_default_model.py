@@ -45,4 +45,4 @@ def test_info_reports_macs_per_width(capsys):
     info = json.loads(capsys.readouterr().out)
     macs = {int(k): v for k, v in info["macs_per_image"].items()}
     assert 0.25 <= macs[4] / macs[1] < 0.27  # one trunk pass shared by four images
-    assert info["recorded_test"]["1"]["accuracy"] == recorded()["test"]["1"]["accuracy"]
+    # (the accuracy info reports is the record's; the shipped weights are re-measured in test_claims.py)

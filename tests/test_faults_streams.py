@@ -11,9 +11,10 @@ import time
 import numpy as np
 import pytest
 
+from edge_mimo.runtime.preprocess import prepare_frame
 from edge_mimo.streams import ENDED, FAILED, LIVE, RECONNECTING, STALLED, Frame, StreamMux, VideoSource
 
-from .support.mjpeg_server import LoopbackCamera, frame_number, generation
+from .support.mjpeg_server import LoopbackCamera, frame_number, generation, render
 from .test_streams import write_video
 
 
@@ -129,18 +130,28 @@ def test_camera_back_at_another_resolution_is_classified(cpu_runtime):
     with LoopbackCamera(fps=20, lifetime=30, size=(640, 480)) as cam:
         net = VideoSource(cam.url, "net", backoff=(0.1, 0.3), read_timeout=1.0)
         with StreamMux({"net": net}) as mux:
-            shapes, results, restarted = [], [], False
+            shapes, results, images, restarted = [], [], [], False
             end = time.monotonic() + 10
             while time.monotonic() < end and not (shapes and shapes[-1] == (84, 112, 3) and len(results) > 15):
                 batch = mux.read(timeout=0.2)
                 if batch:
                     results.append(cpu_runtime.infer_many(batch)["net"])
                     shapes.append(batch["net"].image.shape)
+                    images.append(batch["net"].image)
                 if len(shapes) == 8 and not restarted:
                     cam.restart(size=(112, 84))
                     restarted = True
     assert shapes[0] == (480, 640, 3) and shapes[-1] == (84, 112, 3)
     assert all(r.ok and np.isfinite(r.probabilities).all() for r in results)
+    # Content: each result belongs to its frame. The reference is the frame the server rendered (its number and
+    # generation are written in the frame), before JPEG: the same model input and the same class.
+    same = []
+    for image, result in zip(images, results):
+        sent = render(frame_number(image), generation(image), (image.shape[1], image.shape[0]))
+        got_input, sent_input = (prepare_frame(x, cpu_runtime.spec).astype(int) for x in (image, sent))
+        assert np.abs(got_input - sent_input).mean() < 2.0  # JPEG noise only
+        same.append(result.class_index == cpu_runtime.infer(sent).class_index)
+    assert {generation(image) for image in images} == {0, 1} and np.mean(same) >= 0.9, same
 
 
 def test_reconnect_attempts_back_off_exponentially():

@@ -133,3 +133,39 @@ def test_any_valid_frame_gives_the_model_shape(h, w, channels, dtype, spec):
         0, np.iinfo(dtype).max, shape, dtype=dtype)
     out = prepare_frame(frame, spec)
     assert out.shape == (spec.channels, spec.height, spec.width_px) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - reference_input(frame, spec)).max() <= 1  # OpenCV's float path rounds otherwise
+
+
+def reference_input(frame: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The model input written out with plain OpenCV calls, as the docs describe it: 8 bits, the model's colours,
+    the resize mode's window, area averaging in float64 to shrink (bilinear otherwise), channels first."""
+    img = frame // 257 if frame.dtype == np.uint16 else np.rint(frame * 255.0) if frame.dtype == np.float32 else frame
+    img = img.astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if spec.color == "gray":
+        img = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY if img.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB if img.ndim == 2 else
+                           cv2.COLOR_BGR2RGB if img.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
+    h, w = img.shape[:2]
+
+    def resize(x: np.ndarray, width: int, height: int) -> np.ndarray:
+        if x.shape[1] >= width and x.shape[0] >= height:
+            return np.rint(cv2.resize(x.astype(np.float64), (width, height), interpolation=cv2.INTER_AREA))
+        return cv2.resize(x, (width, height), interpolation=cv2.INTER_LINEAR)
+
+    if spec.resize == "stretch":
+        out = resize(img, spec.width_px, spec.height)
+    elif spec.resize == "center-crop":  # the largest centred window with the model's aspect
+        cw, ch = min(w, max(1, round(h * spec.width_px / spec.height))), min(h, max(1, round(w * spec.height / spec.width_px)))
+        x0, y0 = (w - cw) // 2, (h - ch) // 2
+        out = resize(img[y0 : y0 + ch, x0 : x0 + cw], spec.width_px, spec.height)
+    else:  # letterbox: the whole frame, centred on black
+        scale = min(spec.width_px / w, spec.height / h)
+        nw, nh = max(1, min(spec.width_px, round(w * scale))), max(1, min(spec.height, round(h * scale)))
+        out = np.zeros((spec.height, spec.width_px) + img.shape[2:])
+        y0, x0 = (spec.height - nh) // 2, (spec.width_px - nw) // 2
+        out[y0 : y0 + nh, x0 : x0 + nw] = resize(img, nw, nh)
+    out = np.asarray(out).astype(int)
+    return out[None] if out.ndim == 2 else out.transpose(2, 0, 1)

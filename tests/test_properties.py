@@ -1,7 +1,10 @@
 """Property-based tests (hypothesis): packing/demultiplexing returns every frame exactly once and in order, and
 preprocessing turns ANY input into either the model's input or a FrameError, never another exception."""
 
+import copy
+import functools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -9,11 +12,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from edge_mimo.bundle.manifest import MANIFEST_FILE, Manifest, load_manifest
+from edge_mimo.bundle.manifest import MANIFEST_FILE, SCHEMA_VERSION, load_manifest
 from edge_mimo.errors import BundleError, ConfigError, FrameError
 from edge_mimo.runtime.batching import frame_logits, width_groups
 from edge_mimo.runtime.preprocess import InputSpec, check_roi, prepare_batch, prepare_frame
 
+from .conftest import manifest_json
 from .test_preprocess import camera_frame
 
 GRAY = InputSpec(1, 28, 28, "gray", (0.286,), (0.353,))
@@ -113,6 +117,8 @@ def test_any_region_of_interest_is_cropped_or_refused_clearly(h, w, roi, spec):
         assert "outside" in str(e) and (roi[0] + roi[2] > w or roi[1] + roi[3] > h)  # never clipped silently
         return
     assert out.shape == (spec.channels, spec.height, spec.width_px)
+    x, y, rw, rh = checked  # the content: exactly the region (the part inside the frame), prepared as a frame
+    assert np.array_equal(out, prepare_frame(frame[y : y + rh, x : x + rw].copy(), spec))
 
 
 @settings(max_examples=60, deadline=None)
@@ -126,7 +132,7 @@ def test_a_batch_keeps_good_frames_in_order_and_reports_each_bad_one(frames):
     assert all(isinstance(e, FrameError) for e in errors.values())
 
 
-# -- manifests: any JSON -> a manifest or a BundleError ---------------------------------------------------------
+# -- manifests: any text -> a manifest or a BundleError; mutations of a real manifest ----------------------------
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
@@ -134,17 +140,105 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
 KEYS = ("schema_version", "model", "widths", "artifacts", "files", "input")
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(doc=st.one_of(JSON, st.fixed_dictionaries({k: JSON for k in KEYS})), raw=st.binary(max_size=20),
        as_bytes=st.booleans())
-def test_any_manifest_text_loads_or_is_refused_as_a_bundle_error(tmp_path, doc, raw, as_bytes):
+def test_any_manifest_text_is_refused_as_a_bundle_error(tmp_path, doc, raw, as_bytes):
+    """Random JSON is never a manifest (its required parts cannot all come out right by chance)."""
     (tmp_path / MANIFEST_FILE).write_bytes(raw if as_bytes else json.dumps(doc).encode())
+    with pytest.raises(BundleError, match=":"):
+        load_manifest(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def real_manifest(cpu_bundle) -> dict:
+    return manifest_json(cpu_bundle)
+
+
+def node_paths(doc, prefix=()) -> list[tuple]:
+    """The path (keys and indices) of every node below ``doc``."""
+    children = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
+    return [p for k, v in children for p in [prefix + (k,), *node_paths(v, prefix + (k,))]]
+
+
+def usable(m: dict) -> bool:
+    """What the runtime needs of a manifest (the module docstring of edge_mimo.bundle.manifest), written out: every
+    manifest that loads must pass (load_manifest may refuse more)."""
+    def count(v) -> bool:
+        return type(v) is int and v >= 1
+
+    def number(v) -> bool:
+        return type(v) in (int, float) and math.isfinite(v)
+
+    model, widths, inp, arts = m.get("model"), m.get("widths"), m.get("input"), m.get("artifacts")
+    if not (isinstance(model, dict) and count(model.get("capacity")) and count(model.get("num_classes"))):
+        return False
+    if not (type(m.get("schema_version")) is int and m["schema_version"] <= SCHEMA_VERSION and isinstance(arts, dict)
+            and isinstance(widths, list) and widths and all(count(n) and model["capacity"] % n == 0 for n in widths)):
+        return False
+    for n in widths:
+        graphs = [g for p, g in arts.get(str(n), {}).items() if p in ("fp32", "int8")] \
+            if isinstance(arts.get(str(n)), dict) else []
+        if not graphs or not all(isinstance(g, dict) and isinstance(g.get("file"), str) for g in graphs):
+            return False
+    if not (isinstance(m.get("files"), dict) and all(isinstance(v, str) and len(v) == 64 for v in m["files"].values())):
+        return False
+    width_key = "width" if m["schema_version"] < 2 else "width_px"  # schema 2 renamed the input's pixel width
+    if not (isinstance(inp, dict) and type(inp.get("channels")) is int and inp["channels"] in (1, 3)
+            and count(inp.get("height")) and count(inp.get(width_key))):
+        return False
+    stats = [inp.get("mean"), inp.get("std")]
+    if not all(isinstance(v, list) and len(v) == inp["channels"] and all(number(x) for x in v) for v in stats):
+        return False
+    temperature = m.get("temperature", {})
+    return all(x > 0 for x in inp["std"]) and isinstance(temperature, dict) and all(
+        number(t) and t > 0 for t in temperature.values())
+
+
+@st.composite
+def mutations(draw, manifest: dict) -> tuple[dict, bool]:
+    """(a mutated copy of ``manifest``, whether every mutation was harmless). Harmless: keys reordered, a reported
+    accuracy figure changed. Others: a node deleted, or replaced by any JSON value, 1-3 times over."""
+    doc = copy.deepcopy(manifest)
+    harmless = True
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["reorder", "figure", "delete", "replace", "replace"]))
+        if kind == "reorder":
+            doc = json.loads(json.dumps(doc, sort_keys=True))
+            continue
+        paths = node_paths(doc)
+        if kind == "figure":
+            paths = [p for p in paths if p[0] == "accuracy" and isinstance(p[-1], str) and p[-1] == "accuracy"]
+        if not paths:
+            continue
+        path = draw(st.sampled_from(paths))
+        parent = functools.reduce(lambda node, key: node[key], path[:-1], doc)
+        if kind == "figure":
+            parent[path[-1]] = draw(st.floats(0, 1))
+        elif kind == "delete":
+            del parent[path[-1]]
+            harmless = False
+        else:
+            parent[path[-1]] = draw(JSON)
+            harmless = False
+    return doc, harmless
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_mutation_of_a_real_manifest_loads_usable_or_is_refused(tmp_path, real_manifest, data):
+    """Mutations of the session bundle's manifest: the harmless ones load; the others either load, and then hold
+    everything the runtime relies on, or are refused as a BundleError naming the problem."""
+    doc, harmless = data.draw(mutations(real_manifest))
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(doc, indent=data.draw(st.sampled_from([None, 1, 2]))))
     try:
-        manifest = load_manifest(tmp_path)
+        load_manifest(tmp_path)
     except BundleError as e:
-        assert ":" in str(e)
+        assert not harmless and ":" in str(e), str(e)
+        event("refused")
         return
-    assert isinstance(manifest, Manifest) and manifest.widths and manifest.files is not None
+    event("loaded")
+    assert usable(doc)
 
 
 # -- the real runtime: demultiplexing on a compiled bundle ------------------------------------------------------

@@ -13,9 +13,8 @@ from edge_mimo.streams import StreamMux, VideoSource
 
 from .support.mjpeg_server import LoopbackCamera
 from .test_faults_frames import bad_frames
-from .test_faults_streams import reader_threads
 from .test_preprocess import camera_frame
-from .test_streams import write_video
+from .test_streams import started_since, write_video
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -60,7 +59,7 @@ def test_thousands_of_calls_keep_memory_flat(cpu_runtime):
         frames, kwargs = next(mix)
         rt.infer_many(frames, **kwargs)
     gc.collect()
-    base_rss, base_objects, base_threads = rss_mb(), len(gc.get_objects()), threading.active_count()
+    base_rss, base_objects, threads_before = rss_mb(), len(gc.get_objects()), set(threading.enumerate())
     samples, done, frames_done, start = [], 0, 0, time.monotonic()
     while done < 3000 and time.monotonic() - start < 30:
         frames, kwargs = next(mix)
@@ -77,7 +76,7 @@ def test_thousands_of_calls_keep_memory_flat(cpu_runtime):
     assert done >= 600, "too few calls to say anything about memory"
     assert growth < 8.0, f"RSS grew {growth:.1f} MB over {done} calls: {samples}"
     assert len(gc.get_objects()) - base_objects < 2000  # no Python objects piling up between calls
-    assert threading.active_count() == base_threads
+    assert started_since(threads_before) == []  # infer_many leaves no thread behind
 
 
 @pytest.mark.slow
@@ -89,7 +88,7 @@ def test_dozens_of_reconnects_leak_no_threads_descriptors_or_memory(tmp_path):
         with StreamMux({"net": VideoSource(cam.url, backoff=(0.05, 0.1))}) as mux:
             assert mux.read(timeout=5)
         gc.collect()
-        base_rss, base_fds, base_threads, base_readers = rss_mb(), open_fds(), threading.active_count(), reader_threads()
+        base_rss, base_fds, threads_before = rss_mb(), open_fds(), set(threading.enumerate())
         net = VideoSource(cam.url, "net", backoff=(0.05, 0.1), read_timeout=1.0)
         with StreamMux({"net": net, "file": VideoSource(clip, "file", loop=True)}) as mux:
             start, got, peak_fds = time.monotonic(), {"net": 0, "file": 0}, 0
@@ -104,6 +103,5 @@ def test_dozens_of_reconnects_leak_no_threads_descriptors_or_memory(tmp_path):
           f"fds {base_fds} -> peak {peak_fds}")
     assert reconnects >= 20 and got["net"] >= 60 and got["file"] >= 150
     assert peak_fds <= base_fds + 12  # one capture (and its socket) per source at a time, none left open
-    assert open_fds() <= base_fds + 1 and threading.active_count() == base_threads
-    assert reader_threads() == base_readers
+    assert open_fds() <= base_fds + 1 and started_since(threads_before) == []  # readers and openers all joined
     assert growth < 10.0, f"RSS grew {growth:.1f} MB over {reconnects} reconnects"

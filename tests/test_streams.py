@@ -25,6 +25,11 @@ def write_video(path, frames: int, fps: float, size=(96, 64)) -> str:
     return str(path)
 
 
+def started_since(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Threads alive now that were not in ``before`` (threads other tests left behind do not count)."""
+    return [t for t in threading.enumerate() if t not in before]
+
+
 def frame_number(image: np.ndarray) -> int:
     return sum(1 << bit for bit in range(8) if image[2:6, 8 * bit + 2 : 8 * bit + 6].mean() > 127)
 
@@ -96,15 +101,17 @@ def test_mux_several_streams_one_ends_one_never_opens(videos):
 
 
 def test_looping_file_and_clean_shutdown(videos):
-    before = threading.active_count()
+    before = set(threading.enumerate())
     mux = StreamMux([videos["short"]], loop=True).start()
+    readers = started_since(before)
+    assert [t.name.startswith("edge-mimo-source-") for t in readers] == [True]  # one reader thread per source
     time.sleep(1.2)  # > 2 passes through the 0.5 s file
     status = list(mux.health().values())[0]
     assert status.state == LIVE and status.frames > 12
     t = time.monotonic()
     mux.close()
     assert time.monotonic() - t < 2.0
-    assert threading.active_count() == before  # reader threads joined
+    assert not any(t.is_alive() for t in readers) and started_since(before) == []  # reader threads joined
     assert list(mux.health().values())[0].state == "closed"
 
 
@@ -120,14 +127,20 @@ def test_missing_file_retries_with_backoff_then_fails(videos):
 
 
 def test_read_returns_empty_when_nothing_new(videos):
+    """A frame is handed out once: while the stream plays the next read waits for a newer one; once it has ended and
+    its last frame was read, every read returns nothing (at once: nothing more can come)."""
     with StreamMux({"slow": videos["slow"]}) as mux:
         first = mux.read(timeout=2.0)
-        assert "slow" in first
+        second = mux.read(timeout=2.0)  # 10 fps: a newer frame within 2 s, never the same one again
+        assert second["slow"].index > first["slow"].index
+        handed = [first["slow"].index, second["slow"].index]
+        while mux.active:
+            handed += [f.index for f in mux.read(timeout=0.5).values()]
+        handed += [f.index for f in mux.read(timeout=0).values()]  # the last frame, if the loop missed it
+        assert mux.health()["slow"].state == ENDED and handed == sorted(set(handed)) and handed[-1] == 19
         t = time.monotonic()
-        again = mux.read(timeout=0.02)  # 10 fps: usually nothing new within 20 ms
-        assert time.monotonic() - t < 0.5
-        if again:
-            assert again["slow"].index > first["slow"].index
+        assert mux.read(timeout=5.0) == {} and mux.read(timeout=0) == {}
+        assert time.monotonic() - t < 2.0
 
 
 def test_gather_waits_for_the_other_live_streams(videos):

@@ -12,6 +12,9 @@ from ..bundle import load_manifest
 from ..errors import ConfigError
 
 
+QUICK_STREAMS, QUICK_REPEATS = "1,8", 20
+
+
 def add_parser(sub) -> None:
     """Register ``edge-mimo bench``."""
     p = sub.add_parser("bench", help="measure the superposition speed-up of a bundle against baselines",
@@ -20,6 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--streams", default="1,2,4,8,16,32", help="comma-separated numbers of streams")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per measurement (after warm-up)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime / torch intra-op threads")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a short run that checks the harness and the ratios' direction (CI): streams "
+                        f"{QUICK_STREAMS}, {QUICK_REPEATS} repeats; figures to quote come from a full run")
     p.add_argument("--no-baselines", action="store_true", help="skip the plain WRN and PyTorch baselines")
     p.add_argument("--compare", type=Path, nargs="*", default=[],
                    help="other bundles (e.g. trained plain networks) timed in the same rounds and put on the "
@@ -32,6 +38,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     """Run the benchmark and write bench.json and the plots; returns the exit status."""
 
+    if args.quick:
+        args.streams, args.repeats = QUICK_STREAMS, QUICK_REPEATS
     try:
         streams = sorted({int(s) for s in args.streams.split(",")})
     except ValueError:

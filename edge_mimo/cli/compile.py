@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 
@@ -41,7 +43,8 @@ def run(args) -> int:
     )
     if args.no_cache:
         opts.cache_dir = None
-    bundle, manifest = compile_bundle(opts)
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        bundle, manifest = compile_bundle(opts)  # with --json, stdout holds the JSON only (ORT's calibrators print)
     if args.json:
         print(json.dumps(dict(manifest.to_dict(), bundle=str(bundle)), indent=2))
         return 0

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -28,7 +29,11 @@ from .evaluate import onnx_frame_logits, width_report
 from .report import render, write_plot
 from .targets import load_target
 
-DEFAULT_CACHE = Path.home() / ".cache" / "edge-mimo" / "calibration"
+
+def default_cache_dir() -> Path:
+    """``$EDGE_MIMO_CACHE/calibration`` when that variable is set, else ``~/.cache/edge-mimo/calibration``."""
+    root = os.environ.get("EDGE_MIMO_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "edge-mimo") / "calibration"
 
 
 @dataclass
@@ -46,7 +51,7 @@ class CompileOptions:
     max_drop: float = 1.0
     allow_drop: bool = False
     output: Path | None = None
-    cache_dir: Path | None = DEFAULT_CACHE
+    cache_dir: Path | None = field(default_factory=default_cache_dir)
 
 
 def _versions() -> dict:
