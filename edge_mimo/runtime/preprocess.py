@@ -148,6 +148,19 @@ def _resize(img: np.ndarray, width_px: int, height: int) -> np.ndarray:
     return cv2.resize(img, (width_px, height), interpolation=cv2.INTER_LINEAR)
 
 
+def center_window(img: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The largest centred window of ``img`` with the model's aspect ratio (a view, no copy)."""
+    h, w = img.shape[:2]
+    th, tw = spec.height, spec.width_px
+    if w * th > h * tw:  # too wide
+        cw = max(1, round(h * tw / th))
+        x0 = (w - cw) // 2
+        return img[:, x0 : x0 + cw]
+    ch = max(1, round(w * th / tw))
+    y0 = (h - ch) // 2
+    return img[y0 : y0 + ch]
+
+
 def fit_frame(img: np.ndarray, spec: InputSpec) -> np.ndarray:
     """A frame (any channels) -> ``spec.height x spec.width_px`` following ``spec.resize``.
 
@@ -159,15 +172,7 @@ def fit_frame(img: np.ndarray, spec: InputSpec) -> np.ndarray:
     if spec.resize == "stretch":
         return _resize(img, tw, th)
     if spec.resize == "center-crop":
-        if w * th > h * tw:  # too wide
-            cw = max(1, round(h * tw / th))
-            x0 = (w - cw) // 2
-            img = img[:, x0 : x0 + cw]
-        else:
-            ch = max(1, round(w * th / tw))
-            y0 = (h - ch) // 2
-            img = img[y0 : y0 + ch]
-        return _resize(img, tw, th)
+        return _resize(center_window(img, spec), tw, th)
     scale = min(tw / w, th / h)
     nw, nh = max(1, min(tw, round(w * scale))), max(1, min(th, round(h * scale)))
     inner = _resize(img, nw, nh)
@@ -193,7 +198,9 @@ def prepare_frame(frame, spec: InputSpec, roi: ROI | None = None) -> np.ndarray:
     img = check_frame(frame)
     if roi is not None:
         img = crop_roi(img, roi)
-    if spec.color == "gray":  # fewer channels to resample: convert first
+    if spec.color == "gray":  # fewer channels to resample: convert first (only the centre window when cropping)
+        if spec.resize == "center-crop":
+            img = center_window(img, spec)
         img = fit_frame(_convert_color(img, "gray"), spec)
     else:  # convert the small image
         img = _convert_color(fit_frame(img, spec), spec.color)
