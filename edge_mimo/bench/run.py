@@ -86,8 +86,9 @@ def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads
                                              "passes": plan.cost, "widths": sorted({g.width for g in plan.groups})}
         for name, rt in others.items():
             cases[("int8", name)] = lambda rt=rt: rt.infer_many(frames)[0].timing
-            rows[("int8", name)] = {"streams": m, "precision": "int8", "policy": name, "passes": rt.plan(m).cost,
-                                    "widths": sorted({g.width for g in rt.plan(m).groups}),
+            planned = rt.plan(m)
+            rows[("int8", name)] = {"streams": m, "precision": "int8", "policy": name, "passes": planned.cost,
+                                    "widths": sorted({g.width for g in planned.groups}),
                                     "bundle": str(rt.bundle), **_report(rt.manifest)}
         for name, run in runners.items():
             precision = "fp32" if "eager" in name else "int8"

@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("bundle", type=Path)
     p.add_argument("--suite", default="camera", choices=SUITES)
-    p.add_argument("--data", default="fashion-mnist",
+    p.add_argument("--data", default="fashion-mnist", choices=("fashion-mnist", "shipped"),
                    help="fashion-mnist (the 10,000 test images, Debian's dataset-fashion-mnist) or shipped "
                         "(the 3,000-image validation sample inside the package)")
     p.add_argument("--limit", type=int, default=0, help="first LIMIT images only (0: all)")
@@ -54,10 +54,7 @@ def run(args) -> int:
     policies = _names(args.policies, POLICIES, "policy")
     if args.streams < 1 or args.limit < 0 or args.ood_limit < 0:
         raise ValueError("--streams must be >= 1, --limit and --ood-limit >= 0")
-    data = load_fashion_mnist("test") if args.data == "fashion-mnist" else shipped_sample("validation") \
-        if args.data == "shipped" else None
-    if data is None:
-        raise ValueError(f"--data {args.data!r} is unknown: use fashion-mnist or shipped")
+    data = load_fashion_mnist("test") if args.data == "fashion-mnist" else shipped_sample("validation")
     if args.limit:
         data = data.subset(slice(0, args.limit))
     ood = shipped_sample("digits-ood").images[: args.ood_limit] if args.ood_limit else None

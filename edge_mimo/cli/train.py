@@ -102,9 +102,8 @@ def run(args) -> int:
     if args.init:
         start = load_model(args.init)  # its normalisation stays: the weights were trained with it
         if dataclasses.replace(start.config, mean=config.mean, std=config.std) != config:
-            print(f"error: --init {args.init} is a different model ({start.config}) from the one these arguments "
-                  f"describe ({config}): pass the same architecture options", file=sys.stderr)
-            return 2
+            raise ValueError(f"--init {args.init} is a different model ({start.config}) from the one these "
+                             f"arguments describe ({config}): pass the same architecture options")
         model, config = start, start.config
     cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay,
                       single_prob=args.single_prob, mixup=args.mixup, augment=args.augment,

@@ -28,10 +28,13 @@ def model_inputs(images: np.ndarray, spec: InputSpec) -> np.ndarray:
     return Normalizer(spec)(batch)
 
 
+def _square_spec(channels: int, height: int, width_px: int, mean, std) -> InputSpec:
+    return InputSpec(channels, height, width_px, "gray" if channels == 1 else "rgb", tuple(mean), tuple(std))
+
+
 def spec_for(config) -> InputSpec:
     """The input spec of a model config (channels, square size, mean/std; centre crop)."""
-    return InputSpec(config.in_channels, config.image_size, config.image_size,
-                     "gray" if config.in_channels == 1 else "rgb", tuple(config.mean), tuple(config.std))
+    return _square_spec(config.in_channels, config.image_size, config.image_size, config.mean, config.std)
 
 
 def pack(x: np.ndarray, plan_: Plan) -> dict[int, np.ndarray]:
@@ -39,25 +42,29 @@ def pack(x: np.ndarray, plan_: Plan) -> dict[int, np.ndarray]:
     return {n: x[np.asarray([g.frames for g in groups])] for n, groups in plan_.by_width().items()}
 
 
+def _width_plan(count: int, width: int, capacity: int) -> Plan:
+    """The runtime's forced-width plan for ``count`` frames (refused for none)."""
+    if count == 0:
+        raise ValueError("no images to pack: give at least one")
+    return plan(count, capacity, (width,), width=width)
+
+
 def width_groups(x: np.ndarray, width: int) -> np.ndarray:
     """All of ``x`` packed ``width`` distinct frames per group (the runtime's forced-width plan, which does not
     depend on the capacity): [ceil(M / width), width, C, H, W]; a short last group repeats its frames."""
-    if len(x) == 0:
-        raise ValueError("no images to pack: give at least one")
-    return pack(x, plan(len(x), width, (width,), width=width))[width]
+    return pack(x, _width_plan(len(x), width, width))[width]
 
 
 def images_spec(images: np.ndarray, mean, std) -> InputSpec:
     """The input spec of a dataset's images [M, C, H, W] normalised with ``mean``/``std`` (as-is size)."""
-    c, h, w = images.shape[1:]
-    return InputSpec(c, h, w, "gray" if c == 1 else "rgb", tuple(mean), tuple(std))
+    return _square_spec(*images.shape[1:], mean, std)
 
 
 def frame_logits(run: RunWidth, x: np.ndarray, width: int, capacity: int, batch: int = 64) -> np.ndarray:
     """Replica-averaged logits [M, K] of model inputs ``x`` at one width, as ``infer_many(width=...)`` forms
     them (a frame in a short last group gets the extra replicas of the spare positions)."""
-    plan_ = plan(len(x), capacity, (width,), width=width)
-    groups = width_groups(x, width)
+    plan_ = _width_plan(len(x), width, capacity)
+    groups = pack(x, plan_)[width]
     out = np.concatenate([run(width, groups[i : i + batch]) for i in range(0, len(groups), batch)])
     logits, owner = gather(plan_, {width: out}, len(x))
     starts = np.searchsorted(owner, np.arange(len(x)))

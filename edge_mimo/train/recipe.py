@@ -30,6 +30,8 @@ from tqdm import tqdm
 from ..atomic import atomic_write_bytes
 from ..datasets import AUGMENT_PRESETS, ImageSet
 from ..models.base import SuperposedClassifier
+from ..runtime.batching import spec_for
+from ..runtime.preprocess import Normalizer
 from .camera_augment import CameraAugment, camera_augment
 from .evaluate import evaluate
 
@@ -122,7 +124,6 @@ def next_width(cfg: TrainConfig, capacity: int, gen: torch.Generator) -> int:
     return 1 if torch.rand((), generator=gen).item() < cfg.single_prob else capacity
 
 
-
 def one_cycle(total: int, warmup_share: float = 0.25, start: float = 1 / 25, end: float = 1e-4):
     """The one-cycle learning-rate factor per step: cosine warm-up to 1, cosine annealing to ``end``.
 
@@ -175,9 +176,8 @@ class _Batches:
         self.images = torch.from_numpy(data.images).to(device)
         self.labels = torch.from_numpy(data.labels).to(device)
         self.cfg, self.gen, self.capacity = cfg, gen, model.config.capacity
-        mean = torch.tensor(model.config.mean, device=device).view(-1, 1, 1)
-        std = torch.tensor(model.config.std, device=device).view(-1, 1, 1)
-        self.scale, self.offset = 1.0 / (255.0 * std), -mean / std
+        normalize = Normalizer(spec_for(model.config))  # the runtime's constants, applied on the device
+        self.scale, self.offset = (torch.from_numpy(v).to(device) for v in (normalize.scale, normalize.offset))
         self.sampler = SlotSampler(len(data), gen)
 
     def draw(self, random_indices: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,18 +290,15 @@ def train(
         while step < total and not interrupted[0]:
             model.train()
             x, y = batches.draw()
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 if cfg.mixup > 0:
                     lam = float(np.random.default_rng(cfg.seed + step).beta(cfg.mixup, cfg.mixup))
                     perm = torch.randperm(cfg.batch, generator=gen).to(device)
-                    logits = model(lam * x + (1 - lam) * x[perm])
-                    loss = lam * slot_loss(model, logits.float(), y) + (1 - lam) * slot_loss(
-                        model, logits.float(), y[perm])
+                    logits = model(lam * x + (1 - lam) * x[perm]).float()
+                    loss = lam * slot_loss(model, logits, y) + (1 - lam) * slot_loss(model, logits, y[perm])
                 else:
-                    logits = model(x)
-                    loss = slot_loss(model, logits.float(), y)
+                    logits = model(x).float()
+                    loss = slot_loss(model, logits, y)
                 loss = loss + model.regularizer()
             opt.zero_grad(set_to_none=True)
             loss.backward()
