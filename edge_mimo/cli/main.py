@@ -13,7 +13,8 @@ from .. import __version__
 from ..errors import EdgeMimoError
 from .check import FIX
 
-COMMANDS = ("train", "info", "targets", "compile", "build-engines", "verify", "run", "bench", "eval", "check")
+COMMANDS = ("train", "info", "targets", "compile", "build-engines", "verify", "export-triton", "run", "bench", "eval",
+            "check")
 
 
 def build_parser() -> argparse.ArgumentParser:

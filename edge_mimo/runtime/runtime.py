@@ -11,7 +11,7 @@ import numpy as np
 
 from ..bundle.manifest import Manifest
 from ..engines import BACKENDS, PRECISIONS, load_backend
-from ..engines.base import DEFAULT_PLAN_CACHE
+from ..engines.base import DEFAULT_PLAN_CACHE, Backend
 from ..errors import BackendUnavailableError, BundleError, ConfigError
 from .batching import pack
 from . import preprocess
@@ -51,6 +51,8 @@ class Runtime:
     ``threads``: ONNX Runtime intra-op threads (default: ORT's choice). ``resize`` overrides the bundle's
     resize mode ("center-crop", "stretch", "letterbox"). Every width is loaded once, so switching width or
     policy between calls costs nothing. A context manager: ``with Runtime(bundle) as rt:`` closes it on exit.
+    ``engine``: a :class:`~edge_mimo.engines.base.Backend` already loaded for this bundle (e.g. Triton models
+    called through BLS), used instead of loading one; the caller has checked the files it runs.
 
     Thread safety: any thread may call :meth:`infer_many`; preprocessing runs in the caller's thread, the
     passes of concurrent calls are serialised (one pass uses all the backend's threads), and no state is
@@ -59,7 +61,7 @@ class Runtime:
 
     def __init__(self, bundle: str | Path, backend: str = "auto", precision: str = "auto",
                  threads: int | None = None, resize: str | None = None, warmup: bool = True,
-                 plan_cache: str | Path | None = DEFAULT_PLAN_CACHE) -> None:
+                 plan_cache: str | Path | None = DEFAULT_PLAN_CACHE, engine: Backend | None = None) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend {backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
         if precision not in PRECISIONS:
@@ -83,7 +85,7 @@ class Runtime:
         self.temperature = {n: m.temperature.get(n, 1.0) for n in self.widths}
         self.entropy_threshold = {n: u.entropy_threshold if (u := m.uncertainty.get(n)) else np.inf
                                   for n in self.widths}
-        self._backend = load_backend(self.bundle, m, backend, precision, threads, plan_cache)
+        self._backend = engine or load_backend(self.bundle, m, backend, precision, threads, plan_cache)
         self.backend_name, self.precision = self._backend.name, self._backend.precision
         self._lock = threading.Lock()
         self._closed = False

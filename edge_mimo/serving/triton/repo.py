@@ -1,0 +1,184 @@
+"""Write a Triton model repository for a bundle: the packing model and, optionally, one engine model per width.
+
+``REPO/<name>/``: the packing model (Python backend). ``1/model.py`` is a one-line adapter importing
+:class:`~edge_mimo.serving.triton.backend.TritonPythonModel`; ``1/bundle/`` is a copy of the bundle (or the
+config names the bundle's absolute path, ``copy_bundle=False``), sha256-checked when Triton loads the model.
+
+``REPO/<name>_width<n>/`` (``engine_models=True``): each width's graph as a model of its own, which the packing
+model calls through BLS: ``tensorrt_plan`` with ``cc_model_filenames`` per compute capability (a TensorRT
+bundle with plans from ``edge-mimo build-engines``), ``onnxruntime_onnx`` (the INT8 ONNX, or FP32 when the bundle
+has no INT8), or ``python`` (ONNX Runtime inside Triton's Python backend: what runs on a server without the
+TensorRT and ONNX Runtime backends, such as the one the tests start).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...atomic import atomic_dir
+from ...bundle.manifest import Manifest, verify_artifacts
+from ...bundle.names import INPUT_NAME, OUTPUT_NAME
+from ...errors import ConfigError
+from ..packing import check_policy
+from .backend import INPUT, OUTPUTS
+from .pbtxt import Enum, string_parameters, to_pbtxt
+
+log = logging.getLogger(__name__)
+
+PLATFORMS = ("auto", "tensorrt", "onnxruntime", "python")
+CONFIG = "config.pbtxt"
+ONNX_MAX_BATCH = 64  # superposed groups per engine call (the runtime's MAX_GROUPS_PER_RUN)
+PACKING_MODEL_PY = '''"""Triton Python-backend adapter of an edge-mimo packing model (written by `edge-mimo export-triton`).
+
+Needs edge-mimo in the server's Python environment (`pip install edge-mimo`, numpy < 2 for Triton 2.51's stub).
+"""
+
+from edge_mimo.serving.triton.backend import TritonPythonModel  # noqa: F401
+'''
+ENGINE_MODEL_PY = '''"""Triton Python-backend adapter running one edge-mimo width with ONNX Runtime (`edge-mimo export-triton`)."""
+
+from edge_mimo.serving.triton.engine_model import TritonPythonModel  # noqa: F401
+'''
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to write the repository (see :func:`export_repository`)."""
+
+    name: str = "edge_mimo"
+    copy_bundle: bool = True
+    engine_models: bool = False
+    platform: str = "auto"
+    policy: str = "throughput"
+    budget_ms: float | None = None
+    threads: int | None = None
+    queue_delay_us: int = 2000
+    max_batch_frames: int | None = None  # default: 8 x capacity
+    instances: int = 1
+    overwrite: bool = False
+
+
+def export_repository(bundle: str | Path, repo: str | Path, options: ExportOptions = ExportOptions()) -> list[Path]:
+    """Write the packing model (and engine models) for ``bundle`` into the repository ``repo``; their folders."""
+    bundle, repo = Path(bundle).resolve(), Path(repo)
+    manifest = Manifest.load(bundle)
+    verify_artifacts(bundle, manifest)
+    _check(options)
+    written = []
+    engines: dict[str, dict] = {}
+    if options.engine_models:
+        platform = engine_platform(manifest, options.platform)
+        for n in sorted(manifest.widths):
+            model = f"{options.name}_width{n}"
+            files, max_batch = _write_engine_model(bundle, manifest, n, platform, repo / model, options.overwrite)
+            engines[str(n)] = {"model": model, "files": files, "max_batch": max_batch}
+            written.append(repo / model)
+    written.append(_write_packing_model(bundle, manifest, repo / options.name, options, engines))
+    return written
+
+
+def _check(options: ExportOptions) -> None:
+    check_policy(options.policy, options.budget_ms)
+    if options.platform not in PLATFORMS:
+        raise ConfigError(f"engine platform {options.platform!r} is unknown: choose one of {', '.join(PLATFORMS)}")
+    if not options.name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"model name {options.name!r} must be letters, digits, '_' or '-': e.g. edge_mimo")
+    for what, v in (("queue delay", options.queue_delay_us), ("instances", options.instances)):
+        if v < (0 if what == "queue delay" else 1):
+            raise ConfigError(f"{what} {v} is out of range: give a queue delay >= 0 us and >= 1 instance")
+
+
+def engine_platform(manifest: Manifest, platform: str = "auto") -> str:
+    """'auto': TensorRT plans when the bundle has some for every width, else ONNX Runtime."""
+    has_plans = all(manifest.artifacts[n].engines for n in manifest.widths)
+    if platform == "auto":
+        return "tensorrt" if has_plans else "onnxruntime"
+    if platform == "tensorrt" and not has_plans:
+        raise ConfigError("the bundle has no TensorRT plan for every width: run `edge-mimo build-engines BUNDLE` "
+                          "on the device first, or pass --platform onnxruntime")
+    return platform
+
+
+def _model_dir(target: Path, overwrite: bool):
+    if target.exists() and not overwrite:
+        raise ConfigError(f"{target} exists: pass --force to replace it, or choose another repository or --name")
+    return atomic_dir(target, marker=CONFIG)
+
+
+def _write_packing_model(bundle: Path, manifest: Manifest, target: Path, options: ExportOptions,
+                         engines: dict[str, dict]) -> Path:
+    capacity = manifest.model.capacity
+    max_batch = options.max_batch_frames or 8 * capacity
+    preferred = [k for k in range(capacity, max_batch + 1, capacity)]
+    params: dict[str, object] = {"policy": options.policy, "bundle": "bundle" if options.copy_bundle else str(bundle)}
+    if options.budget_ms is not None:
+        params["budget_ms"] = str(options.budget_ms)
+    if options.threads is not None:
+        params["threads"] = str(options.threads)
+    if engines:
+        params["engine_models"] = engines
+    outputs = [{"name": name, "data_type": Enum(dtype),
+                "dims": [manifest.model.num_classes] if name == "probabilities" else [1]}
+               for name, dtype, _, _ in OUTPUTS]
+    config = {
+        "name": target.name, "backend": "python", "max_batch_size": max_batch,
+        "input": [{"name": INPUT, "data_type": Enum("TYPE_UINT8"), "dims": [-1, -1, 3], "allow_ragged_batch": True}],
+        "output": outputs,
+        "instance_group": [{"count": options.instances, "kind": Enum("KIND_CPU")}],
+        "dynamic_batching": {"preferred_batch_size": preferred,
+                             "max_queue_delay_microseconds": options.queue_delay_us},
+        "parameters": string_parameters(params),
+    }
+    with _model_dir(target, options.overwrite) as tmp:
+        (tmp / "1").mkdir()
+        (tmp / "1" / "model.py").write_text(PACKING_MODEL_PY)
+        if options.copy_bundle:
+            shutil.copytree(bundle, tmp / "1" / "bundle")
+            verify_artifacts(tmp / "1" / "bundle", manifest)
+        (tmp / CONFIG).write_text(to_pbtxt(config))
+    return target
+
+
+def _write_engine_model(bundle: Path, manifest: Manifest, n: int, platform: str, target: Path,
+                        overwrite: bool) -> tuple[dict[str, str], int]:
+    """One width's model folder; returns ({file in 1/: its bundle artifact}, max batch) for the sha256 check."""
+    m, inp = manifest.model, manifest.input
+    arts = manifest.artifacts[n]
+    config: dict = {"name": target.name}
+    if platform == "tensorrt":
+        plans = {e.compute_capability: e for e in arts.engines}
+        if len(plans) < len(arts.engines):
+            log.warning("width %d has plans of several TensorRT versions for one GPU architecture: exporting the "
+                        "last listed of each", n)
+        files = {f"{Path(e.file).parent.name}.plan": e.file for e in plans.values()}
+        config["platform"] = "tensorrt_plan"
+        config["cc_model_filenames"] = [{"key": cc, "value": f"{Path(e.file).parent.name}.plan"}
+                                        for cc, e in plans.items()]
+        max_batch = manifest.target.tensorrt.batch.max if manifest.target and manifest.target.tensorrt else 1
+    else:
+        graph = arts.int8 or arts.fp32
+        files = {"model.onnx": graph.file}
+        if platform == "onnxruntime":
+            config["platform"] = "onnxruntime_onnx"
+        else:
+            config["backend"] = "python"
+        max_batch = ONNX_MAX_BATCH
+    config.update({
+        "max_batch_size": max_batch,
+        "input": [{"name": INPUT_NAME, "data_type": Enum("TYPE_FP32"),
+                   "dims": [n, inp.channels, inp.height, inp.width_px]}],
+        "output": [{"name": OUTPUT_NAME, "data_type": Enum("TYPE_FP32"),
+                    "dims": [m.capacity // n, n, m.num_classes]}],
+        "instance_group": [{"count": 1, "kind": Enum("KIND_GPU" if platform == "tensorrt" else "KIND_CPU")}],
+    })
+    with _model_dir(target, overwrite) as tmp:
+        (tmp / "1").mkdir()
+        for name, artifact in files.items():
+            shutil.copy2(bundle / artifact, tmp / "1" / name)
+        if platform == "python":
+            (tmp / "1" / "model.py").write_text(ENGINE_MODEL_PY)
+        (tmp / CONFIG).write_text(to_pbtxt(config))
+    return files, max_batch
