@@ -17,6 +17,18 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/pip install -q "torch==2.13.0"
 rm -rf dist && .venv/bin/pip wheel -q --no-deps -w dist .
 .venv/bin/pip uninstall -q -y edge-mimo 2>/dev/null || true
-.venv/bin/pip install -q "$(ls dist/edge_mimo-*.whl)[compile,dev,metrics]"
+.venv/bin/pip install -q "$(ls dist/edge_mimo-*.whl)[compile,dev,metrics,triton]"
+
+# The Triton server's Python environment (.venv-triton: tests and scripts/bench_serving.py start a real tritonserver
+# from the nvidia-pytriton wheel). Its Python-backend stub (Triton 2.51) returns empty outputs under numpy 2, so this
+# environment keeps numpy < 2 and the OpenCV 4.x that works with it; edge-mimo from the same wheel.
+PROBLEM="$(.venv/bin/python -P -c 'from edge_mimo.serving.triton.server import platform_problem; print(platform_problem() or "")')"
+if [ -z "$PROBLEM" ]; then
+  [ -x .venv-triton/bin/python ] || "$PYTHON" -m venv .venv-triton
+  .venv-triton/bin/pip uninstall -q -y edge-mimo 2>/dev/null || true
+  .venv-triton/bin/pip install -q "$(ls dist/edge_mimo-*.whl)" "nvidia-pytriton==0.7.*" "numpy<2" "opencv-python-headless<5"
+else
+  echo "no Triton server environment: $PROBLEM (the Triton server tests skip)"
+fi
 rm -rf build ./*.egg-info
 .venv/bin/python -P -c "import edge_mimo, torch, onnxruntime; print('edge-mimo', edge_mimo.__version__, '| torch', torch.__version__, '| onnxruntime', onnxruntime.__version__)"
