@@ -243,7 +243,7 @@ def test_concurrent_clients_each_get_their_own_frames_result_in_packed_passes(se
 
 @needs_server_platform
 def test_robust_per_request_policy_gives_the_full_ensemble_exactly_as_in_process(server, cpu_runtime, frames):
-    got = client_results(server, "edge_mimo", frames, params={"policy": "robust"})
+    got = client_results(server, "edge_mimo", frames, params={"policy": "robust", "budget_ms": 1000.0})
     expected = cpu_runtime.infer_many(frames, policy="robust")  # width 1, each frame alone: no companions
     for i, e in enumerate(expected):
         assert got[i]["replicas"][0, 0] == 4 == e.replicas and got[i]["width"][0, 0] == 1

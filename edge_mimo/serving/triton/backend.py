@@ -139,7 +139,7 @@ def open_runtime(settings: Settings):
     from ...runtime import Runtime
 
     if settings.engine_models is None:
-        return Runtime(settings.bundle, backend="onnxruntime", threads=settings.threads)
+        return Runtime(settings.bundle, threads=settings.threads)
     from .bls import TritonModelsBackend, verify_engine_models
 
     manifest = verify_engine_models(settings.bundle, settings.repository, settings.engine_models)

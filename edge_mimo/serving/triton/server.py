@@ -46,11 +46,18 @@ def platform_problem() -> str | None:
 
 def _server_env_info(python: Path) -> tuple[Path, str]:
     """(the pytriton package folder, 'major.minor') of the environment whose interpreter is ``python``."""
-    code = ("import importlib.util, sys; s = importlib.util.find_spec('pytriton'); "
-            "print(s.submodule_search_locations[0] if s else ''); print('%d.%d' % sys.version_info[:2])")
+    code = ("import ctypes, importlib.util, sys; s = importlib.util.find_spec('pytriton'); v = '%d.%d' % "
+            "sys.version_info[:2]; ctypes.CDLL(f'libpython{v}.so.1.0'); "
+            "print(s.submodule_search_locations[0] if s else ''); print(v)")
     try:
         out = subprocess.run([str(python), "-P", "-c", code], capture_output=True, text=True, check=True,
                              timeout=60).stdout.split("\n")
+    except subprocess.CalledProcessError as e:
+        if "libpython" in e.stderr:  # the stub links the shared CPython library
+            raise BackendUnavailableError(f"the Python-backend stub needs the shared library of {python}'s Python "
+                                          f"({e.stderr.strip().splitlines()[-1]}): install it (Debian: "
+                                          "libpython3.x), or build that Python with --enable-shared") from None
+        raise BackendUnavailableError(f"{python} failed ({e.stderr.strip()[-300:]}): {SETUP_FIX}") from None
     except (OSError, subprocess.SubprocessError) as e:
         raise BackendUnavailableError(f"cannot run the Triton server environment's python {python} ({e}): "
                                       f"{SETUP_FIX}") from None
@@ -92,14 +99,17 @@ class LocalTriton:
 
     @property
     def http_url(self) -> str:
+        """host:port of the HTTP endpoint (``tritonclient.http``)."""
         return f"127.0.0.1:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
+        """host:port of the gRPC endpoint (``tritonclient.grpc``)."""
         return f"127.0.0.1:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
+        """The Prometheus metrics page (``nv_inference_count``, ``nv_inference_exec_count``, ...)."""
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def _backends(self, root: Path, server: Path, py: str) -> Path:
