@@ -22,6 +22,7 @@ from ...atomic import atomic_dir
 from ...bundle.manifest import Manifest, verify_artifacts
 from ...bundle.names import INPUT_NAME, OUTPUT_NAME
 from ...errors import ConfigError
+from ...runtime.runtime import MAX_GROUPS_PER_RUN
 from ..packing import check_policy
 from .backend import INPUT, OUTPUTS
 from .pbtxt import Enum, string_parameters, to_pbtxt
@@ -30,15 +31,14 @@ log = logging.getLogger(__name__)
 
 PLATFORMS = ("auto", "tensorrt", "onnxruntime", "python")
 CONFIG = "config.pbtxt"
-ONNX_MAX_BATCH = 64  # superposed groups per engine call (the runtime's MAX_GROUPS_PER_RUN)
-PACKING_MODEL_PY = '''"""Triton Python-backend adapter of an edge-mimo packing model (written by `edge-mimo export-triton`).
+PACKING_MODEL_PY = '''"""Triton Python-backend adapter of an edge-mimo packing model (`edge-mimo export-triton`).
 
 Needs edge-mimo in the server's Python environment (`pip install edge-mimo`, numpy < 2 for Triton 2.51's stub).
 """
 
 from edge_mimo.serving.triton.backend import TritonPythonModel  # noqa: F401
 '''
-ENGINE_MODEL_PY = '''"""Triton Python-backend adapter running one edge-mimo width with ONNX Runtime (`edge-mimo export-triton`)."""
+ENGINE_MODEL_PY = '''"""Triton Python-backend adapter: one edge-mimo width run by ONNX Runtime (`edge-mimo export-triton`)."""
 
 from edge_mimo.serving.triton.engine_model import TritonPythonModel  # noqa: F401
 '''
@@ -165,7 +165,7 @@ def _write_engine_model(bundle: Path, manifest: Manifest, n: int, platform: str,
             config["platform"] = "onnxruntime_onnx"
         else:
             config["backend"] = "python"
-        max_batch = ONNX_MAX_BATCH
+        max_batch = MAX_GROUPS_PER_RUN  # the most groups the runtime passes to one backend call
     config.update({
         "max_batch_size": max_batch,
         "input": [{"name": INPUT_NAME, "data_type": Enum("TYPE_FP32"),
