@@ -142,8 +142,24 @@ def test_export_refuses_what_it_cannot_serve(cpu_bundle, tmp_path):
     with pytest.raises(ConfigError, match="--force"):
         export(cpu_bundle, tmp_path / "r", "m")
     export(cpu_bundle, tmp_path / "r", "m", overwrite=True)
-    with pytest.raises(ConfigError, match="choose one of"):
-        export(cpu_bundle, tmp_path / "r", "m2", policy="fast")
+    for bad, match in ((dict(policy="fast"), "choose one of"), (dict(name="a/b"), "letters, digits"),
+                       (dict(queue_delay_us=-1), "delay >= 0"), (dict(max_batch_frames=0), ">= 1 frame")):
+        with pytest.raises(ConfigError, match=match):
+            export(cpu_bundle, tmp_path / "r", bad.pop("name", "m2"), **bad)
+
+
+def test_export_triton_command(cpu_bundle, tmp_path, capsys):
+    from edge_mimo.cli.main import main
+
+    args = ["export-triton", str(cpu_bundle), "-o", str(tmp_path / "repo"), "--engine-models", "--reference-bundle"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    models = ("edge_mimo_width1", "edge_mimo_width2", "edge_mimo_width4", "edge_mimo")
+    assert [line for line in out.splitlines() if line.startswith("wrote")] == [f"wrote {tmp_path / 'repo' / m}"
+                                                                            for m in models]
+    assert "tritonserver --model-repository" in out
+    assert parse_config(tmp_path / "repo" / "edge_mimo_width4" / "config.pbtxt").platform == "onnxruntime_onnx"
+    assert main(args) == 2 and "pass --force" in capsys.readouterr().err
 
 
 # -- a real tritonserver ------------------------------------------------------------------------------------------

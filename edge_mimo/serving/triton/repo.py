@@ -14,6 +14,7 @@ TensorRT and ONNX Runtime backends, such as the one the tests start).
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from .pbtxt import Enum, string_parameters, to_pbtxt
 log = logging.getLogger(__name__)
 
 PLATFORMS = ("auto", "tensorrt", "onnxruntime", "python")
+MODEL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CONFIG = "config.pbtxt"
 PACKING_MODEL_PY = '''"""Triton Python-backend adapter of an edge-mimo packing model (`edge-mimo export-triton`).
 
@@ -84,11 +86,13 @@ def _check(options: ExportOptions) -> None:
     check_policy(options.policy, options.budget_ms)
     if options.platform not in PLATFORMS:
         raise ConfigError(f"engine platform {options.platform!r} is unknown: choose one of {', '.join(PLATFORMS)}")
-    if not options.name.replace("_", "").replace("-", "").isalnum():
+    if not MODEL_NAME.fullmatch(options.name):
         raise ConfigError(f"model name {options.name!r} must be letters, digits, '_' or '-': e.g. edge_mimo")
-    for what, v in (("queue delay", options.queue_delay_us), ("instances", options.instances)):
-        if v < (0 if what == "queue delay" else 1):
-            raise ConfigError(f"{what} {v} is out of range: give a queue delay >= 0 us and >= 1 instance")
+    frames = options.max_batch_frames
+    if options.queue_delay_us < 0 or options.instances < 1 or (frames is not None and frames < 1):
+        raise ConfigError(f"queue delay {options.queue_delay_us} us, {options.instances} instance(s), "
+                          f"{frames} frames per batch: give a delay >= 0, >= 1 instance and >= 1 "
+                          "frame")
 
 
 def engine_platform(manifest: Manifest, platform: str = "auto") -> str:
