@@ -33,14 +33,24 @@ def export(bundle: Path, repo: Path, name: str, **options) -> None:
 
 
 @pytest.fixture(scope="module")
-def frames() -> list[np.ndarray]:
-    """24 camera-like frames of garments, in two sizes (the image input is ragged)."""
+def frames(cpu_runtime) -> list[np.ndarray]:
+    """24 camera-like frames of garments in two sizes (the image input is ragged) whose class the runtime gives with
+    any companions in a superposed pass (about 1 frame in 20 changes class with its companions: not these)."""
     from edge_mimo.bench.frames import camera_frames
     from edge_mimo.datasets import shipped_sample
 
-    images = shipped_sample("validation").images[: CLIENTS * FRAMES_PER_CLIENT]
-    return [f for k in range(0, len(images), 2) for f in (camera_frames(images[k : k + 1], (160, 120), k)[0],
-                                                          camera_frames(images[k + 1 : k + 2], (128, 128), k)[0])]
+    images = shipped_sample("validation").images[:96]
+    pool = [camera_frames(images[k : k + 1], (160, 120) if k % 2 else (128, 128), k)[0] for k in range(len(images))]
+    alone = [r.class_index for r in cpu_runtime.infer_many(pool, policy="robust")]
+    stable = np.ones(len(pool), bool)
+    rng = np.random.default_rng(0)
+    for width in (2, 4, 4, 4):
+        order = rng.permutation(len(pool))
+        for i, r in zip(order, cpu_runtime.infer_many([pool[i] for i in order], width=width)):
+            stable[i] &= r.class_index == alone[i] and r.confidence > 0.9
+    chosen = [pool[i] for i in np.flatnonzero(stable)[: CLIENTS * FRAMES_PER_CLIENT]]
+    assert len(chosen) == CLIENTS * FRAMES_PER_CLIENT
+    return chosen
 
 
 # -- the packing logic in process (no server) ---------------------------------------------------------------------
@@ -247,14 +257,11 @@ def test_concurrent_clients_each_get_their_own_frames_result_in_packed_passes(se
     assert counted == len(frames) and executions < counted  # Triton handed several requests to one execution
     widths = [int(got[i]["width"][0, 0]) for i in range(len(frames))]
     assert max(widths) > 1  # frames of different clients shared superposed passes
-    # Every answer is its own frame's: the in-process runtime's answer for that frame at the same width. The other
-    # frames of a superposed group shift the probabilities a little (exact equality: the robust test below), so the
-    # class must match where the runtime is sure, and be among its two best elsewhere.
-    for i, frame in enumerate(frames):
-        ref = cpu_runtime.infer_many([frame] * widths[i], width=widths[i])[0]
-        best = np.argsort(ref.probabilities)[::-1]
-        assert got[i]["class_index"][0, 0] in (best[:1] if ref.confidence > 0.9 else best[:2]), f"frame {i}"
-        assert got[i]["class_name"][0, 0] == cpu_runtime.class_names[got[i]["class_index"][0, 0]].encode()
+    # Every answer is its own frame's: these frames keep their class whatever their companions in a pass
+    # (probabilities shift a little with the companions; exact equality: the robust test below).
+    expected = cpu_runtime.infer_many(frames, policy="robust")
+    assert [int(got[i]["class_index"][0, 0]) for i in range(len(frames))] == [e.class_index for e in expected]
+    assert [got[i]["class_name"][0, 0] for i in range(len(frames))] == [e.class_name.encode() for e in expected]
 
 
 @needs_server_platform
