@@ -97,6 +97,15 @@ def parse_config(path: Path):
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
+def test_config_strings_survive_quotes_backslashes_and_non_ascii(tmp_path):
+    from edge_mimo.serving.triton.pbtxt import string_parameters, to_pbtxt
+
+    awkward = {"bundle": '/srv/bündel "a"\\b', "engine_models": {"1": {"model": "m_width1"}}}
+    (tmp_path / "config.pbtxt").write_text(to_pbtxt({"name": "m", "parameters": string_parameters(awkward)}))
+    parsed = {k: v.string_value for k, v in parse_config(tmp_path / "config.pbtxt").parameters.items()}
+    assert parsed == {"bundle": awkward["bundle"], "engine_models": json.dumps(awkward["engine_models"])}
+
+
 def tensorrt_bundle(cpu_bundle: Path, tmp_path: Path) -> Path:
     """The CPU bundle dressed as a Jetson bundle with (fake) plans for two GPU architectures per width."""
     from edge_mimo.bundle.manifest import EngineFile, Manifest, sha256_file

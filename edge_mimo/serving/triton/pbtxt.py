@@ -19,7 +19,7 @@ def _value(v, indent: str) -> str:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
-    return json.dumps(str(v))  # a quoted string with escapes protobuf's text format reads
+    return json.dumps(str(v), ensure_ascii=False)  # quoted, escaped; non-ASCII kept as UTF-8 (text format reads it)
 
 
 def _field(key: str, v, indent: str) -> str:
