@@ -94,14 +94,15 @@ def parse_config(path: Path):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    return text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
 
 
 def test_config_strings_survive_quotes_backslashes_and_non_ascii(tmp_path):
     from edge_mimo.serving.triton.pbtxt import string_parameters, to_pbtxt
 
     awkward = {"bundle": '/srv/bündel "a"\\b', "engine_models": {"1": {"model": "m_width1"}}}
-    (tmp_path / "config.pbtxt").write_text(to_pbtxt({"name": "m", "parameters": string_parameters(awkward)}))
+    (tmp_path / "config.pbtxt").write_text(to_pbtxt({"name": "m", "parameters": string_parameters(awkward)}),
+                                             encoding="utf-8")
     parsed = {k: v.string_value for k, v in parse_config(tmp_path / "config.pbtxt").parameters.items()}
     assert parsed == {"bundle": awkward["bundle"], "engine_models": json.dumps(awkward["engine_models"])}
 

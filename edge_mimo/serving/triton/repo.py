@@ -142,7 +142,7 @@ def _write_packing_model(bundle: Path, manifest: Manifest, target: Path, options
         if options.copy_bundle:
             shutil.copytree(bundle, tmp / "1" / "bundle")
             verify_artifacts(tmp / "1" / "bundle", manifest)
-        (tmp / CONFIG).write_text(to_pbtxt(config))
+        (tmp / CONFIG).write_text(to_pbtxt(config), encoding="utf-8")
     return target
 
 
@@ -184,5 +184,5 @@ def _write_engine_model(bundle: Path, manifest: Manifest, n: int, platform: str,
             shutil.copy2(bundle / artifact, tmp / "1" / name)
         if platform == "python":
             (tmp / "1" / "model.py").write_text(ENGINE_MODEL_PY)
-        (tmp / CONFIG).write_text(to_pbtxt(config))
+        (tmp / CONFIG).write_text(to_pbtxt(config), encoding="utf-8")
     return files, max_batch
