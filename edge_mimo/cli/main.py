@@ -13,7 +13,7 @@ from .. import __version__
 from ..errors import EdgeMimoError
 from .check import FIX
 
-COMMANDS = ("train", "info", "targets", "compile", "build-engines", "verify", "run", "bench", "eval", "check")
+COMMANDS = ("train", "info", "targets", "compile", "build-engines", "verify", "run", "bench", "eval", "serve", "check")
 
 
 def build_parser() -> argparse.ArgumentParser:
