@@ -89,7 +89,7 @@ def served(cpu_bundle):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    handle = deploy(cpu_bundle, ServeOptions(num_cpus=1, threads=1, batch_wait_ms=30))
+    handle = deploy(cpu_bundle, ServeOptions(num_cpus=1, threads=1, batch_wait_ms=50))
     yield handle, f"http://127.0.0.1:{port}/classify", port
     if ray.is_initialized():  # test_shutdown_is_clean normally did this already
         serve.shutdown()
@@ -121,7 +121,8 @@ def test_options_are_checked_before_deploying(cpu_bundle):
                         (ServeOptions(min_replicas=1), "give both"),
                         (ServeOptions(min_replicas=3, max_replicas=2), "min_replicas <= max_replicas"),
                         (ServeOptions(policy="fast"), "unknown policy"),
-                        (ServeOptions(num_cpus=0), "num_cpus")]:
+                        (ServeOptions(num_cpus=0), "num_cpus"),
+                        (ServeOptions(backend="gpu"), "backend 'gpu' is unknown")]:
         with pytest.raises(ConfigError, match=needle):
             build_app(cpu_bundle, bad)
     options = ServeOptions(min_replicas=1, max_replicas=3, num_cpus=2).check(4)

@@ -41,7 +41,8 @@ def run(args) -> int:
                            num_cpus=args.num_cpus, threads=args.threads, max_batch_size=args.max_batch_size,
                            batch_wait_ms=args.batch_wait_ms, policy=args.policy, backend=args.backend)
     app = build_app(args.bundle, options)  # a bad bundle or option fails here, before Ray starts
-    ray.init(address=args.address, include_dashboard=False, logging_level=logging.WARNING,
+    # "local": a Ray of our own, even where RAY_ADDRESS names a cluster (whose Serve we would shut down on exit)
+    ray.init(address=args.address or "local", include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=False)
     stop = threading.Event()  # after ray.init, which installs its own SIGTERM handler
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}

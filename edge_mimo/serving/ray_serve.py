@@ -26,6 +26,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from ..bundle.manifest import Manifest
+from ..engines import BACKENDS
 from ..errors import ConfigError, EdgeMimoError
 from ..runtime import Runtime, StreamResult
 from .packing import Request, check_policy, decode_image, infer_requests
@@ -54,6 +55,8 @@ class ServeOptions:
     def check(self, capacity: int) -> ServeOptions:
         """These options with defaults resolved for a model of ``capacity``; ConfigError naming the fix."""
         check_policy(self.policy, None)
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend {self.backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
         if (self.min_replicas is None) != (self.max_replicas is None):
             raise ConfigError("give both min_replicas and max_replicas to autoscale, or neither (fixed replicas)")
         if self.max_replicas is not None and not 0 <= self.min_replicas <= self.max_replicas >= 1:
@@ -66,7 +69,7 @@ class ServeOptions:
         batch = self.max_batch_size or 4 * capacity
         if batch < 1 or batch % capacity:
             raise ConfigError(f"max_batch_size {batch} is not a positive multiple of the model's capacity "
-                              f"{capacity}: pass {capacity}, {2 * capacity}, {4 * capacity}, ...")
+                              f"{capacity}: pass a multiple such as {capacity}, {2 * capacity} or {4 * capacity}")
         if not 0 <= self.batch_wait_ms <= 1000:
             raise ConfigError(f"batch_wait_ms must be within 0..1000 (got {self.batch_wait_ms}): a few ms suit")
         threads = self.threads if self.threads is not None else max(1, round(self.num_cpus))
