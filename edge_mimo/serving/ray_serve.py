@@ -24,6 +24,8 @@ from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import JSONResponse
 
 from ..bundle.manifest import Manifest
 from ..engines import BACKENDS
@@ -129,10 +131,8 @@ class MimoClassifier:
         result = await self._batch(Request(frame, policy or self.policy, budget_ms))
         return dataclasses.replace(result, stream=None)
 
-    async def __call__(self, http_request) -> Any:
+    async def __call__(self, http_request: HTTPRequest) -> JSONResponse:
         """The HTTP route: POST an encoded image; query parameters ``policy``, ``budget_ms``."""
-        from starlette.responses import JSONResponse
-
         if http_request.method != "POST":
             return JSONResponse({"ok": False, "error": f"{http_request.method} is not supported: POST an encoded "
                                  "image (JPEG or PNG) as the request body"}, status_code=405)
