@@ -15,12 +15,12 @@ from ..atomic import check_replaceable
 from ..datasets import (AUGMENT_PRESETS, FOLDER_HOLDOUT_SHARE, folder_has_test_split, load_dataset,
                         load_fashion_mnist)
 from ..models import build_model
-from ..models.config import ARCHITECTURES, TRAINING_FILE, ModelConfig
+from ..models.config import ARCHITECTURES, OPTIMIZERS, TRAINING_FILE, ModelConfig
 
 
 def add_parser(sub) -> None:
     """Register ``edge-mimo train``."""
-    p = sub.add_parser("train", help="train a MIMOConv / MIMO / MixMo classifier",
+    p = sub.add_parser("train", help="train a MIMOConv / MIMOFormer / MIMO / MixMo classifier",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", default="fashion-mnist",
                    help="fashion-mnist[:ROOT], cifar10:ROOT, or an image folder ROOT/<class>/<image> "
@@ -31,12 +31,21 @@ def add_parser(sub) -> None:
     p.add_argument("--depth", type=int, default=16, help="WideResNet depth (6k+4)")
     p.add_argument("--widen", type=int, default=4, help="WideResNet widening factor")
     p.add_argument("--stem-channels", type=int, default=32)
+    t = p.add_argument_group("MIMOFormer (--arch mimoformer)")
+    t.add_argument("--patch-size", type=int, default=7, help="square patches, one token each")
+    t.add_argument("--embed-dim", type=int, default=128, help="token width")
+    t.add_argument("--heads", type=int, default=4, help="attention heads")
+    t.add_argument("--layers", type=int, default=4, help="transformer blocks")
+    t.add_argument("--random-features", type=int, default=64, help="FAVOR+ random features per head")
+    t.add_argument("--mlp-ratio", type=int, default=2, help="MLP hidden width / token width")
     p.add_argument("--image-size", type=int, default=28, help="for image folders: resize to this size")
     p.add_argument("--channels", type=int, default=1, choices=[1, 3], help="for image folders")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch", type=int, default=64, help="superposed groups per step")
-    p.add_argument("--lr", type=float, default=0.1, help="one-cycle peak learning rate")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="default: adamw for mimoformer, sgd (Nesterov) for the convolutional models")
+    p.add_argument("--lr", type=float, help="one-cycle peak learning rate (default: 0.1 sgd, 0.002 adamw)")
+    p.add_argument("--weight-decay", type=float, help="default: 5e-4 sgd, 0.05 adamw")
     p.add_argument("--single-prob", type=float, default=0.2, help="share of steps at width 1")
     p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta alpha (0: off)")
     p.add_argument("--augment", default="camera", choices=AUGMENT_PRESETS,
@@ -95,6 +104,8 @@ def run(args) -> int:
         mean=tuple(round(float(v), 4) for v in x.mean((0, 2, 3))),
         std=tuple(round(float(v), 4) for v in x.std((0, 2, 3))),
         stem_channels=args.stem_channels, depth=args.depth, widen=args.widen,
+        patch_size=args.patch_size, embed_dim=args.embed_dim, heads=args.heads, layers=args.layers,
+        random_features=args.random_features, mlp_ratio=args.mlp_ratio,
     )
     del x
     torch.manual_seed(args.seed)  # the initial weights are part of the seeded run
@@ -105,12 +116,18 @@ def run(args) -> int:
             raise ValueError(f"--init {args.init} is a different model ({start.config}) from the one these "
                              f"arguments describe ({config}): pass the same architecture options")
         model, config = start, start.config
-    cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay,
+    optimizer = args.optimizer or ("adamw" if config.arch == "mimoformer" else "sgd")
+    lr, decay = OPTIMIZERS[optimizer]
+    cfg = TrainConfig(epochs=args.epochs, batch=args.batch, optimizer=optimizer,
+                      lr=lr if args.lr is None else args.lr,
+                      weight_decay=decay if args.weight_decay is None else args.weight_decay,
                       single_prob=args.single_prob, mixup=args.mixup, augment=args.augment,
                       seed=args.seed, threads=args.threads, device=args.device,
                       checkpoint_every=args.checkpoint_every, eval_every=args.eval_every)
-    print(f"training {config.arch} N={config.capacity} WRN-{config.depth}-{config.widen} on {len(data)} images "
-          f"(augment: {cfg.augment})")
+    body = (f"{config.layers} blocks x {config.embed_dim}, {config.patch_size}x{config.patch_size} patches"
+            if config.arch == "mimoformer" else f"WRN-{config.depth}-{config.widen}")
+    print(f"training {config.arch} N={config.capacity} {body} on {len(data)} images "
+          f"(augment: {cfg.augment}, {cfg.optimizer} lr {cfg.lr:g})")
     if args.checkpoint:
         args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     try:

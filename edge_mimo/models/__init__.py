@@ -9,7 +9,8 @@ def build_model(config: ModelConfig):
     """Instantiate the torch module a config describes."""
     from .mimo import MIMO
     from .mimoconv import MIMOConv
+    from .mimoformer import MIMOFormer
     from .mixmo import MixMo
     from .plain import PlainWRN
 
-    return {"mimoconv": MIMOConv, "mimo": MIMO, "mixmo": MixMo, "plain": PlainWRN}[config.arch](config)
+    return {"mimoconv": MIMOConv, "mimo": MIMO, "mixmo": MixMo, "plain": PlainWRN, "mimoformer": MIMOFormer}[config.arch](config)

@@ -10,7 +10,10 @@ CONFIG_FILE = "config.json"  # a model directory: this, the weights and (after t
 WEIGHTS_FILE = "model.safetensors"
 TRAINING_FILE = "training.json"
 
-ARCHITECTURES = ("mimoconv", "mimo", "mixmo", "plain")
+ARCHITECTURES = ("mimoconv", "mimo", "mixmo", "plain", "mimoformer")
+# Optimizers of the training recipe -> their default (peak learning rate, weight decay). The convolutional models
+# train with SGD + Nesterov momentum as in MIMONets; the transformer with AdamW, as transformers usually are.
+OPTIMIZERS = {"sgd": (0.1, 5e-4), "adamw": (2e-3, 0.05)}
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,14 @@ class ModelConfig:
     depth: int = 10
     widen: int = 4
     base_width: int = 16
+    # MIMOFormer (arch "mimoformer") only: patches, token width, attention heads, FAVOR+ random features per head,
+    # transformer blocks and the MLP's expansion. The WideResNet fields above are unused by it, and these by the rest.
+    patch_size: int = 4
+    embed_dim: int = 128
+    heads: int = 4
+    random_features: int = 64
+    layers: int = 4
+    mlp_ratio: int = 2
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -41,8 +52,11 @@ class ModelConfig:
             raise ValueError(f"capacity must be >= 1, got {self.capacity}")
         if self.arch == "plain" and self.capacity != 1:
             raise ValueError(f"a plain network takes one image per pass: capacity must be 1, got {self.capacity}")
-        if (self.depth - 4) % 6:
+        if self.arch != "mimoformer" and (self.depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6k+4 (10, 16, 22, 28), got {self.depth}")
+        if self.arch == "mimoformer" and (self.image_size % self.patch_size or self.embed_dim % self.heads):
+            raise ValueError(f"MIMOFormer needs patch_size dividing image_size ({self.patch_size}, {self.image_size}) "
+                             f"and heads dividing embed_dim ({self.heads}, {self.embed_dim})")
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise ValueError("mean and std need one value per input channel")
         if self.class_names and len(self.class_names) != self.num_classes:
@@ -110,4 +124,4 @@ def default_fashion_mnist_config(**overrides) -> ModelConfig:
     return ModelConfig(**base)
 
 
-__all__ = ["ModelConfig", "ARCHITECTURES", "FASHION_MNIST_CLASSES", "default_fashion_mnist_config"]
+__all__ = ["ModelConfig", "ARCHITECTURES", "OPTIMIZERS", "FASHION_MNIST_CLASSES", "default_fashion_mnist_config"]

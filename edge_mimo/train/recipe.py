@@ -30,6 +30,7 @@ from tqdm import tqdm
 from ..atomic import atomic_write_bytes
 from ..datasets import AUGMENT_PRESETS, ImageSet
 from ..models.base import SuperposedClassifier
+from ..models.config import OPTIMIZERS
 from ..runtime.batching import spec_for
 from ..runtime.preprocess import Normalizer
 from .camera_augment import CameraAugment, camera_augment
@@ -45,6 +46,7 @@ class TrainConfig:
     batch: int = 64  # superposed groups per step
     lr: float = 0.1
     weight_decay: float = 5e-4
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum; the convolutional models) or "adamw" (MIMOFormer)
     single_prob: float = 0.2
     mixup: float = 0.0  # Beta(alpha, alpha) mixup; 0 disables
     augment: str = "camera"  # one of AUGMENT_PRESETS: camera effects, 2-pixel shifts + flips, or none
@@ -59,6 +61,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.augment not in AUGMENT_PRESETS:
             raise ValueError(f"augment {self.augment!r} is unknown: choose one of {', '.join(AUGMENT_PRESETS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r} is unknown: choose one of {', '.join(OPTIMIZERS)}")
         if self.epochs < 1 or self.batch < 1:
             raise ValueError(f"epochs and batch must be >= 1, got {self.epochs} and {self.batch}")
 
@@ -259,10 +263,11 @@ def train(
 
     params_decay = [p for name, p in model.named_parameters() if p.dim() > 1 and "keys" not in name]
     params_other = [p for name, p in model.named_parameters() if p.dim() <= 1 or "keys" in name]
-    opt = torch.optim.SGD(
-        [{"params": params_decay, "weight_decay": cfg.weight_decay}, {"params": params_other, "weight_decay": 0.0}],
-        lr=cfg.lr, momentum=0.9, nesterov=True,
-    )
+    groups = [{"params": params_decay, "weight_decay": cfg.weight_decay}, {"params": params_other, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
+    else:
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(total))
     step = 0
     history = {"config": asdict(cfg), "epochs": []}
