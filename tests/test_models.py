@@ -60,7 +60,7 @@ def test_key_regularizer_is_zero_for_orthonormal_keys():
     assert binding.regularizer().item() > 1.0
 
 
-@pytest.mark.parametrize("arch", ["mimoconv", "mimo", "mixmo"])
+@pytest.mark.parametrize("arch", ["mimoconv", "mimo", "mixmo", "mimoformer"])
 @pytest.mark.parametrize("width", [1, 2])
 def test_width_n_equals_explicit_replication(arch, width):
     torch.manual_seed(0)

@@ -15,7 +15,8 @@ from ..models.config import WEIGHTS_FILE
 
 
 def plain_int8_runner(manifest: Manifest, workdir: Path, calibration: np.ndarray, threads: int) -> Callable:
-    """A plain WRN with the bundle's trunk (no superposition), exported and INT8-quantized like the bundle.
+    """The bundle's network without superposition (a plain WRN with its trunk, or a capacity-1 MIMOFormer of its
+    size), exported and INT8-quantized like the bundle.
 
     Its weights are randomly initialised: it is a speed baseline only (its accuracy is not measured).
     Returns ``run(x)`` for normalised inputs [M, C, H, W].
@@ -23,12 +24,12 @@ def plain_int8_runner(manifest: Manifest, workdir: Path, calibration: np.ndarray
     import torch  # the compile extra; ImportError tells the caller to skip this baseline
 
     from ..export import export_width
-    from ..models.plain import PlainWRN
+    from ..models import plain_equivalent
     from ..quantize import quantize_width  # onnx: the compile extra
 
     torch.manual_seed(0)
     cfg = manifest.model
-    model = PlainWRN(cfg).eval()
+    model = plain_equivalent(cfg).eval()
     fp32, int8 = workdir / "plain_fp32.onnx", workdir / "plain_int8.onnx"
     export_width(model, 1, fp32)
     quantize_width(fp32, int8, calibration, 1, cfg.mean, cfg.std, data_sha256="bench",

@@ -545,7 +545,8 @@ def _model(d: object) -> ModelConfig:
     _need(names is None or (isinstance(names, list) and len(names) == d["num_classes"]
                             and all(isinstance(c, str) for c in names)),
           "'model.class_names' must be a list of num_classes strings")
-    for key in ("in_channels", "image_size", "stem_channels", "depth", "widen", "base_width"):
+    for key in ("in_channels", "image_size", "stem_channels", "depth", "widen", "base_width", "patch_size", "embed_dim",
+                "heads", "random_features", "layers", "mlp_ratio"):
         _need(key not in d or _count(d[key]), f"'model.{key}' must be a positive integer")
     for key in ("mean", "std"):
         _need(key not in d or (isinstance(d[key], list) and all(_number(v) for v in d[key])),

@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     """Register ``edge-mimo compile``."""
     p = sub.add_parser("compile", help="quantize a model to INT8 and write a bundle for a target",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="default", help="model directory, or 'default' (the shipped model)")
+    p.add_argument("--model", default="default", help="model directory, or a shipped model: 'default' (MIMOConv) or 'mimoformer'")
     p.add_argument("--target", default="cpu", help="target name (see `edge-mimo targets`) or a profile .toml")
     p.add_argument("--m", type=int, default=4, help="largest superposition width to build")
     p.add_argument("--widths", type=int, nargs="+", help="exact widths to build (default: the target's, <= --m)")

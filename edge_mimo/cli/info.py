@@ -12,7 +12,7 @@ from ..models.default import resolve_model
 def add_parser(sub) -> None:
     """Register ``edge-mimo info``."""
     p = sub.add_parser("info", help="describe a model: architecture, widths, parameters, MACs, accuracy")
-    p.add_argument("model", nargs="?", default="default", help="model directory, or 'default'")
+    p.add_argument("model", nargs="?", default="default", help="model directory, or a shipped model: 'default' (MIMOConv) or 'mimoformer'")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
 
@@ -29,8 +29,8 @@ def describe(model_dir: Path) -> dict:
         "path": str(model_dir),
         "arch": cfg.arch,
         "capacity": cfg.capacity,
-        "trunk": f"WRN-{cfg.depth}-{cfg.widen}",
-        "stem_channels": cfg.stem_channels,
+        "trunk": cfg.body,
+        "stem_channels": cfg.stem_channels if cfg.arch != "mimoformer" else None,
         "input": [cfg.in_channels, cfg.image_size, cfg.image_size],
         "classes": list(cfg.class_names) or cfg.num_classes,
         "widths": list(cfg.widths),
@@ -47,7 +47,8 @@ def run(args) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print(f"model       {info['path']}")
-    print(f"arch        {info['arch']}  N={info['capacity']}  trunk {info['trunk']}  stem {info['stem_channels']}")
+    stem = f"  stem {info['stem_channels']}" if info["stem_channels"] else ""
+    print(f"arch        {info['arch']}  N={info['capacity']}  trunk {info['trunk']}{stem}")
     print(f"input       {'x'.join(map(str, info['input']))}   classes {len(info['classes'])}")
     print(f"parameters  {info['parameters']:,}")
     base = info["macs_per_image"][str(min(info["widths"]))]

@@ -33,6 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("--stem-channels", type=int, default=32)
     t = p.add_argument_group("MIMOFormer (--arch mimoformer)")
     t.add_argument("--patch-size", type=int, default=7, help="square patches, one token each")
+    t.add_argument("--embedding", default="linear", choices=["linear", "conv"],
+                   help="linear patches, or a small conv stem down to the same token grid")
     t.add_argument("--embed-dim", type=int, default=128, help="token width")
     t.add_argument("--heads", type=int, default=4, help="attention heads")
     t.add_argument("--layers", type=int, default=4, help="transformer blocks")
@@ -104,8 +106,8 @@ def run(args) -> int:
         mean=tuple(round(float(v), 4) for v in x.mean((0, 2, 3))),
         std=tuple(round(float(v), 4) for v in x.std((0, 2, 3))),
         stem_channels=args.stem_channels, depth=args.depth, widen=args.widen,
-        patch_size=args.patch_size, embed_dim=args.embed_dim, heads=args.heads, layers=args.layers,
-        random_features=args.random_features, mlp_ratio=args.mlp_ratio,
+        patch_size=args.patch_size, embedding=args.embedding, embed_dim=args.embed_dim, heads=args.heads,
+        layers=args.layers, random_features=args.random_features, mlp_ratio=args.mlp_ratio,
     )
     del x
     torch.manual_seed(args.seed)  # the initial weights are part of the seeded run
@@ -124,9 +126,7 @@ def run(args) -> int:
                       single_prob=args.single_prob, mixup=args.mixup, augment=args.augment,
                       seed=args.seed, threads=args.threads, device=args.device,
                       checkpoint_every=args.checkpoint_every, eval_every=args.eval_every)
-    body = (f"{config.layers} blocks x {config.embed_dim}, {config.patch_size}x{config.patch_size} patches"
-            if config.arch == "mimoformer" else f"WRN-{config.depth}-{config.widen}")
-    print(f"training {config.arch} N={config.capacity} {body} on {len(data)} images "
+    print(f"training {config.arch} N={config.capacity} {config.body} on {len(data)} images "
           f"(augment: {cfg.augment}, {cfg.optimizer} lr {cfg.lr:g})")
     if args.checkpoint:
         args.checkpoint.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from ..bundle.names import PLOT_FILE, REPORT_FILE, graph_file
 from ..bundle.target import TargetProfile
 from ..datasets import ImageSet, load_dataset
 from ..engines import build_bundle_engines
-from ..models.default import resolve_model
+from ..models.default import SHIPPED_MODELS, resolve_model
 from ..errors import AccuracyGateError, BackendUnavailableError, ConfigError, DataError, ExportError
 from ..quantize import CalibrationCache, data_hash, quantize_width
 from ..runtime.batching import model_inputs, spec_for, width_groups
@@ -124,7 +124,7 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
     calib_sha = data_hash(calib.images)
     flavour = profile.flavour
     cache = CalibrationCache(opts.cache_dir) if opts.cache_dir else None
-    name = "default" if opts.model == "default" else model_dir.name
+    name = opts.model if opts.model in SHIPPED_MODELS else model_dir.name
     output = Path(opts.output or f"bundles/{name}-{profile.name}-m{opts.m}")
     check_replaceable(output, MANIFEST_FILE, owned=is_bundle)  # only an earlier bundle is ever replaced
 

@@ -39,6 +39,7 @@ class ModelConfig:
     # MIMOFormer (arch "mimoformer") only: patches, token width, attention heads, FAVOR+ random features per head,
     # transformer blocks and the MLP's expansion. The WideResNet fields above are unused by it, and these by the rest.
     patch_size: int = 4
+    embedding: str = "linear"  # "linear" patches (ViT) or a small "conv" stem down to the same token grid
     embed_dim: int = 128
     heads: int = 4
     random_features: int = 64
@@ -54,6 +55,8 @@ class ModelConfig:
             raise ValueError(f"a plain network takes one image per pass: capacity must be 1, got {self.capacity}")
         if self.arch != "mimoformer" and (self.depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6k+4 (10, 16, 22, 28), got {self.depth}")
+        if self.embedding not in ("linear", "conv"):
+            raise ValueError(f"embedding {self.embedding!r} is unknown: choose 'linear' or 'conv'")
         if self.arch == "mimoformer" and (self.image_size % self.patch_size or self.embed_dim % self.heads):
             raise ValueError(f"MIMOFormer needs patch_size dividing image_size ({self.patch_size}, {self.image_size}) "
                              f"and heads dividing embed_dim ({self.heads}, {self.embed_dim})")
@@ -61,6 +64,13 @@ class ModelConfig:
             raise ValueError("mean and std need one value per input channel")
         if self.class_names and len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+
+    @property
+    def body(self) -> str:
+        """The network between binding and unbinding, in words: "WRN-16-4" or "transformer 4x128, 7x7 patches"."""
+        if self.arch == "mimoformer":
+            return f"transformer {self.layers}x{self.embed_dim}, {self.patch_size}x{self.patch_size} patches"
+        return f"WRN-{self.depth}-{self.widen}"
 
     @property
     def widths(self) -> tuple[int, ...]:

@@ -1,4 +1,4 @@
-"""The default model shipped inside the package (torch-free)."""
+"""The models shipped inside the package (torch-free): the default MIMOConv and a MIMOFormer."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ from pathlib import Path
 
 from .config import CONFIG_FILE
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
+_PACKAGE = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = _PACKAGE / "default_model"
+MIMOFORMER_MODEL_DIR = _PACKAGE / "mimoformer_model"
+SHIPPED_MODELS = {"default": DEFAULT_MODEL_DIR, "mimoformer": MIMOFORMER_MODEL_DIR}
 
 
 def resolve_model(spec: str | Path) -> Path:
-    """'default' -> the shipped model directory; anything else is a model directory path."""
-    path = DEFAULT_MODEL_DIR if str(spec) == "default" else Path(spec)
+    """'default' or 'mimoformer' -> that shipped model's directory; anything else is a model directory path."""
+    path = SHIPPED_MODELS.get(str(spec), Path(spec))
     if not (path / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{path} is not a model directory (no {CONFIG_FILE}): pass one written by `edge-mimo train`")
+        raise FileNotFoundError(f"{path} is not a model directory (no {CONFIG_FILE}): pass one written by "
+                                f"`edge-mimo train`, or one of the shipped models: {', '.join(SHIPPED_MODELS)}")
     return path

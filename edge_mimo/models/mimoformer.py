@@ -67,6 +67,12 @@ class FavorAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.register_buffer("features", _orthogonal_gaussian(self.head_dim, features, seed), persistent=True)
 
+    def macs(self, inputs: tuple, output: torch.Tensor) -> int:
+        """Multiply-accumulates of the feature maps and products (the projections are counted as Linear layers)."""
+        b, t, _ = inputs[0].shape
+        m = self.features.shape[1]
+        return b * self.heads * t * m * (4 * self.head_dim + 1)  # q, k features; K^T V; Q (K^T V); normaliser
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, D] -> [B, T, D]."""
         t = int(x.shape[1])  # constant under ONNX tracing (fixed token count); the batch stays dynamic
@@ -108,6 +114,22 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def patch_embedding(config: ModelConfig) -> nn.Module:
+    """Images [M, C, H, W] -> token maps [M, D, H/p, W/p].
+
+    "linear": one linear map per p x p patch (ViT). "conv": two 3x3 convolutions with ReLU down to the same grid
+    (strides p/2 and 2, or p and 1 for odd p), then a 1x1 projection: a small convolutional stem, which copes
+    better with objects that are shifted, scaled or tilted within the frame (Xiao et al., 2021).
+    """
+    d, p, c = config.embed_dim, config.patch_size, config.in_channels
+    if config.embedding == "linear":
+        return nn.Conv2d(c, d, p, p)
+    first, second = (p // 2, 2) if p % 2 == 0 else (p, 1)
+    width = max(16, d // 4)
+    return nn.Sequential(nn.Conv2d(c, width, 3, first, 1), nn.ReLU(),
+                         nn.Conv2d(width, 2 * width, 3, second, 1), nn.ReLU(), nn.Conv2d(2 * width, d, 1))
+
+
 class MIMOFormer(SuperposedClassifier):
     """Patch embedding per image -> bipolar binding + sum -> transformer blocks -> unbinding -> shared head."""
 
@@ -117,7 +139,7 @@ class MIMOFormer(SuperposedClassifier):
         if config.image_size % p:
             raise ValueError(f"patch_size {p} does not divide image_size {config.image_size}")
         tokens = (config.image_size // p) ** 2
-        self.embed = nn.Conv2d(config.in_channels, d, p, p)
+        self.embed = patch_embedding(config)
         self.pos = nn.Parameter(torch.randn(1, tokens, d) * 0.02)
         self.register_buffer("keys", bipolar_keys(config.capacity, d), persistent=True)
         self.blocks = nn.Sequential(*(Block(d, config.heads, config.random_features, config.mlp_ratio, KEY_SEED + 1 + i)
@@ -135,6 +157,12 @@ class MIMOFormer(SuperposedClassifier):
         e = self.embed(x.reshape(-1, *(int(d) for d in x.shape[2:])))  # [B*n, D, h, w]
         e = e.flatten(2).transpose(1, 2) + self.pos
         return e.reshape(-1, n, *(int(d) for d in e.shape[1:]))
+
+    def macs(self, inputs: tuple, output: torch.Tensor) -> int:
+        """Multiply-accumulates of binding (one per bound token element) and unbinding (one per slot element)."""
+        b, n = inputs[0].shape[:2]
+        tokens = (self.config.image_size // self.config.patch_size) ** 2
+        return b * (n * tokens + self.config.capacity) * self.config.embed_dim
 
     def slot_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Images [B, n, C, H, W] -> logits per slot [B, N, classes]."""

@@ -35,7 +35,8 @@ def load_model(directory: str | Path) -> SuperposedClassifier:
 
 
 def count_macs(model: SuperposedClassifier, width: int) -> int:
-    """Multiply-accumulates of one pass at ``width`` (convolutions and linear layers), per pass."""
+    """Multiply-accumulates of one pass at ``width``, per pass: convolutions, linear layers, and what modules with a
+    ``macs(inputs, output)`` method compute beyond those (MIMOFormer's attention products and binding)."""
     cfg = model.config
     total = 0
 
@@ -48,6 +49,8 @@ def count_macs(model: SuperposedClassifier, width: int) -> int:
             total += output.numel() * module.in_features
         elif isinstance(module, KeyBinding):  # a 1x1 conv from width*C to C channels
             total += output.numel() * width * cfg.stem_channels
+        if hasattr(module, "macs"):
+            total += module.macs(inputs, output)
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:

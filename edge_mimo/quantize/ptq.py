@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..bundle.manifest import sha256_file
@@ -33,6 +34,13 @@ METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entr
 # the KL search a single candidate, the full range: min-max under another name. 1024 bins give it 448 candidate
 # clipping ranges (TensorRT's KL calibration uses 2048; 1024 takes a quarter of the time at this model size).
 CALIBRATOR_OPTIONS = {"minmax": {}, "entropy": {"num_bins": 1024, "num_quantized_bins": 128}, "percentile": {}}
+
+# Operators ONNX Runtime's quantizer can quantize, less those edge-mimo keeps in float: normalisations, whose
+# outputs are re-scaled per token (a per-tensor 8-bit grid of their affine weights and outputs loses the small
+# tokens), and which neither ONNX Runtime's CPU provider nor TensorRT runs in INT8 anyway. MIMOFormer's
+# LayerNorms stay float; its matrix products (projections, MLP, FAVOR+ feature maps) are quantized.
+FLOAT_OPS = frozenset({"LayerNormalization", "InstanceNormalization", "Softmax"})
+QUANTIZED_OPS = sorted((set(QLinearOpsRegistry) | set(QDQRegistry)) - FLOAT_OPS)
 
 FLAVOURS = {
     "cpu": dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, extra_options={}),
@@ -128,6 +136,7 @@ def quantize_width(
             str(pre), str(out),
             calibration_data_reader=None,
             quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=METHODS[method],
+            op_types_to_quantize=QUANTIZED_OPS,
             activation_type=spec["activation_type"], weight_type=spec["weight_type"],
             extra_options=dict(spec["extra_options"]),
             calibration_cache_path=str(ranges or fresh),
