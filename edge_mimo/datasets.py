@@ -153,9 +153,12 @@ def holdout_split(labels: np.ndarray, share: float = FOLDER_HOLDOUT_SHARE, seed:
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
 
 
-def folder_has_test_split(spec: str) -> bool:
-    """Does the image folder ``spec`` have its own ``test/`` split?"""
-    return (Path(spec) / "test").is_dir()
+NAMED_DATASETS = ("fashion-mnist", "cifar10", "shipped")  # any other spec is an image folder
+
+
+def holds_out_test_images(spec: str) -> bool:
+    """Is ``spec`` an image folder without its own ``test/`` split (so :func:`load_dataset` holds images out)?"""
+    return spec.partition(":")[0] not in NAMED_DATASETS and not (Path(spec) / "test").is_dir()
 
 
 def load_dataset(spec: str, split: str, size: int = 28, channels: int = 1) -> ImageSet:

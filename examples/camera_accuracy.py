@@ -35,9 +35,8 @@ def main() -> None:
           f"per call, {runtime.precision} on {runtime.backend_name}")
     print("width  accuracy  flagged  kept accuracy  frames/s")
     for width in runtime.widths:
-        results, start = [], time.perf_counter()
-        for i in range(0, len(frames), args.streams):
-            results += runtime.infer_many(frames[i : i + args.streams], width=width)
+        start = time.perf_counter()
+        results = runtime.infer_in_calls(frames, args.streams, width=width)
         rate = len(frames) / (time.perf_counter() - start)
         correct = np.array([r.class_index for r in results]) == test.labels
         flagged = np.array([r.uncertain for r in results])

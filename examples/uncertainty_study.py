@@ -33,18 +33,11 @@ def digits_28() -> np.ndarray:
     return np.stack([cv2.resize(img, (28, 28), interpolation=cv2.INTER_LINEAR) for img in images])
 
 
-def classify(runtime: Runtime, images: np.ndarray, policy: str, streams: int) -> list:
-    results = []
-    for i in range(0, len(images), streams):
-        results += runtime.infer_many(list(images[i : i + streams]), policy=policy)
-    return results
-
-
 def study(runtime: Runtime, test_images, test_labels, ood_images, streams: int) -> dict:
     report = {}
     for policy in POLICIES:
-        ind = classify(runtime, test_images, policy, streams)
-        ood = classify(runtime, ood_images, policy, streams)
+        ind = runtime.infer_in_calls(test_images, streams, policy=policy)
+        ood = runtime.infer_in_calls(ood_images, streams, policy=policy)
         probs = np.stack([r.probabilities for r in ind])
         correct = probs.argmax(1) == test_labels
         flagged = np.array([r.uncertain for r in ind])
@@ -53,7 +46,7 @@ def study(runtime: Runtime, test_images, test_labels, ood_images, streams: int) 
         scores["1-confidence"] = 1 - np.array([r.confidence for r in ind + ood])
         saved = dict(runtime.temperature)
         runtime.temperature = dict.fromkeys(saved, 1.0)  # the same frames without temperature scaling
-        raw = np.stack([r.probabilities for r in classify(runtime, test_images, policy, streams)])
+        raw = np.stack([r.probabilities for r in runtime.infer_in_calls(test_images, streams, policy=policy)])
         runtime.temperature = saved
         report[policy] = {
             "width": sorted({r.width for r in ind}), "replicas": sorted({r.replicas for r in ind}),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up edge-mimo from scratch in ./.venv: Fashion-MNIST from Debian, PyTorch CPU, the package with its
-# compile, dev and metrics extras, installed the way users get it: a wheel built from this checkout (not an editable
-# install, which would hide files left out of the wheel). Run it again after changing the code. Safe to rerun.
+# compile, dev, metrics, serve and triton extras, installed the way users get it: a wheel built from this checkout (not an
+# editable install, which would hide files left out of the wheel); and .venv-triton, the environment of the Triton
+# server the tests start. Run it again after changing the code. Safe to rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,7 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/pip install -q "torch==2.13.0"
 rm -rf dist && .venv/bin/pip wheel -q --no-deps -w dist .
 .venv/bin/pip uninstall -q -y edge-mimo 2>/dev/null || true
-.venv/bin/pip install -q "$(ls dist/edge_mimo-*.whl)[compile,dev,metrics,triton]"
+.venv/bin/pip install -q "$(ls dist/edge_mimo-*.whl)[compile,dev,metrics,serve,triton]"
 
 # The Triton server's Python environment (.venv-triton: tests and scripts/bench_serving.py start a real tritonserver
 # from the nvidia-pytriton wheel). Its Python-backend stub (Triton 2.51) returns empty outputs under numpy 2, so this

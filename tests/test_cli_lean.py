@@ -18,3 +18,14 @@ def test_check_runs_and_commands_that_need_opencv_say_so():
         assert result.returncode == 2, (command, result.stderr)
         assert f"edge-mimo {command}: error: this command needs cv2" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_serve_without_ray_names_the_serve_extra():
+    block_ray = BLOCK_CV2.replace("'cv2'", "'ray'")
+    result = subprocess.run([sys.executable, "-c", block_ray, "serve", "bundle"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "edge-mimo serve: error: this command needs ray" in result.stderr
+    assert "pip install 'edge-mimo[serve]'" in result.stderr
+    helped = subprocess.run([sys.executable, "-c", block_ray, "--help"], capture_output=True, text=True, timeout=120)
+    assert "unavailable: needs ray" in helped.stdout

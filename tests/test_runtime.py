@@ -313,3 +313,16 @@ def test_runtime_is_a_context_manager_that_closes(bundle):
         assert rt.infer(np.zeros((28, 28), np.uint8)).ok
     with pytest.raises(BackendUnavailableError, match="closed"):
         rt.infer(np.zeros((28, 28), np.uint8))
+
+
+def test_infer_in_calls_feeds_streams_at_a_time_and_keeps_order(cpu_runtime):
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(7)]
+    got = cpu_runtime.infer_in_calls(frames, 3, policy="robust")
+    want = cpu_runtime.infer_many(frames[:3], policy="robust") + cpu_runtime.infer_many(frames[3:6], policy="robust") \
+        + cpu_runtime.infer_many(frames[6:], policy="robust")
+    assert [r.class_index for r in got] == [r.class_index for r in want]
+    assert all(np.allclose(a.probabilities, b.probabilities, atol=1e-6) for a, b in zip(got, want))
+    assert [r.stream for r in got] == [0, 1, 2, 0, 1, 2, 0]  # each call's own stream ids
+    with pytest.raises(ConfigError, match="streams"):
+        cpu_runtime.infer_in_calls(frames, 0)

@@ -33,13 +33,6 @@ def distinct_policies(capacity: int) -> list[str]:
     return out
 
 
-def _classify(runtime, frames: list[np.ndarray], policy: str, streams: int) -> list:
-    results = []
-    for i in range(0, len(frames), streams):
-        results += runtime.infer_many(frames[i : i + streams], policy=policy)
-    return results
-
-
 def _score(ind: list, ood: list, labels: np.ndarray) -> dict:
     pred = np.array([r.class_index for r in ind])
     flagged = np.array([r.uncertain for r in ind])
@@ -79,7 +72,7 @@ def run_suite(runtime, images: np.ndarray, labels: np.ndarray, ood_images: np.nd
             for start in range(0, len(source), chunk):
                 frames = render_frames(source[start : start + chunk], cond, seed, start=start)
                 for p in policies:
-                    sink[p] += _classify(runtime, frames, p, streams)
+                    sink[p] += runtime.infer_in_calls(frames, streams, policy=p)
         out["conditions"][cond.name] = {"description": cond.description, "trained": cond.trained,
                                         **{p: _score(ind[p], ood[p], labels) for p in policies}}
         first = out["conditions"][cond.name][policies[0]]

@@ -20,6 +20,7 @@ FIX = {
     "cv2": "pip install opencv-python-headless, or on a Jetson use JetPack's OpenCV (python3-opencv) from a venv "
            "made with --system-site-packages",
     "onnxruntime": "pip install onnxruntime, or on a Jetson NVIDIA's onnxruntime-gpu wheel for JetPack",
+    "ray": "install the serve extra: pip install 'edge-mimo[serve]'",
     "tensorrt": "optional: pip install 'edge-mimo[tensorrt]' on an NVIDIA device (JetPack ships it)",
 }
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import check_replaceable
-from ..datasets import (AUGMENT_PRESETS, FOLDER_HOLDOUT_SHARE, folder_has_test_split, load_dataset,
+from ..datasets import (AUGMENT_PRESETS, FOLDER_HOLDOUT_SHARE, holds_out_test_images, load_dataset,
                         load_fashion_mnist)
 from ..models import build_model
 from ..models.config import ARCHITECTURES, OPTIMIZERS, TRAINING_FILE, ModelConfig
@@ -78,8 +78,7 @@ def _load(args):
         val = None
     test = load_dataset(args.dataset, "test", args.image_size, args.channels)
     note = "the dataset's test split"
-    if args.dataset.partition(":")[0] not in ("fashion-mnist", "cifar10", "shipped") and \
-            not folder_has_test_split(args.dataset):
+    if holds_out_test_images(args.dataset):
         note = (f"{len(test)} images held out of the training folder ({FOLDER_HOLDOUT_SHARE:.0%} of each class, "
                 "never trained on): it has no test/ folder")
         print(f"note: testing on {note}")

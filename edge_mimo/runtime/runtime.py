@@ -181,6 +181,16 @@ class Runtime:
         roi = check_roi(roi) if roi is not None else None
         return PreparedFrame(preprocess.prepare_frame(frame, self.spec, roi), self.spec, roi)
 
+    def infer_in_calls(self, frames: Sequence, streams: int, **kwargs) -> list[StreamResult]:
+        """Classify a long list of frames ``streams`` at a time, as that many cameras would deliver them (one
+        :meth:`infer_many` call each, with ``kwargs``); results in order. For evaluations and studies."""
+        if not (_integer(streams) and streams >= 1):
+            raise ConfigError(f"streams must be a whole number >= 1, got {streams!r}")
+        results: list[StreamResult] = []
+        for i in range(0, len(frames), streams):
+            results += self.infer_many(list(frames[i : i + streams]), **kwargs)
+        return results
+
     def infer(self, frame, **kwargs) -> StreamResult:
         """Classify a single frame (its own stream): ``infer_many([frame], ...)[0]``."""
         return self.infer_many([frame], **kwargs)[0]

@@ -1,0 +1,65 @@
+"""``edge-mimo serve``: a bundle behind Ray Serve (HTTP and Ray handles) until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import ray
+from ray import serve
+
+from ..engines import BACKENDS
+from ..runtime import POLICIES
+from ..serving.ray_serve import APP_NAME, ROUTE, ServeOptions, build_app
+
+
+def add_parser(sub) -> None:
+    """Register ``edge-mimo serve``."""
+    p = sub.add_parser("serve", help="serve a bundle over HTTP with Ray Serve; calls are packed into shared passes")
+    p.add_argument("bundle", help="bundle directory written by `edge-mimo compile` (on every node of the cluster)")
+    p.add_argument("--address", help="join this Ray cluster (e.g. ray://head:10001 or auto); default: a local one")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP address (default: loopback only; 0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--replicas", type=int, default=1, help="replicas, each with its own copy of the model")
+    p.add_argument("--min-replicas", type=int, help="autoscale between --min-replicas and --max-replicas instead")
+    p.add_argument("--max-replicas", type=int)
+    p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica (default 1)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads per replica (default: --num-cpus)")
+    p.add_argument("--max-batch-size", type=int, help="calls classified together (a multiple of the capacity; "
+                                                      "default 4 x capacity)")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0,
+                   help="how long a batch's first call waits for others (default 5)")
+    p.add_argument("--policy", default="throughput", choices=POLICIES, help="policy of calls that name none")
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    """Deploy, print the route, wait for Ctrl-C / SIGTERM, then shut down what this command started."""
+    options = ServeOptions(replicas=args.replicas, min_replicas=args.min_replicas, max_replicas=args.max_replicas,
+                           num_cpus=args.num_cpus, threads=args.threads, max_batch_size=args.max_batch_size,
+                           batch_wait_ms=args.batch_wait_ms, policy=args.policy, backend=args.backend)
+    app = build_app(args.bundle, options)  # a bad bundle or option fails here, before Ray starts
+    # "local": a Ray of our own, even where RAY_ADDRESS names a cluster (whose Serve we would shut down on exit)
+    ray.init(address=args.address or "local", include_dashboard=False, logging_level=logging.WARNING,
+             configure_logging=False)
+    stop = threading.Event()  # after ray.init, which installs its own SIGTERM handler
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(app, name=APP_NAME, route_prefix=ROUTE)
+        url = f"http://{args.host}:{args.port}{ROUTE}"
+        print(f"serving {args.bundle} at {url}: POST an encoded image, e.g. "
+              f"curl --data-binary @frame.jpg '{url}?policy=robust' (Ctrl-C to stop)", flush=True)
+        stop.wait()
+    finally:
+        if args.address:  # someone else's cluster: remove only this application
+            serve.delete(APP_NAME)
+        else:
+            serve.shutdown()
+        ray.shutdown()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    print("stopped", flush=True)
+    return 0

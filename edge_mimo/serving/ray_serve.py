@@ -1,0 +1,160 @@
+"""Ray Serve: one bundle served over HTTP and Ray handles, calls from any callers packed into superposed passes.
+
+Each replica loads the bundle once (a :class:`~edge_mimo.runtime.Runtime`). Calls are gathered by
+``@serve.batch`` (up to ``max_batch_size`` calls, waiting at most ``batch_wait_ms`` for more) and classified
+together by :func:`~edge_mimo.serving.packing.infer_requests`, so calls that share a policy share passes.
+
+- HTTP: ``POST <route>`` with an encoded image (JPEG, PNG, ...) as the body, optional query parameters
+  ``policy`` and ``budget_ms``. 200 with the result as JSON (:meth:`StreamResult.to_dict` without ``stream``,
+  plus ``passes`` = {width: passes} of the call it shared); 400 with ``{"ok": false, "error": ...}`` for a
+  frame or option the caller got wrong.
+- Python, inside the cluster: ``handle.classify.remote(frame, policy=..., budget_ms=...).result()`` with an
+  image array (HxWx3 BGR uint8) returns a :class:`StreamResult` (``stream`` None, ``error`` set for a bad frame).
+
+The bundle path must exist on every node that runs a replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import JSONResponse
+
+from ..bundle.manifest import Manifest
+from ..engines import BACKENDS
+from ..errors import ConfigError, EdgeMimoError
+from ..runtime import Runtime, StreamResult
+from .packing import Request, check_policy, decode_image, infer_requests
+
+APP_NAME = "edge-mimo"
+ROUTE = "/classify"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How a bundle is deployed. ``replicas`` fixes the replica count; ``min_replicas``/``max_replicas``
+    (both set) autoscale instead. ``threads``: ONNX Runtime threads per replica (default: ``num_cpus``).
+    ``max_batch_size``: calls classified together (default: 4 x the capacity; a multiple of it, so full
+    batches fill whole passes). ``batch_wait_ms``: how long the first call of a batch waits for more."""
+
+    replicas: int = 1
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    num_cpus: float = 1.0
+    threads: int | None = None
+    max_batch_size: int | None = None
+    batch_wait_ms: float = 5.0
+    policy: str = "throughput"
+    backend: str = "auto"
+
+    def check(self, capacity: int) -> ServeOptions:
+        """These options with defaults resolved for a model of ``capacity``; ConfigError naming the fix."""
+        check_policy(self.policy, None)
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend {self.backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
+        if (self.min_replicas is None) != (self.max_replicas is None):
+            raise ConfigError("give both min_replicas and max_replicas to autoscale, or neither (fixed replicas)")
+        if self.max_replicas is not None and not 0 <= self.min_replicas <= self.max_replicas >= 1:
+            raise ConfigError(f"autoscaling needs 0 <= min_replicas <= max_replicas and max_replicas >= 1 "
+                              f"(got {self.min_replicas}, {self.max_replicas})")
+        if self.replicas < 1:
+            raise ConfigError(f"replicas must be >= 1 (got {self.replicas})")
+        if not self.num_cpus > 0:
+            raise ConfigError(f"num_cpus must be > 0 (got {self.num_cpus}): CPUs reserved per replica")
+        batch = self.max_batch_size or 4 * capacity
+        if batch < 1 or batch % capacity:
+            raise ConfigError(f"max_batch_size {batch} is not a positive multiple of the model's capacity "
+                              f"{capacity}: pass a multiple such as {capacity}, {2 * capacity} or {4 * capacity}")
+        if not 0 <= self.batch_wait_ms <= 1000:
+            raise ConfigError(f"batch_wait_ms must be within 0..1000 (got {self.batch_wait_ms}): a few ms suit")
+        threads = self.threads if self.threads is not None else max(1, round(self.num_cpus))
+        return dataclasses.replace(self, max_batch_size=batch, threads=threads)
+
+    def deployment_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``Deployment.options`` (replicas or autoscaling, CPUs, queue depth)."""
+        batch = self.max_batch_size
+        scale: dict[str, Any] = {"num_replicas": self.replicas}
+        if self.min_replicas is not None:
+            scale = {"autoscaling_config": {"min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+                                            "target_ongoing_requests": batch}}
+        # A replica must accept a full batch plus the next one filling up, or batches never fill.
+        return {**scale, "max_ongoing_requests": 2 * batch, "ray_actor_options": {"num_cpus": self.num_cpus}}
+
+
+def _http_status(result: StreamResult) -> int:
+    """400 for what the caller can fix (FrameError, ConfigError: both ValueErrors), 500 for the server's faults."""
+    if result.ok:
+        return 200
+    return 400 if isinstance(result.error, ValueError) else 500
+
+
+def _budget(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        raise ConfigError(f"budget_ms {text!r} is not a number: give milliseconds, e.g. budget_ms=20") from None
+
+
+def result_json(result: StreamResult) -> dict:
+    """A result as the HTTP route returns it: ``to_dict`` without ``stream``, plus ``passes`` {width: passes}."""
+    d = result.to_dict()
+    del d["stream"]
+    if result.timing is not None:
+        d["passes"] = {str(n): p for n, p in result.timing.passes.items()}
+    return d
+
+
+@serve.deployment(name="MimoClassifier")
+class MimoClassifier:
+    """One replica: the bundle loaded once, calls batched into superposed passes (see the module doc)."""
+
+    def __init__(self, bundle: str, options: ServeOptions) -> None:
+        self.runtime = Runtime(bundle, backend=options.backend, threads=options.threads)
+        self.policy = options.policy
+        self._batch.set_max_batch_size(options.max_batch_size)
+        self._batch.set_batch_wait_timeout_s(options.batch_wait_ms / 1e3)
+
+    @serve.batch
+    async def _batch(self, requests: list[Request]) -> list[StreamResult]:
+        # Off the event loop, so the replica keeps taking calls (the next batch) while this one runs.
+        return await asyncio.to_thread(infer_requests, self.runtime, requests)
+
+    async def classify(self, frame: Any, policy: str | None = None, budget_ms: float | None = None) -> StreamResult:
+        """Classify one image array (HxWx3 BGR uint8); the result's ``error`` is set for a bad frame or policy."""
+        result = await self._batch(Request(frame, policy or self.policy, budget_ms))
+        return dataclasses.replace(result, stream=None)
+
+    async def __call__(self, http_request: HTTPRequest) -> JSONResponse:
+        """The HTTP route: POST an encoded image; query parameters ``policy``, ``budget_ms``."""
+        if http_request.method != "POST":
+            return JSONResponse({"ok": False, "error": f"{http_request.method} is not supported: POST an encoded "
+                                 "image (JPEG or PNG) as the request body"}, status_code=405)
+        try:
+            budget_ms = _budget(http_request.query_params.get("budget_ms"))
+            frame = decode_image(await http_request.body())
+        except EdgeMimoError as e:
+            return JSONResponse({"ok": False, "error": f"{type(e).__name__}: {e}"}, status_code=400)
+        result = await self.classify(frame, http_request.query_params.get("policy"), budget_ms)
+        return JSONResponse(result_json(result), status_code=_http_status(result))
+
+
+def build_app(bundle: str | Path, options: ServeOptions = ServeOptions()) -> serve.Application:
+    """The Serve application of ``bundle`` (checked here: a missing or damaged bundle fails before deploying)."""
+    bundle = Path(bundle).resolve()
+    capacity = Manifest.load(bundle).model.capacity
+    options = options.check(capacity)
+    return MimoClassifier.options(**options.deployment_options()).bind(str(bundle), options)
+
+
+def deploy(bundle: str | Path, options: ServeOptions = ServeOptions(), route_prefix: str | None = ROUTE,
+           name: str = APP_NAME) -> DeploymentHandle:
+    """Deploy ``bundle`` on the connected Ray cluster (``ray.init`` first; ``serve.start`` to choose the HTTP
+    host and port) and return the handle once every replica is up. ``route_prefix`` None: handle only."""
+    return serve.run(build_app(bundle, options), name=name, route_prefix=route_prefix)
