@@ -60,7 +60,7 @@ def test_quick_bench_end_to_end(cpu_bundle, tmp_path):
     for m in (1, 8):
         for precision in ("int8", "fp32"):
             assert {(m, precision, p) for p in (*POLICIES, "width-1")} <= seen
-        assert {(m, "int8", "plain-wrn-int8"), (m, "fp32", "torch-eager-fp32-width-1")} <= seen
+        assert {(m, "int8", "plain-int8"), (m, "fp32", "torch-eager-fp32-width-1")} <= seen
     assert all(r["repeats"] == 20 and 0 < r["p50_ms"] <= r["p99_ms"] and r["fps"] > 0 for r in result["runs"])
     eight = {r["policy"]: r for r in result["runs"] if r["streams"] == 8 and r["precision"] == "int8"}
     assert [eight[p]["passes"] for p in (*POLICIES, "width-1")] == [2, 4, 8, 8]
@@ -71,7 +71,7 @@ def test_quick_bench_end_to_end(cpu_bundle, tmp_path):
     ratios = result["ratios"]
     assert ratios["streams"] == 8
     for key in ("int8_throughput_vs_int8_width1", "int8_throughput_vs_int8_width1_inference_only",
-                "int8_throughput_vs_torch_eager_width1", "int8_throughput_vs_plain_wrn_int8",
+                "int8_throughput_vs_torch_eager_width1", "int8_throughput_vs_plain_int8",
                 "int8_vs_fp32_throughput", "int8_vs_fp32_width-1"):
         assert ratios[key] > 1, (key, ratios[key])
     assert 0 < ratios["preprocess_plus_demux_share"] < 1

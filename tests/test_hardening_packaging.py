@@ -47,6 +47,7 @@ def test_the_wheel_holds_every_subpackage_and_the_shipped_data(wheel):
     missing = source_packages() - packages
     assert not missing, f"left out of the wheel: {sorted(missing)}"
     for data in ("edge_mimo/default_model/model.safetensors", "edge_mimo/default_model/config.json",
+                 "edge_mimo/mimoformer_model/model.safetensors", "edge_mimo/mimoformer_model/config.json",
                  "edge_mimo/calibration/fashion_mnist_calibration.npz",
                  "edge_mimo/calibration/fashion_mnist_validation.npz", "edge_mimo/targets/cpu.toml",
                  "edge_mimo/targets/jetson-orin.toml"):

@@ -38,14 +38,14 @@ def _report(manifest: Manifest) -> dict:
 
 
 def _baseline_runners(manifest: Manifest, threads: int) -> dict:
-    """(b) plain WRN INT8 batched and (d) PyTorch eager FP32 width 1: name -> run(normalised [M, C, H, W])."""
+    """(b) the plain equivalent INT8, batched, and (d) PyTorch eager FP32 width 1: name -> run(inputs [M, C, H, W])."""
     runners = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             calib = shipped_sample("calibration").images[:128]
-            runners["plain-wrn-int8"] = plain_int8_runner(manifest, Path(tmp), calib, threads)
+            runners["plain-int8"] = plain_int8_runner(manifest, Path(tmp), calib, threads)
     except ImportError as e:
-        logger.warning("plain WideResNet baseline skipped: %s (install edge-mimo[compile])", e)
+        logger.warning("plain-network baseline skipped: %s (install edge-mimo[compile])", e)
     eager = torch_eager_runner(manifest, threads)
     if eager is not None:
         runners["torch-eager-fp32-width-1"] = eager
@@ -122,8 +122,8 @@ def ratios(runs: list[dict], streams: int) -> dict:
     out["int8_throughput_vs_int8_width1_inference_only"] = inf1 / inf4 if inf4 and inf1 else None
     eager = at.get(("fp32", "torch-eager-fp32-width-1"))
     out["int8_throughput_vs_torch_eager_width1"] = w4 / eager["fps"] if w4 and eager else None
-    plain = at.get(("int8", "plain-wrn-int8"))
-    out["int8_throughput_vs_plain_wrn_int8"] = w4 / plain["fps"] if w4 and plain else None
+    plain = at.get(("int8", "plain-int8"))
+    out["int8_throughput_vs_plain_int8"] = w4 / plain["fps"] if w4 and plain else None
     for policy in (*POLICIES, "width-1"):
         q, f = fps("int8", policy), fps("fp32", policy)
         out[f"int8_vs_fp32_{policy}"] = q / f if q and f else None

@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--quick", action="store_true",
                    help=f"a short run that checks the harness and the ratios' direction (CI): streams "
                         f"{QUICK_STREAMS}, {QUICK_REPEATS} repeats; figures to quote come from a full run")
-    p.add_argument("--no-baselines", action="store_true", help="skip the plain WRN and PyTorch baselines")
+    p.add_argument("--no-baselines", action="store_true", help="skip the plain-network and PyTorch baselines")
     p.add_argument("--compare", type=Path, nargs="*", default=[],
                    help="other bundles (e.g. trained plain networks) timed in the same rounds and put on the "
                         "operating-point plot")

@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--calib", default="shipped",
                    help="calibration images: 'shipped', 'fashion-mnist[:ROOT]' or an image folder ROOT/<class>/<img>")
     p.add_argument("--calib-size", type=int, default=512, help="number of calibration images")
-    p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"],
+                   help="default: minmax, percentile for MIMOFormer (measured: compile.pipeline.calibration_method)")
     p.add_argument("--val", default="shipped",
                    help="validation images: 'shipped', 'fashion-mnist' (the test set) or an image folder")
     p.add_argument("--val-size", type=int, default=0, help="use this many validation images (0: all)")

@@ -45,13 +45,23 @@ class CompileOptions:
     widths: list[int] | None = None
     calib: str = "shipped"
     calib_size: int = 512
-    calib_method: str = "minmax"
+    calib_method: str | None = None  # None: the model family's default (see calibration_method)
     val: str = "shipped"
     val_size: int = 0  # 0: the whole validation set
     max_drop: float = 1.0
     allow_drop: bool = False
     output: Path | None = None
     cache_dir: Path | None = field(default_factory=default_cache_dir)
+
+
+def calibration_method(arch: str) -> str:
+    """The default calibration method of a model family: min-max, except percentile clipping for MIMOFormer.
+
+    MIMOFormer's activations have long tails (FAVOR+ feature maps, the superposed token sums); min-max spends the
+    8-bit grid on rare outliers. Measured on the shipped MIMOFormer, 10,000 test images, INT8 drop at widths
+    1 / 2 / 4: min-max 1.02 / 0.79 / 0.95 points (width 1 over the 1-point gate), percentile 0.68 / 0.71 / 0.50.
+    """
+    return "percentile" if arch == "mimoformer" else "minmax"
 
 
 def _versions() -> dict:
@@ -147,7 +157,7 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
             steps.update()
             steps.set_postfix_str(f"quantize n={n}")
             quant = quantize_width(tmp / fp32_rel, tmp / int8_rel, calib.images, n, cfg.mean, cfg.std,
-                                   data_sha256=calib_sha, method=opts.calib_method,
+                                   data_sha256=calib_sha, method=opts.calib_method or calibration_method(cfg.arch),
                                    flavour=flavour, cache=cache)
             cache_status[n] = quant.cache
             steps.update()

@@ -69,7 +69,8 @@ class ModelConfig:
     def body(self) -> str:
         """The network between binding and unbinding, in words: "WRN-16-4" or "transformer 4x128, 7x7 patches"."""
         if self.arch == "mimoformer":
-            return f"transformer {self.layers}x{self.embed_dim}, {self.patch_size}x{self.patch_size} patches"
+            stem = " (conv stem)" if self.embedding == "conv" else ""
+            return f"transformer {self.layers}x{self.embed_dim}, {self.patch_size}x{self.patch_size} patches{stem}"
         return f"WRN-{self.depth}-{self.widen}"
 
     @property

@@ -1,0 +1,1 @@
+"""A MIMOFormer shipped with edge-mimo (`--model mimoformer`)."""
