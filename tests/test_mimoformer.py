@@ -16,7 +16,8 @@ torch.set_num_threads(1)
 
 
 def small_config(**kw) -> ModelConfig:
-    base = dict(arch="mimoformer", capacity=4, patch_size=7, embed_dim=32, heads=2, random_features=16, layers=2)
+    base = dict(arch="mimoformer", capacity=4, patch_size=7, embedding="linear", embed_dim=32, heads=2,
+                random_features=16, layers=2)
     base.update(kw)
     return ModelConfig(**base)
 

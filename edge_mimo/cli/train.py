@@ -32,8 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--widen", type=int, default=4, help="WideResNet widening factor")
     p.add_argument("--stem-channels", type=int, default=32)
     t = p.add_argument_group("MIMOFormer (--arch mimoformer)")
-    t.add_argument("--patch-size", type=int, default=7, help="square patches, one token each")
-    t.add_argument("--embedding", default="linear", choices=["linear", "conv"],
+    t.add_argument("--patch-size", type=int, default=4, help="square patches, one token each")
+    t.add_argument("--embedding", default="conv", choices=["linear", "conv"],
                    help="linear patches, or a small conv stem down to the same token grid")
     t.add_argument("--embed-dim", type=int, default=128, help="token width")
     t.add_argument("--heads", type=int, default=4, help="attention heads")

@@ -39,7 +39,7 @@ class ModelConfig:
     # MIMOFormer (arch "mimoformer") only: patches, token width, attention heads, FAVOR+ random features per head,
     # transformer blocks and the MLP's expansion. The WideResNet fields above are unused by it, and these by the rest.
     patch_size: int = 4
-    embedding: str = "linear"  # "linear" patches (ViT) or a small "conv" stem down to the same token grid
+    embedding: str = "conv"  # a small "conv" stem down to the patch grid, or "linear" patches (ViT)
     embed_dim: int = 128
     heads: int = 4
     random_features: int = 64
