@@ -123,9 +123,10 @@ def test_predict_logits_is_the_runtimes_packing_and_keeps_order():
     np.testing.assert_allclose(logits[4], (last[0] + last[3]) / 2, atol=1e-5)
 
 
-def test_save_load_roundtrip(tmp_path):
+@pytest.mark.parametrize("arch", ["mimoconv", "mimoformer"])  # MIMOFormer: its fixed keys and features too
+def test_save_load_roundtrip(tmp_path, arch):
     torch.manual_seed(0)
-    model = build_model(small_config()).eval()
+    model = build_model(small_config(arch=arch)).eval()
     save_model(model, tmp_path / "m")
     loaded = load_model(tmp_path / "m")
     x = torch.randn(2, 4, 1, 28, 28)
