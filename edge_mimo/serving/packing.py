@@ -37,6 +37,17 @@ def check_policy(policy: str, budget_ms: float | None) -> None:
         raise ConfigError(f"budget_ms must be a number > 0 (got {budget_ms!r}): give milliseconds, or none")
 
 
+def parse_budget(value, where: str) -> float | None:
+    """``budget_ms`` as servers receive it (a number, a numeric string, or None) -> float or None; ConfigError
+    naming ``where`` it came from otherwise. Range checks are :func:`check_policy`'s."""
+    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"budget_ms={value!r} in {where} is not a number: give milliseconds, e.g. 5") from None
+
+
 def infer_requests(runtime: Runtime, requests: Sequence[Request]) -> list[StreamResult]:
     """Classify one frame per request; results in request order, ``stream`` = the request's index.
 

@@ -31,7 +31,7 @@ from ..bundle.manifest import Manifest
 from ..engines import BACKENDS
 from ..errors import ConfigError, EdgeMimoError
 from ..runtime import Runtime, StreamResult
-from .packing import Request, check_policy, decode_image, infer_requests
+from .packing import Request, check_policy, decode_image, infer_requests, parse_budget
 
 APP_NAME = "edge-mimo"
 ROUTE = "/classify"
@@ -95,13 +95,6 @@ def _http_status(result: StreamResult) -> int:
     return 400 if isinstance(result.error, ValueError) else 500
 
 
-def _budget(text: str | None) -> float | None:
-    try:
-        return None if text is None else float(text)
-    except ValueError:
-        raise ConfigError(f"budget_ms {text!r} is not a number: give milliseconds, e.g. budget_ms=20") from None
-
-
 def result_json(result: StreamResult) -> dict:
     """A result as the HTTP route returns it: ``to_dict`` without ``stream``, plus ``passes`` {width: passes}."""
     d = result.to_dict()
@@ -137,7 +130,7 @@ class MimoClassifier:
             return JSONResponse({"ok": False, "error": f"{http_request.method} is not supported: POST an encoded "
                                  "image (JPEG or PNG) as the request body"}, status_code=405)
         try:
-            budget_ms = _budget(http_request.query_params.get("budget_ms"))
+            budget_ms = parse_budget(http_request.query_params.get("budget_ms"), "the query")
             frame = decode_image(await http_request.body())
         except EdgeMimoError as e:
             return JSONResponse({"ok": False, "error": f"{type(e).__name__}: {e}"}, status_code=400)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import BundleError, ConfigError, EdgeMimoError, FrameError
-from ..packing import Request, check_policy, infer_requests
+from ..packing import Request, check_policy, infer_requests, parse_budget
 
 INPUT = "image"
 # (output name, Triton data type, numpy dtype, StreamResult field); probabilities are [K], the others [1].
@@ -53,7 +53,7 @@ class Settings:
         """Read ``config["parameters"]``; ``bundle`` is relative to the model's version folder unless absolute."""
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         policy = params.get("policy") or "throughput"
-        budget = _number(params.get("budget_ms") or None, "budget_ms", "the model's config parameters")
+        budget = parse_budget(params.get("budget_ms") or None, "the model's config parameters")
         check_policy(policy, budget)
         threads = params.get("threads") or None
         if threads is not None and not threads.isdigit():
@@ -63,16 +63,6 @@ class Settings:
         return cls(version_dir / params.get("bundle", "bundle"), version_dir.parent.parent, policy, budget,
                    int(threads) if threads else None,
                    {int(n): entry for n, entry in engines.items()} if engines else None)
-
-
-def _number(value, name: str, where: str) -> float | None:
-    """A number given as a number or a numeric string (Triton parameters are strings or int64), or None."""
-    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}={value!r} in {where} is not a number: give milliseconds, e.g. 5") from None
 
 
 def parse_request(frames: np.ndarray | None, parameters: str, defaults: Settings) -> list[Request]:
@@ -86,7 +76,7 @@ def parse_request(frames: np.ndarray | None, parameters: str, defaults: Settings
         raise ConfigError(f"unknown request parameter(s) {sorted(unknown)}: this model takes 'policy' and "
                           "'budget_ms'")
     policy = params.get("policy", defaults.policy)
-    budget = _number(params.get("budget_ms", defaults.budget_ms), "budget_ms", "the request parameters")
+    budget = parse_budget(params.get("budget_ms", defaults.budget_ms), "the request parameters")
     check_policy(policy, budget)
     if frames is None or frames.ndim != 4 or len(frames) == 0:
         raise FrameError(f"the request's {INPUT!r} tensor must be uint8 [frames, height, width, 3]")
