@@ -14,7 +14,7 @@ from ..errors import EdgeMimoError
 from .check import FIX
 
 COMMANDS = ("train", "info", "targets", "compile", "build-engines", "verify", "export-triton", "run", "bench", "eval",
-            "serve", "check")
+            "twin", "serve", "check")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,6 +51,18 @@ class KeyBinding(nn.Module):
         finally:
             self.frozen = {}
 
+    @torch.no_grad()
+    def fix_unitary(self, generator: torch.Generator) -> None:
+        """Fixed keys instead of learned ones: random unitary keys (every Fourier coefficient of unit magnitude,
+        random phase), whose circulants are orthogonal matrices, so binding keeps each image's energy."""
+        c = self.keys.shape[1]
+        phase = torch.rand(self.capacity, c // 2 + 1, generator=generator) * 2 * math.pi
+        phase[:, 0] = 0.0  # real signal: the DC coefficient (and Nyquist, for even C) is +-1
+        if c % 2 == 0:
+            phase[:, -1] = 0.0
+        self.keys.copy_(torch.fft.irfft(torch.polar(torch.ones_like(phase), phase), n=c))
+        self.keys.requires_grad_(False)
+
     def weight(self, n: int) -> torch.Tensor:
         """The [C, n*C] matrix for width n."""
         if n in self.frozen:

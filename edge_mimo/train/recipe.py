@@ -2,6 +2,9 @@
 
 Each step holds ``batch`` superposed groups. With probability ``single_prob`` a step runs at width 1
 (every image in all N slots), otherwise at width N with N independent random images per group.
+Options of the equal-cost study (issue 20): distillation from a teacher's logits (``distill``) or from the
+model's own width-1 prediction into its width-N slots (``self_distill``), the authors' isometry regulariser on
+the trunk's convolutions (``isometry``), and fixed instead of learned binding keys (``learn_keys``).
 Every image is augmented on its own before binding (``augment``: the ``camera`` preset, shifts and flips
 only, or nothing). SGD with Nesterov momentum and a one-cycle learning rate; optional mixup. Runs on the
 GPU when there is one (bfloat16 autocast), deterministic for a seed on a given device, and resumable from
@@ -57,6 +60,11 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda"
     checkpoint_every: int = 200  # steps between checkpoints within an epoch
     eval_every: int = 1  # epochs between validation evaluations (0: only at the end)
+    distill: float = 0.0  # weight of the teacher's soft targets (needs ``teacher`` logits in train()); 0: off
+    self_distill: float = 0.0  # weight of the model's own width-1 prediction as target of its width-N slots
+    distill_temperature: float = 4.0  # softening of both distillation targets
+    isometry: float = 0.0  # weight of the orthogonal-convolution (isometry) regulariser; MIMONets use 1e-4
+    learn_keys: bool = True  # False: the binding keys stay at their random initial values
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENT_PRESETS:
@@ -65,6 +73,15 @@ class TrainConfig:
             raise ValueError(f"optimizer {self.optimizer!r} is unknown: choose one of {', '.join(OPTIMIZERS)}")
         if self.epochs < 1 or self.batch < 1:
             raise ValueError(f"epochs and batch must be >= 1, got {self.epochs} and {self.batch}")
+        for name in ("distill", "self_distill", "isometry"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0) or (name != "isometry" and value > 1):
+                raise ValueError(f"{name} must be a weight in [0, 1] (isometry: >= 0), got {value}")
+        if self.distill + self.self_distill > 1:
+            raise ValueError(f"distill + self_distill must be <= 1 (the rest weighs the labels), got "
+                             f"{self.distill} + {self.self_distill}")
+        if not (math.isfinite(self.distill_temperature) and self.distill_temperature > 0):
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
 
 
 class SlotSampler:
@@ -121,6 +138,37 @@ def slot_loss(model: SuperposedClassifier, logits: torch.Tensor, labels: torch.T
     if weights is not None:
         ce = ce * weights * weights.shape[1]
     return ce.mean()
+
+
+def distill_loss(logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's distillation term on every slot: T^2 * KL(target || softmax(logits / T)).
+
+    ``logits`` [B, R, n, K]; ``target`` [B, n, K], probabilities already softened by T, shared by an image's replicas.
+    """
+    log_p = F.log_softmax(logits / temperature, dim=-1)
+    target = target[:, None].expand_as(log_p)
+    kl = (target * (target.clamp_min(1e-12).log() - log_p)).sum(-1)
+    return temperature**2 * kl.mean()
+
+
+def isometry_penalty(model: torch.nn.Module) -> torch.Tensor:
+    """Orthogonal-convolution regulariser of ISONet (as MIMONets apply it to their trunk): for each trunk conv W,
+    ||W * W - delta||^2 / 2, where W * W is W correlated with itself over channels (the Gram of the convolution
+    operator) and delta the identity at the kernel's centre. Zero when the convolution is an isometry."""
+    trunk = getattr(model, "trunk", None)
+    total = torch.zeros(())
+    if trunk is None:
+        return total
+    for conv in (m for m in trunk.modules() if isinstance(m, torch.nn.Conv2d)):
+        w = conv.weight
+        if w.shape[1] < w.shape[0]:  # more outputs than inputs: regularise the transpose (rows cannot be orthonormal)
+            w = w.transpose(0, 1)
+        k = w.shape[-1]
+        gram = F.conv2d(w, w, padding=k - 1, stride=conv.stride)
+        eye = torch.zeros_like(gram)
+        eye[:, :, gram.shape[2] // 2, gram.shape[3] // 2] = torch.eye(w.shape[0], device=w.device, dtype=w.dtype)
+        total = total.to(w.device) + ((gram - eye) ** 2).sum() / 2
+    return total
 
 
 def next_width(cfg: TrainConfig, capacity: int, gen: torch.Generator) -> int:
@@ -184,8 +232,8 @@ class _Batches:
         self.scale, self.offset = (torch.from_numpy(v).to(device) for v in (normalize.scale, normalize.offset))
         self.sampler = SlotSampler(len(data), gen)
 
-    def draw(self, random_indices: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch: images [batch, n, C, H, W] (normalised floats) and labels [batch, n]."""
+    def draw(self, random_indices: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batch: images [batch, n, C, H, W] (normalised floats), labels [batch, n] and dataset indices."""
         n = next_width(self.cfg, self.capacity, self.gen)
         count = self.cfg.batch * n
         if random_indices:
@@ -195,7 +243,44 @@ class _Batches:
         idx = idx.to(self.images.device)
         x = augment_images(self.images[idx], self.cfg.augment, self.gen)
         x = x.float() * self.scale + self.offset
-        return x.view(self.cfg.batch, n, *x.shape[1:]), self.labels[idx].view(self.cfg.batch, n)
+        shape = (self.cfg.batch, n)
+        return x.view(*shape, *x.shape[1:]), self.labels[idx].view(shape), idx.view(shape)
+
+
+class _SoftTargets:
+    """The distillation terms of a step: a teacher's soft targets and the model's own width-1 prediction."""
+
+    def __init__(self, model: SuperposedClassifier, cfg: TrainConfig, teacher: np.ndarray | None, size: int,
+                 device: torch.device) -> None:
+        self.model, self.cfg = model, cfg
+        if cfg.distill and teacher is None:
+            raise ValueError("distill > 0 needs the teacher's logits of the training images")
+        if teacher is not None and (teacher.ndim != 2 or len(teacher) != size
+                                    or teacher.shape[1] != model.config.num_classes):
+            raise ValueError(f"teacher logits shaped {teacher.shape}, expected [{size}, {model.config.num_classes}]")
+        t = cfg.distill_temperature
+        self.teacher = (torch.softmax(torch.from_numpy(np.asarray(teacher, np.float32)) / t, -1).to(device)
+                        if cfg.distill else None)
+
+    def _mix(self, probs: torch.Tensor, lam: float, perm: torch.Tensor | None) -> torch.Tensor:
+        return probs if perm is None else lam * probs + (1 - lam) * probs[perm]
+
+    def loss(self, hard: torch.Tensor, logits: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, lam: float,
+             perm: torch.Tensor | None) -> torch.Tensor:
+        """The step's loss: the hard-label loss blended with each enabled distillation term by its weight."""
+        cfg, t = self.cfg, self.cfg.distill_temperature
+        terms = []
+        if self.teacher is not None:
+            terms.append((cfg.distill, self._mix(self.teacher[idx], lam, perm)))
+        n = x.shape[1]
+        if cfg.self_distill and n > 1:  # the same (mixed) images, each alone in all slots: no gradient
+            with torch.no_grad():
+                solo = self.model(x.reshape(-1, 1, *x.shape[2:])).float().mean(1)  # [B*n, 1, K]
+            terms.append((cfg.self_distill, torch.softmax(solo.view(x.shape[0], n, -1) / t, -1)))
+        weight = sum(w for w, _ in terms)
+        if not terms:
+            return hard
+        return (1 - weight) * hard + sum(w * distill_loss(logits, target, t) for w, target in terms)
 
 
 @torch.no_grad()
@@ -240,8 +325,12 @@ def train(
     cfg: TrainConfig,
     checkpoint: str | Path | None = None,
     val: ImageSet | None = None,
+    teacher: np.ndarray | None = None,
 ) -> dict:
     """Train ``model`` in place; resumes from ``checkpoint`` if it exists. Returns a history dict.
+
+    ``teacher``: a teacher's logits [len(data), classes] for the training images, the soft targets of
+    ``cfg.distill``.
 
     The checkpoint is written every ``cfg.checkpoint_every`` steps, at every epoch's end and when the run is
     interrupted (Ctrl-C: the checkpoint is written, then KeyboardInterrupt propagates); a resumed run
@@ -258,6 +347,12 @@ def train(
     if cuda:
         model.to(memory_format=torch.channels_last)
     batches = _Batches(data, model, cfg, device, gen)
+    targets = _SoftTargets(model, cfg, teacher, len(data), device)
+    if not cfg.learn_keys:
+        binding = getattr(model, "binding", None)
+        if not hasattr(binding, "fix_unitary"):
+            raise ValueError(f"learn_keys=False needs a model with binding keys (MIMOConv), not {model.config.arch}")
+        binding.fix_unitary(torch.Generator().manual_seed(cfg.seed))
     steps_per_epoch = math.ceil(len(data) / (cfg.batch * model.config.capacity))
     total = cfg.epochs * steps_per_epoch
 
@@ -294,17 +389,22 @@ def train(
     with _stop_on_ctrl_c() as interrupted:
         while step < total and not interrupted[0]:
             model.train()
-            x, y = batches.draw()
+            x, y, idx = batches.draw()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 if cfg.mixup > 0:
                     lam = float(np.random.default_rng(cfg.seed + step).beta(cfg.mixup, cfg.mixup))
                     perm = torch.randperm(cfg.batch, generator=gen).to(device)
-                    logits = model(lam * x + (1 - lam) * x[perm]).float()
+                    x = lam * x + (1 - lam) * x[perm]
+                    logits = model(x).float()
                     loss = lam * slot_loss(model, logits, y) + (1 - lam) * slot_loss(model, logits, y[perm])
                 else:
+                    lam, perm = 1.0, None
                     logits = model(x).float()
                     loss = slot_loss(model, logits, y)
+                loss = targets.loss(loss, logits, x, idx, lam, perm)
                 loss = loss + model.regularizer()
+                if cfg.isometry:
+                    loss = loss + cfg.isometry * isometry_penalty(model)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
