@@ -29,19 +29,21 @@ from edge_mimo.models import ModelConfig, default_fashion_mnist_config
 from edge_mimo.twin import plain_twin_config
 
 BASE = dict(arch="mimoconv", capacity=4, depth=10, widen=1, base_width=32, stem_channels=32)
+IMAGES_PER_STEP = 256  # every run: N=4 arms take 64 groups per step, N=2 arms 128, plain twins 256 images
 TEACHER = "default"  # the shipped MIMOConv at width 1 (four replicas, 310 MMAC/frame): the teacher of the KD arms
 
 # name -> (model config overrides, recipe overrides, epochs multiplier). Plain twins are named "<arm>/twin".
 ARMS: dict[str, tuple[dict, dict, int]] = {
     "ours": ({}, {}, 1),  # the landed recipe: 80/20 widths, key regulariser, one-cycle SGD, camera augmentation
     "kd": ({}, {"distill": 0.7}, 1),  # the teacher's soft targets in every slot (and for the twin)
-    "n2": ({"capacity": 2, "base_width": 21}, {}, 1),  # N=2 on a trunk of the same cost per frame
     "stem64": ({"stem_channels": 64, "base_width": 23}, {}, 1),  # binding in 64 channels, trunk narrowed to match
+    "n2": ({"capacity": 2, "base_width": 21}, {}, 1),  # N=2 on a trunk of the same cost per frame
     "fixed-keys": ({}, {"learn_keys": False}, 1),  # random unitary keys, not learned
+    "authors": ({}, {"mixup": 1.0, "isometry": 1e-4}, 1),  # MIMONets' mixup and isometry regulariser
+    "authors-4x": ({}, {"mixup": 1.0, "isometry": 1e-4}, 4),  # ... and their N data loops per epoch (twin: the same)
     "self-kd": ({}, {"self_distill": 0.5}, 1),  # width-1 replicas as the targets of the width-4 slots
-    "authors": ({}, {"mixup": 1.0, "isometry": 1e-4}, 4),  # MIMONets: N data loops per epoch, mixup, isometry
 }
-SHARED_TWINS = {"n2": "ours", "stem64": "ours", "fixed-keys": "ours", "self-kd": "ours"}  # same cost, same recipe
+SHARED_TWINS = {"n2": "ours", "stem64": "ours", "fixed-keys": "ours", "self-kd": "ours"}  # same cost, same recipe  # same cost, same recipe
 
 
 def arm_config(name: str) -> ModelConfig:
@@ -61,6 +63,7 @@ def runs(arms: list[str]) -> list[tuple[str, ModelConfig, dict]]:
         overrides, recipe, mult = ARMS[name]
         twin = twin_name(name)
         recipe = dict(recipe, epochs_multiplier=mult)
+        # Twins take as many images per step as the arm: the same steps, images, learning-rate schedule and compute.
         twin_recipe = {k: v for k, v in recipe.items() if k not in ("self_distill", "learn_keys")}
         for run, config, rec in ((twin, plain_twin_config(arm_config(name)), twin_recipe),
                                  (name, arm_config(name), recipe)):
@@ -102,8 +105,8 @@ def train_runs(args) -> None:
         recipe = dict(recipe)
         epochs = args.epochs * recipe.pop("epochs_multiplier")
         teacher = teacher_logits(args.root, data) if recipe.get("distill") else None
-        cfg = TrainConfig(epochs=epochs, batch=64, seed=args.seed, threads=args.threads, eval_every=0,
-                          checkpoint_every=100, bn_batches=50, **recipe)
+        cfg = TrainConfig(epochs=epochs, batch=IMAGES_PER_STEP // config.capacity, seed=args.seed, threads=args.threads,
+                          eval_every=0, checkpoint_every=100, bn_batches=50, **recipe)
         print(f"== {run}: {config.arch} N={config.capacity} stages {config.stage_widths} stem {config.stem_channels}, "
               f"{epochs} epochs, {recipe or 'the landed recipe'}", flush=True)
         torch.manual_seed(args.seed)
@@ -213,7 +216,7 @@ def main() -> None:
     p.add_argument("stage", choices=["train", "evaluate", "bench", "report"])
     p.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of: " + ", ".join(ARMS))
     p.add_argument("--root", type=Path, default=Path.home() / ".cache" / "edge-mimo" / "study")
-    p.add_argument("--epochs", type=int, default=4, help="epochs of a 1x arm (the authors' arm runs N times more)")
+    p.add_argument("--epochs", type=int, default=12, help="epochs of a 1x arm (the authors' arm runs N times more)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--camera-images", type=int, default=1000, help="test images rendered under each condition")

@@ -156,7 +156,10 @@ def test_twin_cli_trains_compiles_and_judges_a_users_model(tmp_path):
     twin_record = json.loads((tmp_path / "verdict" / "twin-model" / "training.json").read_text())
     mine_record = json.loads((tmp_path / "mine" / "training.json").read_text())
     assert twin_record["train_images"] == mine_record["train_images"] == 512  # the same data, the same recipe
-    assert twin_record["history"]["config"] == mine_record["history"]["config"]
+    twin_recipe, mine_recipe = twin_record["history"]["config"], mine_record["history"]["config"]
+    assert twin_recipe.pop("batch") == 4 * mine_recipe.pop("batch")  # as many images per step: the same steps
+    assert twin_recipe == mine_recipe
+    assert twin_record["history"]["epochs"][-1]["step"] == mine_record["history"]["epochs"][-1]["step"]
     assert "throughput (4 x 1)" in (tmp_path / "verdict" / "twin.md").read_text() and "verdict" in done.stdout
     again = run("twin", "mine", "-o", "verdict", "--test-limit", "50", "--camera-images", "8", "--no-bench")
     assert again.returncode == 0 and "twin already trained" in again.stderr  # resumes: nothing retrained

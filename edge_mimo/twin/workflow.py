@@ -58,17 +58,20 @@ def training_record(model_dir: Path) -> dict:
     return record
 
 
-def recipe_of(record: dict, opts: TwinOptions):
-    """The model's TrainConfig, with ``--epochs`` and ``--threads`` applied."""
+def recipe_of(record: dict, opts: TwinOptions, capacity: int):
+    """The model's TrainConfig for its twin: as many images per step as the model took (``batch`` groups of
+    ``capacity`` images), so the twin gets the same steps, images, schedule and compute; ``--epochs`` and
+    ``--threads`` applied."""
     from ..train import TrainConfig
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     recipe = {k: v for k, v in record["history"]["config"].items() if k in fields}
     if recipe.get("distill"):
         raise ConfigError("the model was trained on a teacher's soft targets: a fair twin needs the same teacher "
                           "(scripts/superposition_study.py does that); `edge-mimo twin` repeats label-only recipes")
     recipe.pop("self_distill", None)  # the model's own width-1 replicas: nothing to distil in a plain network
     recipe.pop("learn_keys", None)
+    recipe["batch"] = int(recipe.get("batch", fields["batch"].default)) * capacity
     if opts.epochs:
         recipe["epochs"] = opts.epochs
     if opts.threads:
@@ -102,7 +105,7 @@ def train_twin(model_dir: Path, opts: TwinOptions, record: dict, train_set: Imag
         logger.info("twin already trained: %s", out)
         return out
     config = plain_twin_config(ModelConfig.load(model_dir / CONFIG_FILE))
-    cfg = recipe_of(record, opts)
+    cfg = recipe_of(record, opts, ModelConfig.load(model_dir / CONFIG_FILE).capacity)
     logger.info("training the plain twin (WRN-%d, stages %s, stem %d) on %d images, %d epochs, the model's recipe",
                 config.depth, config.stage_widths, config.stem_channels, len(train_set), cfg.epochs)
     torch.manual_seed(cfg.seed)
