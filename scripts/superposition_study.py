@@ -38,12 +38,15 @@ ARMS: dict[str, tuple[dict, dict, int]] = {
     "kd": ({}, {"distill": 0.7}, 1),  # the teacher's soft targets in every slot (and for the twin)
     "stem64": ({"stem_channels": 64, "base_width": 23}, {}, 1),  # binding in 64 channels, trunk narrowed to match
     "n2": ({"capacity": 2, "base_width": 21}, {}, 1),  # N=2 on a trunk of the same cost per frame
+    "warmup": ({}, {"width_warmup": 0.3}, 1),  # width 1 first, superposition phased in over 30 % of the steps
+    "kd-warmup": ({}, {"distill": 0.7, "width_warmup": 0.3}, 1),  # both
     "fixed-keys": ({}, {"learn_keys": False}, 1),  # random unitary keys, not learned
     "authors": ({}, {"mixup": 1.0, "isometry": 1e-4}, 1),  # MIMONets' mixup and isometry regulariser
     "authors-4x": ({}, {"mixup": 1.0, "isometry": 1e-4}, 4),  # ... and their N data loops per epoch (twin: the same)
     "self-kd": ({}, {"self_distill": 0.5}, 1),  # width-1 replicas as the targets of the width-4 slots
 }
-SHARED_TWINS = {"n2": "ours", "stem64": "ours", "fixed-keys": "ours", "self-kd": "ours"}  # same cost, same recipe  # same cost, same recipe
+SHARED_TWINS = {"n2": "ours", "stem64": "ours", "fixed-keys": "ours", "self-kd": "ours", "warmup": "ours",
+                "kd-warmup": "kd"}  # same cost, same recipe  # same cost, same recipe
 
 
 def arm_config(name: str) -> ModelConfig:
@@ -64,7 +67,7 @@ def runs(arms: list[str]) -> list[tuple[str, ModelConfig, dict]]:
         twin = twin_name(name)
         recipe = dict(recipe, epochs_multiplier=mult)
         # Twins take as many images per step as the arm: the same steps, images, learning-rate schedule and compute.
-        twin_recipe = {k: v for k, v in recipe.items() if k not in ("self_distill", "learn_keys")}
+        twin_recipe = {k: v for k, v in recipe.items() if k not in ("self_distill", "learn_keys", "width_warmup")}
         for run, config, rec in ((twin, plain_twin_config(arm_config(name)), twin_recipe),
                                  (name, arm_config(name), recipe)):
             if run not in seen:

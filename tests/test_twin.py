@@ -172,3 +172,15 @@ def test_twin_cli_trains_compiles_and_judges_a_users_model(tmp_path):
         (bare / f).write_bytes((tmp_path / "mine" / f).read_bytes())
     missing = run("twin", "bare", "-o", "y")
     assert missing.returncode == 2 and "training.json" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_width_warmup_phases_superposition_in_linearly():
+    from edge_mimo.train.recipe import next_width
+
+    cfg = TrainConfig(single_prob=0.0, width_warmup=0.5)
+    gen = torch.Generator().manual_seed(0)
+    share_at = {p: np.mean([next_width(cfg, 4, gen, p) == 1 for _ in range(4000)]) for p in (0.0, 0.25, 0.5, 0.9)}
+    assert share_at[0.0] == 1.0 and share_at[0.5] == 0.0 and share_at[0.9] == 0.0
+    assert share_at[0.25] == pytest.approx(0.5, abs=0.03)  # halfway through the warm-up: half the steps at width 1
+    assert np.mean([next_width(TrainConfig(single_prob=0.2), 4, gen, 0.0) == 1 for _ in range(4000)]) == \
+        pytest.approx(0.2, abs=0.03)  # no warm-up: the recipe's 80/20 mix from the first step

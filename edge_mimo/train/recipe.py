@@ -65,6 +65,7 @@ class TrainConfig:
     distill_temperature: float = 4.0  # softening of both distillation targets
     isometry: float = 0.0  # weight of the orthogonal-convolution (isometry) regulariser; MIMONets use 1e-4
     learn_keys: bool = True  # False: the binding keys stay at their random initial values
+    width_warmup: float = 0.0  # share of steps over which the width-1 share falls from 1 to single_prob (0: none)
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENT_PRESETS:
@@ -73,6 +74,8 @@ class TrainConfig:
             raise ValueError(f"optimizer {self.optimizer!r} is unknown: choose one of {', '.join(OPTIMIZERS)}")
         if self.epochs < 1 or self.batch < 1:
             raise ValueError(f"epochs and batch must be >= 1, got {self.epochs} and {self.batch}")
+        if not 0 <= self.width_warmup <= 1:
+            raise ValueError(f"width_warmup must be a share of the steps in [0, 1], got {self.width_warmup}")
         for name in ("distill", "self_distill", "isometry"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0) or (name != "isometry" and value > 1):
@@ -171,9 +174,15 @@ def isometry_penalty(model: torch.nn.Module) -> torch.Tensor:
     return total
 
 
-def next_width(cfg: TrainConfig, capacity: int, gen: torch.Generator) -> int:
-    """The recipe's dynamic widths: 1 with probability ``single_prob``, else the full capacity."""
-    return 1 if torch.rand((), generator=gen).item() < cfg.single_prob else capacity
+def next_width(cfg: TrainConfig, capacity: int, gen: torch.Generator, progress: float = 1.0) -> int:
+    """The recipe's dynamic widths: 1 with probability ``single_prob``, else the full capacity. During the first
+    ``width_warmup`` share of training (``progress`` in [0, 1]) the width-1 probability falls linearly from 1 to
+    ``single_prob``: features are learnt on single images before the model must keep superposed ones apart (the
+    MIMOFormer authors' warm-up)."""
+    p1 = cfg.single_prob
+    if progress < cfg.width_warmup:
+        p1 = 1 - (1 - p1) * progress / cfg.width_warmup
+    return 1 if torch.rand((), generator=gen).item() < p1 else capacity
 
 
 def one_cycle(total: int, warmup_share: float = 0.25, start: float = 1 / 25, end: float = 1e-4):
@@ -232,9 +241,11 @@ class _Batches:
         self.scale, self.offset = (torch.from_numpy(v).to(device) for v in (normalize.scale, normalize.offset))
         self.sampler = SlotSampler(len(data), gen)
 
-    def draw(self, random_indices: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One batch: images [batch, n, C, H, W] (normalised floats), labels [batch, n] and dataset indices."""
-        n = next_width(self.cfg, self.capacity, self.gen)
+    def draw(self, random_indices: bool = False, progress: float = 1.0) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                  torch.Tensor]:
+        """One batch: images [batch, n, C, H, W] (normalised floats), labels [batch, n] and dataset indices;
+        ``progress``: the share of training done (for the width warm-up)."""
+        n = next_width(self.cfg, self.capacity, self.gen, progress)
         count = self.cfg.batch * n
         if random_indices:
             idx = torch.randint(len(self.labels), (count,), generator=self.gen)
@@ -389,7 +400,7 @@ def train(
     with _stop_on_ctrl_c() as interrupted:
         while step < total and not interrupted[0]:
             model.train()
-            x, y, idx = batches.draw()
+            x, y, idx = batches.draw(progress=step / total)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 if cfg.mixup > 0:
                     lam = float(np.random.default_rng(cfg.seed + step).beta(cfg.mixup, cfg.mixup))
