@@ -54,6 +54,8 @@ def run(args) -> int:
     policies = _names(args.policies, POLICIES, "policy")
     if args.streams < 1 or args.limit < 0 or args.ood_limit < 0:
         raise ValueError("--streams must be >= 1, --limit and --ood-limit >= 0")
+    if args.output and args.output.exists() and not args.output.is_dir():
+        raise ValueError(f"-o {args.output} is a file: -o names a folder for camera_suite.json / .md / .png")
     data = load_fashion_mnist("test") if args.data == "fashion-mnist" else shipped_sample("validation")
     if args.limit:
         data = data.subset(slice(0, args.limit))

@@ -145,12 +145,13 @@ def _images(spec: str, split: str, size: int, config) -> tuple[ImageSet, str]:
         data = load_dataset(spec, split, config.image_size, config.in_channels)
     except FileNotFoundError as e:
         raise DataError(str(e)) from e
+    option = "--calib" if split == "train" else "--val"
     if data.images.shape[1:] != (config.in_channels, config.image_size, config.image_size):
         raise DataError(f"{spec} images are {data.images.shape[1:]}, the model takes "
-                        f"{(config.in_channels, config.image_size, config.image_size)}")
+                        f"{(config.in_channels, config.image_size, config.image_size)}: pass {option} with images "
+                        "of the model's own classes (an image folder ROOT/<class>/<image>)")
     names, own = tuple(data.class_names), tuple(config.class_names)
     if (names and own and names != own) or (len(data) and int(data.labels.max()) >= config.num_classes):
-        option = "--calib" if split == "train" else "--val"
         raise DataError(f"{spec} has classes {list(names) or int(data.labels.max()) + 1}, the model "
                         f"{list(own) or config.num_classes}: pass {option} with images of the model's own classes "
                         "(an image folder ROOT/<class>/<image>)")

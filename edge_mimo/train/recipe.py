@@ -424,6 +424,7 @@ def train(
             if step % 10 == 0 or step == 1 or end_of_epoch:  # reading values back waits for the GPU: not every step
                 acc = (logits.argmax(-1) == y[:, None, :]).float().mean().item()
                 if not math.isfinite(value := loss.item()):
+                    bar.close()
                     raise FloatingPointError(f"training diverged: the loss is {value} at step {step}; nothing is "
                                              "saved. Lower --lr (or check the data)")
                 run_loss = 0.8 * run_loss + 0.2 * value if step > 1 else value
