@@ -181,3 +181,37 @@ def test_eval_output_that_is_a_file_is_refused(tmp_path):
     target.write_text("mine")
     one_line_error(cli("eval", tmp_path / "nowhere", "-o", target, cwd=tmp_path), "-o")
     assert target.read_text() == "mine"
+
+
+def test_help_and_check_import_no_heavy_module():
+    """Issue 22.8: `edge-mimo --help` imported Ray, OpenCV and ONNX Runtime (2.3-2.7 s); a command's --help imports
+    only that command. The summary table of `--help` says what each command's own parser says."""
+    import argparse
+    import importlib
+    import sys
+
+    from edge_mimo.cli.main import COMMANDS
+
+    code = ("import sys\nfrom edge_mimo.cli.main import main\nfor argv in (['--help'], ['compile', '--help'], "
+            "['info', '--help'], ['train', '--help']):\n    try:\n        main(argv)\n    except SystemExit:\n"
+            "        pass\nprint([m for m in ('ray', 'cv2', 'onnxruntime', 'torch', 'matplotlib') if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "[]", r.stdout[-500:] + r.stderr[-2000:]
+    for name, summary in COMMANDS.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"edge_mimo.cli.{name.replace('-', '_')}").add_parser(sub)
+        assert sub._choices_actions[0].help == summary, name
+
+
+def test_check_lists_every_module_of_the_tensorrt_backend():
+    """Issue 22.5: the TensorRT backend imports cuda-python too; `check` lists it with the fix."""
+    r = cli("check", "--json")
+    modules = {m["module"]: m for m in json.loads(r.stdout)}
+    assert {"numpy", "cv2", "onnxruntime", "tensorrt", "cuda"} <= set(modules)
+    if not modules["cuda"]["ok"]:
+        assert "pip install cuda-python" in modules["cuda"]["error"]
+
+
+def test_triton_server_refuses_a_missing_repository(tmp_path):
+    """Issue 22.6: `edge-mimo triton-server REPO` exists and names the fix for a wrong folder."""
+    one_line_error(cli("triton-server", tmp_path / "nowhere", cwd=tmp_path), "export-triton")
