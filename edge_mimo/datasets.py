@@ -97,9 +97,10 @@ def load_image_folder(root: str | Path, size: int, channels: int) -> ImageSet:
         logging.getLogger(__name__).warning("warning: %s: no images in class folder(s) %s: not used as classes",
                                             root, ", ".join(empty))
     classes = sorted(name for name, files in folders.items() if files)
+    if not folders:
+        raise FileNotFoundError(f"{root} has no class folders: expected {root}/<class>/<image files>")
     if not classes:
-        raise FileNotFoundError(f"{root} has no class folders with images: expected {root}/<class>/<image files> "
-                                f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the class folders of {root}")
     images, labels = [], []
     for label, name in enumerate(classes):
         for f in folders[name]:

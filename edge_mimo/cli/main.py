@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import signal
 import sys
@@ -32,6 +33,16 @@ COMMANDS = {  # name -> the one-line summary of `edge-mimo --help` (each module'
 }
 
 
+NEEDS = {"serve": "ray"}  # an optional dependency a command cannot start without (named in the --help listing)
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be found, without importing it."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
 def _command(argv: list[str]) -> str | None:
     """The sub-command named in ``argv`` (the first word that is not an option), if any."""
     return next((a for a in argv if not a.startswith("-")), None)
@@ -46,7 +57,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     chosen = _command(argv) if argv is not None else None
     for name, summary in COMMANDS.items():
         if argv is not None and name != chosen:
-            sub.add_parser(name, help=summary, add_help=False)
+            missing = NEEDS.get(name)
+            sub.add_parser(name, add_help=False, help=summary if not missing or _importable(missing)
+                           else f"(unavailable: needs {missing}) {summary}")
             continue
         try:
             module = importlib.import_module(f".{name.replace('-', '_')}", __package__)
