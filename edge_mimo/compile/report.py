@@ -45,7 +45,7 @@ def render(manifest: Manifest) -> str:
         f"- engines: {manifest.engines_note}",
         "",
         "| width | MMAC/image | FP32 acc | INT8 acc | drop (pts) | FP32 NLL | INT8 NLL | INT8 ECE | T | ECE after T "
-        "| uncertain if entropy > | acc kept / flagged |",
+        "| uncertain if entropy > | accuracy on kept / on flagged frames |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in manifest.widths:
