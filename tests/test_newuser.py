@@ -134,6 +134,8 @@ def test_image_folder_skips_hidden_and_empty_class_folders(tmp_path, caplog):
     (["--image-size", "0"], ["--image-size"]),
     (["--steps", "0"], ["--steps"]),
     (["--lr", "1e6"], ["diverged", "--lr"]),
+    (["--single-prob", "2"], ["--single-prob"]),
+    (["--new-head"], ["--init"]),
 ])
 def test_train_refuses_bad_options_in_one_line(shapes, tmp_path, args, words):
     """Issue 21.13: `--limit -5` trained on all but 5, `--lr nan` saved NaN weights with exit 0, `--image-size 0`
@@ -142,6 +144,15 @@ def test_train_refuses_bad_options_in_one_line(shapes, tmp_path, args, words):
             cwd=tmp_path)
     one_line_error(r, *words)
     assert not (tmp_path / "out").exists()
+
+
+def test_train_refuses_a_single_class(tmp_path):
+    """One class folder is no classifier: refused in one line."""
+    write_shapes(tmp_path / "one", 4)
+    for shape in ("square", "triangle"):
+        shutil.rmtree(tmp_path / "one" / shape)
+    one_line_error(cli("train", "--dataset", tmp_path / "one", *TINY, "--steps", "2", "-o", tmp_path / "out",
+                       cwd=tmp_path), "two class")
 
 
 def test_train_refuses_foreign_or_corrupt_checkpoint_and_truncated_init(model, shapes, tmp_path):

@@ -81,7 +81,7 @@ def add_parser(sub) -> None:
 
 def _check_args(args) -> None:
     """Refuse options that cannot train (before loading anything)."""
-    for name in ("epochs", "steps", "batch", "image_size"):
+    for name in ("epochs", "steps", "batch"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -94,6 +94,10 @@ def _check_args(args) -> None:
         if value is not None and not (math.isfinite(value) and value >= 0) or name == "lr" and value == 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0"
                               f"{' (and > 0)' if name == 'lr' else ''}, got {value}")
+    if args.single_prob > 1:
+        raise ConfigError(f"--single-prob is a share of steps, 0..1: got {args.single_prob}")
+    if args.new_head and not args.init:
+        raise ConfigError("--new-head fine-tunes the model given with --init: add --init MODEL (e.g. --init default)")
 
 
 def _input_shape(args, start) -> tuple[int, int]:
@@ -186,6 +190,10 @@ def run(args) -> int:
     data, val, test, test_note = _load(args)
     if args.limit:
         data = data.subset(slice(0, args.limit))
+    classes = len(data.class_names) or len(np.unique(data.labels))
+    if classes < 2:
+        raise DataError(f"{args.dataset} has {classes} class: a classifier needs at least two class folders "
+                        "(ROOT/<class>/<image>)")
     x = data.images.astype(np.float32) / 255.0
     channels = data.images.shape[1]
     config = ModelConfig(
