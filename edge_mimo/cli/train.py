@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int,
                    help="train for about this many steps instead of --epochs (small datasets: an epoch is few steps)")
     p.add_argument("--batch", type=int,
-                   help="superposed groups per step (default 64, fewer on small datasets: at least 8 steps an epoch)")
+                   help="superposed groups per step (default 64; 32 when that would make fewer than 8 steps an epoch)")
     p.add_argument("--optimizer", choices=OPTIMIZERS,
                    help="default: adamw for mimoformer, sgd (Nesterov) for the convolutional models")
     p.add_argument("--lr", type=float, help="one-cycle peak learning rate (default: 0.1 sgd, 0.002 adamw)")
@@ -228,12 +228,12 @@ def run(args) -> int:
         model, config = start, start.config
     optimizer = args.optimizer or ("adamw" if config.arch == "mimoformer" else "sgd")
     lr, decay = OPTIMIZERS[optimizer]
-    batch = args.batch or min(64, max(8, len(data) // (config.capacity * 8)))  # >= 8 steps an epoch when it can
+    batch = args.batch or (64 if len(data) >= 64 * config.capacity * 8 else 32)  # 32 on small data (measured)
     per_epoch = math.ceil(len(data) / (batch * config.capacity))
     epochs = math.ceil(args.steps / per_epoch) if args.steps else args.epochs
     print(f"{len(data)} images, {batch} groups of {config.capacity} a step: {per_epoch} step(s) an epoch, "
           f"{epochs} epochs = {epochs * per_epoch} steps"
-          + (" (few: on small data pass --steps 1000 or more, see the README)" if epochs * per_epoch < 300 else ""))
+          + (" (few: on small data pass --steps 600 or more, see the README)" if epochs * per_epoch < 300 else ""))
     cfg = TrainConfig(epochs=epochs, batch=batch, optimizer=optimizer,
                       lr=lr if args.lr is None else args.lr,
                       weight_decay=decay if args.weight_decay is None else args.weight_decay,
