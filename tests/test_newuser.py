@@ -226,3 +226,23 @@ def test_check_lists_every_module_of_the_tensorrt_backend():
 def test_triton_server_refuses_a_missing_repository(tmp_path):
     """Issue 22.6: `edge-mimo triton-server REPO` exists and names the fix for a wrong folder."""
     one_line_error(cli("triton-server", tmp_path / "nowhere", cwd=tmp_path), "export-triton")
+
+
+def test_ctrl_c_in_the_batchnorm_phase_still_writes_the_model(shapes, tmp_path):
+    """Issue 22.2: the final BatchNorm re-estimate shows progress, and Ctrl-C there keeps the average so far and
+    writes the model (it wrote nothing without --checkpoint)."""
+    import signal
+
+    command = [*edge_mimo_command(), "train", "--dataset", str(shapes / "shapes"), *TINY, "--steps", "2",
+               "-o", str(tmp_path / "out")]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    with subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env) as p:
+        seen = []
+        for line in p.stderr:
+            seen.append(line)
+            if "re-estimating BatchNorm" in line:
+                p.send_signal(signal.SIGINT)
+                break
+        rest = p.stderr.read()
+        assert p.wait(timeout=120) == 0, "".join(seen) + rest
+    assert "BatchNorm re-estimate stopped after" in rest and (tmp_path / "out" / "model.safetensors").is_file()
