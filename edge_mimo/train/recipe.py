@@ -298,9 +298,10 @@ def recalibrate_batchnorm(model: SuperposedClassifier, batches: _Batches, cfg: T
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the batches below
     model.train()
-    logger.info("re-estimating BatchNorm statistics on %d batches (Ctrl-C keeps the average so far)", cfg.bn_batches)
     done = 0
-    with _stop_on_ctrl_c() as interrupted:
+    with _stop_on_ctrl_c() as interrupted:  # installed before the message, so Ctrl-C after it is always caught
+        logger.info("re-estimating BatchNorm statistics on %d batches (Ctrl-C keeps the average so far)",
+                    cfg.bn_batches)
         for _ in tqdm(range(cfg.bn_batches), desc="BatchNorm", unit="batch", dynamic_ncols=True):
             if interrupted[0] and done:
                 logger.warning("BatchNorm re-estimate stopped after %d of %d batches: that average is kept",
