@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import pickle
 from dataclasses import dataclass
 from importlib import resources
@@ -75,19 +76,34 @@ def load_fashion_mnist(split: str, root: str | Path = FASHION_MNIST_DIR) -> Imag
     raise ValueError(f"unknown Fashion-MNIST split {split!r}: use train, val, test or full-train")
 
 
+def image_folder_classes(root: str | Path) -> dict[str, list[Path]]:
+    """The class folders of ``root`` (hidden ones such as ``.ipynb_checkpoints`` skipped) and their image files,
+    sorted; a folder without images maps to an empty list."""
+    root = Path(root)
+    if not root.is_dir():
+        return {}
+    return {d.name: sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+                           and f.is_file())
+            for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+
+
 def load_image_folder(root: str | Path, size: int, channels: int) -> ImageSet:
-    """``root/<class name>/<image>``; images resized to ``size`` x ``size`` with ``channels`` channels."""
+    """``root/<class name>/<image>``; images resized to ``size`` x ``size`` with ``channels`` channels.
+    Hidden folders and class folders without images are not classes (the latter are named in a warning)."""
     import cv2
 
-    root = Path(root)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    if not classes:
+    folders = image_folder_classes(root)
+    if empty := [name for name, files in folders.items() if not files]:
+        logging.getLogger(__name__).warning("warning: %s: no images in class folder(s) %s: not used as classes",
+                                            root, ", ".join(empty))
+    classes = sorted(name for name, files in folders.items() if files)
+    if not folders:
         raise FileNotFoundError(f"{root} has no class folders: expected {root}/<class>/<image files>")
+    if not classes:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the class folders of {root}")
     images, labels = [], []
     for label, name in enumerate(classes):
-        for f in sorted((root / name).iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
+        for f in folders[name]:
             img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
             if img is None:
                 raise ValueError(f"{f} could not be decoded as an image: remove or replace it")
@@ -95,9 +111,32 @@ def load_image_folder(root: str | Path, size: int, channels: int) -> ImageSet:
             img = img[None] if channels == 1 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)
             images.append(img)
             labels.append(label)
-    if not images:
-        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
     return ImageSet(np.stack(images), np.array(labels, dtype=np.int64), tuple(classes))
+
+
+MAX_AUTO_SIZE = 64  # the largest input side picked from an image folder's own images
+
+
+def image_folder_input(spec: str, sample: int = 50) -> tuple[int, int]:
+    """(channels, side) an image folder's images suggest: 3 if any sampled image has colour, else 1; the median
+    shorter side, at most :data:`MAX_AUTO_SIZE`."""
+    import cv2
+
+    folder = Path(spec)
+    folder = folder / "train" if (folder / "train").is_dir() else folder
+    files = [f for fs in image_folder_classes(folder).values() for f in fs]
+    picked = [files[i] for i in np.linspace(0, len(files) - 1, min(sample, len(files))).astype(int)] if files else []
+    colour, sides = False, []
+    for f in picked:
+        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if img is None:
+            continue
+        sides.append(min(img.shape[:2]))
+        colour = colour or not (np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2]))
+    if not sides:
+        raise FileNotFoundError(f"no readable images under {folder}/<class>/: expected image files "
+                                f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return (3 if colour else 1), int(min(MAX_AUTO_SIZE, np.median(sides)))
 
 
 def load_cifar10(root: str | Path, split: str) -> ImageSet:

@@ -14,8 +14,14 @@ fi
 
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-# The CPU build of torch first: a bare `torch` requirement may otherwise pull a multi-GB CUDA build.
-.venv/bin/pip install -q "torch==2.13.0"
+# The CPU build of torch first, by its local version "+cpu": a bare `torch==2.13.0` resolves on PyPI to the CUDA
+# build (several GB of nvidia-* wheels). It comes from a wheel pip already sees (a local --find-links), else from
+# PyTorch's CPU index. For training on an NVIDIA GPU instead: TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# TORCH_BUILD=cu128 bash scripts/setup.sh (any build listed on pytorch.org).
+TORCH_BUILD="${TORCH_BUILD:-cpu}"
+TORCH_INDEX="${TORCH_INDEX:-https://download.pytorch.org/whl/$TORCH_BUILD}"
+.venv/bin/pip install -q "torch==2.13.0+$TORCH_BUILD" 2>/dev/null \
+  || .venv/bin/pip install -q --index-url "$TORCH_INDEX" "torch==2.13.0+$TORCH_BUILD"
 rm -rf dist && .venv/bin/pip wheel -q --no-deps -w dist .
 .venv/bin/pip uninstall -q -y edge-mimo 2>/dev/null || true
 .venv/bin/pip install -q "$(ls dist/edge_mimo-*.whl)[compile,dev,metrics,serve,triton]"

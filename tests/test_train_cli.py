@@ -191,10 +191,12 @@ def test_train_on_image_folders_with_and_without_a_test_split(tmp_path, capsys):
     out = tmp_path / "m2"
     capsys.readouterr()
     assert main(["train", "--dataset", str(tmp_path / "flat"), *TINY, "-o", str(out)]) == 0
-    assert "held out of the training folder" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "held out of the training folder" in printed
     record = json.loads((out / "training.json").read_text())
     assert (record["train_images"], record["test_images"]) == (18, 2) and "held out" in record["test_split"]
-    assert load_model(out).config.in_channels == 1
+    config = load_model(out).config  # the input comes from the colour images themselves, and is said (issue 22.2)
+    assert (config.in_channels, config.image_size) == (3, 20) and "input: 3x20x20 (colour" in printed
 
 
 def test_train_refuses_to_replace_a_foreign_directory(tmp_path, capsys):

@@ -13,15 +13,25 @@ import re
 import sys
 from pathlib import Path
 
-MODULES = ("numpy", "cv2", "onnxruntime", "tensorrt")
+MODULES = ("numpy", "cv2", "onnxruntime", "tensorrt", "cuda")  # everything the runtime's backends import
 REQUIRED = ("numpy", "cv2", "onnxruntime")
+TENSORRT_BACKEND = ("tensorrt", "cuda")  # backend="tensorrt" imports both (cuda: cuda-python's runtime bindings)
 FIX = {
     "numpy": "pip install numpy",
     "cv2": "pip install opencv-python-headless, or on a Jetson use JetPack's OpenCV (python3-opencv) from a venv "
            "made with --system-site-packages",
     "onnxruntime": "pip install onnxruntime, or on a Jetson NVIDIA's onnxruntime-gpu wheel for JetPack",
     "ray": "install the serve extra: pip install 'edge-mimo[serve]'",
-    "tensorrt": "optional: pip install 'edge-mimo[tensorrt]' on an NVIDIA device (JetPack ships it)",
+    "tensorrt": "for backend tensorrt: JetPack ships it (python3-libnvinfer, seen from a --system-site-packages "
+                "venv); elsewhere pip install tensorrt",
+    "cuda": "for backend tensorrt: pip install cuda-python (its CUDA runtime bindings; also on a Jetson)",
+}
+DISTRIBUTIONS = {  # the pip distributions that can provide each module
+    "numpy": ("numpy",),
+    "cv2": ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
+    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu12-bindings", "tensorrt-cu13", "tensorrt-cu13-bindings"),
+    "cuda": ("cuda-python", "cuda-bindings"),
 }
 
 
@@ -43,15 +53,30 @@ def locations(module: str) -> list[str]:
     return found
 
 
+def _distribution(module: str, path: Path) -> str | None:
+    """The pip distribution whose files hold ``module`` at ``path`` (None: the system's, e.g. JetPack's)."""
+    for name in DISTRIBUTIONS.get(module, (module,)):
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if Path(dist.locate_file(module)).resolve() == path.resolve():
+            return name
+    return None
+
+
 def describe(module: str) -> dict:
     """Version, location, the pip distribution that installed it (None: the system's) and module details."""
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
         return {"module": module, "ok": False, "error": f"{e}: {FIX[module]}"}
-    dists = importlib.metadata.packages_distributions().get(module, [])
-    info = {"module": module, "ok": True, "version": getattr(mod, "__version__", "?"),
-            "path": str(Path(mod.__file__).parent), "distribution": dists[0] if dists else None,
+    path = Path(mod.__file__).parent if getattr(mod, "__file__", None) else Path(list(mod.__path__)[0])  # namespace
+    version = getattr(mod, "__version__", None)
+    dist = _distribution(module, path)
+    if version is None and dist:
+        version = importlib.metadata.version(dist)
+    info = {"module": module, "ok": True, "version": version or "?", "path": str(path), "distribution": dist,
             "copies": locations(module)}
     if module == "cv2":
         info["gstreamer"] = bool(re.search(r"GStreamer:\s+YES", mod.getBuildInformation()))
@@ -80,6 +105,11 @@ def run(args) -> int:
               f"{', '.join(r['copies'][1:])}: to use the latter (e.g. JetPack's), "
               + (f"pip uninstall {r['distribution']}" if r["distribution"] else "remove the first from the path"),
               file=sys.stderr)
+    ok = {r["module"] for r in report if r["ok"]}
+    if ok & set(TENSORRT_BACKEND) and not ok >= set(TENSORRT_BACKEND):
+        lacking = next(m for m in TENSORRT_BACKEND if m not in ok)
+        print(f"warning: backend tensorrt needs {' and '.join(TENSORRT_BACKEND)}; {lacking} is missing: "
+              f"{FIX[lacking]}", file=sys.stderr)
     for r in missing:
         print(f"edge-mimo check: error: {r['module']} is missing: {FIX[r['module']]}", file=sys.stderr)
     return 2 if missing else 0

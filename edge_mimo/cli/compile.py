@@ -17,13 +17,17 @@ def add_parser(sub) -> None:
     p.add_argument("--target", default="cpu", help="target name (see `edge-mimo targets`) or a profile .toml")
     p.add_argument("--m", type=int, default=4, help="largest superposition width to build")
     p.add_argument("--widths", type=int, nargs="+", help="exact widths to build (default: the target's, <= --m)")
-    p.add_argument("--calib", default="shipped",
-                   help="calibration images: 'shipped', 'fashion-mnist[:ROOT]' or an image folder ROOT/<class>/<img>")
+    p.add_argument("--calib", default="auto",
+                   help="calibration images: 'auto' (the model's own training data, from its training.json; the "
+                        "shipped sample for Fashion-MNIST models), 'shipped', 'fashion-mnist[:ROOT]', "
+                        "'cifar10:ROOT' or an image folder ROOT/<class>/<img>")
     p.add_argument("--calib-size", type=int, default=512, help="number of calibration images")
     p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"],
                    help="default: minmax, percentile for MIMOFormer (measured: compile.pipeline.calibration_method)")
-    p.add_argument("--val", default="shipped",
-                   help="validation images: 'shipped', 'fashion-mnist' (the test set) or an image folder")
+    p.add_argument("--val", default="auto",
+                   help="validation images, never trained on: 'auto' (the held-out test split of the model's own "
+                        "data), 'shipped', 'fashion-mnist' (the test set) or an image folder (its val/ or test/ "
+                        "split, else the 10%% it holds out)")
     p.add_argument("--val-size", type=int, default=0, help="use this many validation images (0: all)")
     p.add_argument("--max-drop", type=float, default=1.0, help="largest INT8 accuracy drop allowed (points)")
     p.add_argument("--allow-drop", action="store_true", help="write the bundle even if the gate fails")

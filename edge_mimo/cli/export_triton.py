@@ -45,6 +45,6 @@ def run(args) -> int:
         overwrite=args.force)
     for model in export_repository(args.bundle, args.output, options):
         print(f"wrote {model}")
-    print(f"serve it with: tritonserver --model-repository={args.output.resolve()} "
-          "(edge-mimo, numpy<2, in the server's Python environment; docs/serving.md)")
+    print(f"serve it with: edge-mimo triton-server {args.output} (a local CPU server), or NVIDIA's Triton container "
+          f"with edge-mimo installed: tritonserver --model-repository={args.output.resolve()} (docs/serving.md)")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import signal
 import sys
@@ -13,16 +14,53 @@ from .. import __version__
 from ..errors import EdgeMimoError
 from .check import FIX
 
-COMMANDS = ("train", "info", "targets", "compile", "build-engines", "verify", "export-triton", "run", "bench", "eval",
-            "twin", "serve", "check")
+COMMANDS = {  # name -> the one-line summary of `edge-mimo --help` (each module's add_parser gives the same help)
+    "train": "train a MIMOConv / MIMOFormer / MIMO / MixMo classifier",
+    "info": "describe a model or a bundle: architecture, widths, MACs, accuracy",
+    "targets": "list deployment targets",
+    "compile": "quantize a model to INT8 and write a bundle for a target",
+    "build-engines": "build TensorRT engines for this GPU into a TensorRT-target bundle",
+    "verify": "check every file of a bundle against the sha256 in its manifest",
+    "export-triton": "write a Triton model repository that packs requests into superposed passes "
+                     "(docs/serving.md)",
+    "triton-server": "start a Triton Inference Server on a model repository written by export-triton",
+    "run": "classify live sources (files, RTSP/HTTP, V4L2, GStreamer) with a bundle",
+    "bench": "measure the superposition speed-up of a bundle against baselines",
+    "eval": "run a bundle through the camera-condition suite (accuracy, flags, OOD AUROC)",
+    "twin": "train, compile and bench the equal-cost plain twin of a model; a verdict per width",
+    "serve": "serve a bundle over HTTP with Ray Serve; calls are packed into shared passes",
+    "check": "show which OpenCV / ONNX Runtime / TensorRT edge-mimo uses, and from where",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``edge-mimo`` parser with one sub-parser per command."""
+NEEDS = {"serve": "ray"}  # an optional dependency a command cannot start without (named in the --help listing)
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be found, without importing it."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def _command(argv: list[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is not an option), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``edge-mimo`` parser. Only the sub-command named in ``argv`` is imported (its dependencies, Ray, OpenCV,
+    ONNX Runtime, torch, load only when it runs); the others are listed by their summary. ``argv=None``: all."""
     parser = argparse.ArgumentParser(prog="edge-mimo", description="Superposed (MIMO) classifiers on edge devices.")
     parser.add_argument("--version", action="version", version=f"edge-mimo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
+    chosen = _command(argv) if argv is not None else None
+    for name, summary in COMMANDS.items():
+        if argv is not None and name != chosen:
+            missing = NEEDS.get(name)
+            sub.add_parser(name, add_help=False, help=summary if not missing or _importable(missing)
+                           else f"(unavailable: needs {missing}) {summary}")
+            continue
         try:
             module = importlib.import_module(f".{name.replace('-', '_')}", __package__)
         except ModuleNotFoundError as e:  # a lean or broken install: the other commands (``check``) still work
@@ -60,7 +98,8 @@ def _terminated(signum: int, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one ``edge-mimo`` sub-command; returns the exit status (2 with a one-line message for user errors)."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     configure_logging(getattr(args, "json", False))
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None

@@ -13,6 +13,7 @@ from ..metrics import entropy, fit_temperature, softmax, summary
 from ..runtime.batching import frame_logits
 
 FLAG_RATE = 0.10  # share of validation frames flagged `uncertain`
+MAX_CERTAIN_ENTROPY = 0.5  # normalised entropy above which a frame is always `uncertain`, whatever the model
 
 
 def onnx_frame_logits(path: str | Path, x: np.ndarray, width: int, capacity: int, threads: int = 2) -> np.ndarray:
@@ -28,17 +29,20 @@ def width_report(fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray,
                  fp32_max_abs_diff_vs_torch: float | None = None) -> WidthAccuracy:
     """Metrics of FP32 and INT8 replica-averaged logits [M, K], the INT8 drop, temperature and threshold.
 
-    The temperature is fitted on the INT8 prediction (what is deployed). ``entropy_threshold`` is the
-    normalised predictive entropy above which a frame is flagged uncertain: the (1 - FLAG_RATE) quantile on
-    validation data, so about 10% of in-distribution frames are flagged.
+    The temperature is fitted on the INT8 prediction (what is deployed), and kept at 1 when it would raise the
+    validation ECE. ``entropy_threshold`` is the normalised predictive entropy above which a frame is flagged
+    uncertain: the (1 - FLAG_RATE) quantile on validation data, so about 10% of in-distribution frames are
+    flagged, but never above MAX_CERTAIN_ENTROPY (a weak model flags more than 10%).
     """
     k = fp32.shape[-1]
     fp_mean, q_mean = fp32, int8
     fp_metrics, q_metrics = summary(softmax(fp_mean), labels), summary(softmax(q_mean), labels)
     temperature = fit_temperature(q_mean, labels)
+    if summary(softmax(q_mean, temperature), labels)["ece"] > q_metrics["ece"]:
+        temperature = 1.0  # the fit made validation calibration worse: not applied
     calibrated = softmax(q_mean, temperature)
     h = entropy(calibrated) / np.log(k)
-    threshold = min(float(np.quantile(h, 1 - FLAG_RATE)), 1.0)  # normalised entropy: at most 1
+    threshold = min(float(np.quantile(h, 1 - FLAG_RATE)), MAX_CERTAIN_ENTROPY)
     correct = calibrated.argmax(-1) == labels
     kept = h <= threshold
     return WidthAccuracy(
@@ -46,7 +50,7 @@ def width_report(fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray,
         drop_points=100.0 * (fp_metrics["accuracy"] - q_metrics["accuracy"]), temperature=temperature,
         int8_calibrated=Metrics(**summary(calibrated, labels)),
         uncertainty=Uncertainty(entropy_threshold=threshold, flag_rate=float((~kept).mean()),
-                                accuracy_kept=float(correct[kept].mean()),
+                                accuracy_kept=float(correct[kept].mean()) if kept.any() else None,
                                 accuracy_flagged=float(correct[~kept].mean()) if (~kept).any() else None),
         fp32_max_abs_diff_vs_torch=fp32_max_abs_diff_vs_torch,
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
 import os
 import platform
@@ -19,8 +22,9 @@ from ..bundle.manifest import (MANIFEST_FILE, GraphFile, InputInfo, Manifest, Qu
                                WidthArtifacts, is_bundle, sha256_file)
 from ..bundle.names import PLOT_FILE, REPORT_FILE, graph_file
 from ..bundle.target import TargetProfile
-from ..datasets import ImageSet, load_dataset
+from ..datasets import NAMED_DATASETS, ImageSet, load_dataset
 from ..engines import build_bundle_engines
+from ..models.config import FASHION_MNIST_CLASSES, TRAINING_FILE
 from ..models.default import SHIPPED_MODELS, resolve_model
 from ..errors import AccuracyGateError, BackendUnavailableError, ConfigError, DataError, ExportError
 from ..quantize import CalibrationCache, data_hash, quantize_width
@@ -28,6 +32,9 @@ from ..runtime.batching import model_inputs, spec_for, width_groups
 from .evaluate import onnx_frame_logits, width_report
 from .report import render, write_plot
 from .targets import load_target
+
+log = logging.getLogger(__name__)
+AUTO = "auto"  # calibrate / validate on the model's own data (its training.json says which)
 
 
 def default_cache_dir() -> Path:
@@ -43,10 +50,10 @@ class CompileOptions:
     target: str = "cpu"
     m: int = 4
     widths: list[int] | None = None
-    calib: str = "shipped"
+    calib: str = AUTO
     calib_size: int = 512
     calib_method: str | None = None  # None: the model family's default (see calibration_method)
-    val: str = "shipped"
+    val: str = AUTO
     val_size: int = 0  # 0: the whole validation set
     max_drop: float = 1.0
     allow_drop: bool = False
@@ -89,19 +96,98 @@ def check_options(opts: CompileOptions) -> None:
                           "use --allow-drop to write a bundle whatever the drop")
 
 
+def _trained_on(model_dir: Path) -> dict:
+    """The model's ``training.json`` (empty when it has none or it cannot be read)."""
+    try:
+        record = json.loads((model_dir / TRAINING_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _is_fashion_mnist(spec: str) -> bool:
+    return spec.partition(":")[0] in ("fashion-mnist", "shipped")
+
+
+def data_specs(opts: CompileOptions, model_dir: Path, config) -> tuple[str, str]:
+    """The calibration and validation specs: ``auto`` becomes the model's own data (``training.json``), the
+    shipped Fashion-MNIST samples for a Fashion-MNIST model; refused at once when neither applies."""
+    if AUTO not in (opts.calib, opts.val):
+        return opts.calib, opts.val
+    dataset = _trained_on(model_dir).get("dataset")
+    fashion = tuple(config.class_names) == FASHION_MNIST_CLASSES and (config.in_channels, config.image_size) == (1, 28)
+    if isinstance(dataset, str) and _is_fashion_mnist(dataset) or dataset is None and fashion:
+        own = "shipped"
+    elif isinstance(dataset, str) and (dataset.partition(":")[0] in NAMED_DATASETS or Path(dataset).is_dir()):
+        own = dataset
+    else:
+        where = f"its training data {dataset!r} is not here" if isinstance(dataset, str) else \
+            f"it has no {TRAINING_FILE} naming its training data"
+        raise DataError(f"cannot tell which images to calibrate and validate {model_dir} on ({where}): pass "
+                        "--calib and --val, e.g. --calib ROOT/train --val ROOT/test (image folders of its classes)")
+    return (own if opts.calib == AUTO else opts.calib), (own if opts.val == AUTO else opts.val)
+
+
+def _split(spec: str, purpose: str) -> str:
+    """The split of ``spec`` to read: training images to calibrate; held-out images (``val/``, else ``test``) to
+    validate, never the images a model was trained on."""
+    if purpose == "calib":
+        return "train"
+    if spec == "shipped" or (spec.partition(":")[0] not in NAMED_DATASETS and (Path(spec) / "val").is_dir()):
+        return "val"
+    return "test"
+
+
 def _images(spec: str, split: str, size: int, config) -> tuple[ImageSet, str]:
-    """Calibration / validation images: 'shipped', 'fashion-mnist[:ROOT]' or an image folder."""
+    """Calibration / validation images: 'shipped', 'fashion-mnist[:ROOT]', 'cifar10:ROOT' or an image folder,
+    checked against the model's input and classes."""
     try:
         data = load_dataset(spec, split, config.image_size, config.in_channels)
     except FileNotFoundError as e:
         raise DataError(str(e)) from e
+    option = "--calib" if split == "train" else "--val"
     if data.images.shape[1:] != (config.in_channels, config.image_size, config.image_size):
         raise DataError(f"{spec} images are {data.images.shape[1:]}, the model takes "
-                        f"{(config.in_channels, config.image_size, config.image_size)}")
+                        f"{(config.in_channels, config.image_size, config.image_size)}: pass {option} with images "
+                        "of the model's own classes (an image folder ROOT/<class>/<image>)")
+    names, own = tuple(data.class_names), tuple(config.class_names)
+    if (names and own and names != own) or (len(data) and int(data.labels.max()) >= config.num_classes):
+        raise DataError(f"{spec} has classes {list(names) or int(data.labels.max()) + 1}, the model "
+                        f"{list(own) or config.num_classes}: pass {option} with images of the model's own classes "
+                        "(an image folder ROOT/<class>/<image>)")
     if size and size < len(data):
         pick = np.sort(np.random.default_rng(0).choice(len(data), size, replace=False))
         data = data.subset(pick)
     return data, spec
+
+
+def _warn_if_trained_on(val: ImageSet, model_dir: Path, config) -> None:
+    """Warn when validation images are images the model was trained on: its accuracy would be flattering."""
+    record = _trained_on(model_dir)
+    dataset, count = record.get("dataset"), record.get("train_images")
+    if not isinstance(dataset, str):
+        return
+    try:
+        train = load_dataset(dataset, "train", config.image_size, config.in_channels)
+    except (OSError, ValueError):
+        return
+    if isinstance(count, int) and count > 0:
+        train = train.subset(slice(0, count))
+    seen = {hashlib.sha1(im.tobytes()).digest() for im in train.images}
+    overlap = sum(hashlib.sha1(im.tobytes()).digest() in seen for im in val.images)
+    if overlap:
+        log.warning("warning: %d of the %d validation images are training images of this model: its accuracy, "
+                    "temperature and uncertainty threshold would be fitted on data it has seen; pass held-out "
+                    "images with --val", overlap, len(val))
+
+
+def near_chance(accuracy: float, classes: int) -> str | None:
+    """A warning when ``accuracy`` is less than halfway from chance (1 / classes) to perfect, else None."""
+    chance = 1 / classes
+    if accuracy >= (1 + chance) / 2:
+        return None
+    return (f"INT8 accuracy {accuracy:.1%} is near chance ({chance:.1%} for {classes} classes): the model has "
+            "barely learned; train longer (--steps) or on more data before deploying it")
 
 
 def _widths(opts: CompileOptions, profile: TargetProfile, capacity_widths: tuple[int, ...]) -> list[int]:
@@ -126,11 +212,14 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
     cfg = model.config
     widths = _widths(opts, profile, cfg.widths)
     model_sha = sha256_file(model_dir / WEIGHTS_FILE)
-    calib, _ = _images(opts.calib, "train", opts.calib_size, cfg)
+    calib_spec, val_spec = data_specs(opts, model_dir, cfg)
+    calib, _ = _images(calib_spec, _split(calib_spec, "calib"), opts.calib_size, cfg)
     if len(calib) < max(widths):
         raise DataError(f"{len(calib)} calibration image(s) cannot fill a width-{max(widths)} group: "
                         f"give at least {max(widths)} (ideally hundreds) with --calib / --calib-size")
-    val, val_source = _images(opts.val, "test" if opts.val.startswith("fashion-mnist") else "val", opts.val_size, cfg)
+    val, val_source = _images(val_spec, _split(val_spec, "val"), opts.val_size, cfg)
+    if val_spec != "shipped":  # the shipped sample is Fashion-MNIST's held-out tail, never in the train split
+        _warn_if_trained_on(val, model_dir, cfg)
     calib_sha = data_hash(calib.images)
     flavour = profile.flavour
     cache = CalibrationCache(opts.cache_dir) if opts.cache_dir else None
@@ -180,6 +269,9 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
                 "--calib-method (entropy, percentile), more calibration data (--calib-size), or accept it "
                 "with --allow-drop / a larger --max-drop")
 
+        for n, a in accuracy.items():
+            if warning := near_chance(a.int8.accuracy, cfg.num_classes):
+                log.warning("warning: width %d: %s", n, warning)
         manifest = Manifest(
             edge_mimo_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             model=cfg, model_sha256=model_sha, model_source=str(model_dir),
@@ -190,7 +282,7 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
                 method=quant.method, flavour=quant.flavour, tool=quant.tool,
                 calibration_images=quant.calibration_images, per_channel=quant.per_channel,
                 symmetric_activations=quant.symmetric_activations, calibration_sha256=calib_sha,
-                calibration_source=opts.calib, cache=cache_status),
+                calibration_source=calib_spec, cache=cache_status),
             validation=Validation(source=val_source, images=int(len(val)), gate_max_drop=opts.max_drop,
                                   gate_failed=tuple(sorted(failed)), allowed_drop=bool(failed and opts.allow_drop)),
             temperature={n: a.temperature for n, a in accuracy.items()},

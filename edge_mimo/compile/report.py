@@ -45,19 +45,20 @@ def render(manifest: Manifest) -> str:
         f"- engines: {manifest.engines_note}",
         "",
         "| width | MMAC/image | FP32 acc | INT8 acc | drop (pts) | FP32 NLL | INT8 NLL | INT8 ECE | T | ECE after T "
-        "| uncertain if entropy > | acc kept / flagged |",
+        "| uncertain if entropy > | accuracy on kept / on flagged frames |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in manifest.widths:
         a = manifest.accuracy[n]
         u = a.uncertainty
         flagged = "-" if u.accuracy_flagged is None else f"{100 * u.accuracy_flagged:.1f}%"
+        kept = "-" if u.accuracy_kept is None else f"{100 * u.accuracy_kept:.1f}%"
         lines.append(
             f"| {n} | {manifest.macs_per_image[n] / 1e6:.1f} | {100 * a.fp32.accuracy:.2f}% "
             f"| {100 * a.int8.accuracy:.2f}% | {a.drop_points:+.2f} | {a.fp32.nll:.3f} "
             f"| {a.int8.nll:.3f} | {a.int8.ece:.4f} | {a.temperature:.3f} "
             f"| {a.int8_calibrated.ece:.4f} | {u.entropy_threshold:.3f} "
-            f"| {100 * u.accuracy_kept:.1f}% / {flagged} |"
+            f"| {kept} / {flagged} |"
         )
     lines += ["", "![operating points](operating_points.png)", ""]
     return "\n".join(lines)

@@ -9,7 +9,8 @@ from types import ModuleType
 
 from ..errors import BackendUnavailableError
 
-INSTALL_HINT = "install `edge-mimo[tensorrt]` on the device, or use backend='onnxruntime'"
+INSTALL_HINT = ("on a Jetson, JetPack ships TensorRT: add `pip install cuda-python` in the venv; elsewhere "
+                "`pip install tensorrt cuda-python`; or use backend='onnxruntime' (`edge-mimo check` lists them)")
 
 
 def cudart() -> ModuleType:

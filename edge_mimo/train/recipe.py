@@ -309,8 +309,17 @@ def recalibrate_batchnorm(model: SuperposedClassifier, batches: _Batches, cfg: T
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the batches below
     model.train()
-    for _ in range(cfg.bn_batches):
-        model(batches.draw(random_indices=True)[0])
+    done = 0
+    with _stop_on_ctrl_c() as interrupted:  # installed before the message, so Ctrl-C after it is always caught
+        logger.info("re-estimating BatchNorm statistics on %d batches (Ctrl-C keeps the average so far)",
+                    cfg.bn_batches)
+        for _ in tqdm(range(cfg.bn_batches), desc="BatchNorm", unit="batch", dynamic_ncols=True):
+            if interrupted[0] and done:
+                logger.warning("BatchNorm re-estimate stopped after %d of %d batches: that average is kept",
+                               done, cfg.bn_batches)
+                break
+            model(batches.draw(random_indices=True)[0])
+            done += 1
     for bn in bns:
         bn.momentum = 0.1
     model.eval()
@@ -426,7 +435,11 @@ def train(
             end_of_epoch = step % steps_per_epoch == 0 or step == total
             if step % 10 == 0 or step == 1 or end_of_epoch:  # reading values back waits for the GPU: not every step
                 acc = (logits.argmax(-1) == y[:, None, :]).float().mean().item()
-                run_loss = 0.8 * run_loss + 0.2 * loss.item() if step > 1 else loss.item()
+                if not math.isfinite(value := loss.item()):
+                    bar.close()
+                    raise FloatingPointError(f"training diverged: the loss is {value} at step {step}; nothing is "
+                                             "saved. Lower --lr (or check the data)")
+                run_loss = 0.8 * run_loss + 0.2 * value if step > 1 else value
                 run_acc = 0.8 * run_acc + 0.2 * acc if step > 1 else acc
                 bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.3f}", n=x.shape[1])
             bar.update()

@@ -165,6 +165,11 @@ class LocalTriton:
         self.stop()
         raise BackendUnavailableError(f"tritonserver was not ready within {self.ready_timeout_s:.0f} s:\n{tail}")
 
+    @property
+    def log_path(self) -> Path | None:
+        """The file the server's output goes to (None before start)."""
+        return self._log_path
+
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server's log."""
         try:
