@@ -294,34 +294,77 @@ def test_close_stops_every_reader_thread_whatever_its_state(clip):
     assert {n: s.state for n, s in mux.health().items()} == dict.fromkeys(mux.sources, "closed")
 
 
-def test_edge_mimo_run_survives_a_camera_restart(cpu_bundle, clip, tmp_path, capsys):
-    """`edge-mimo run` on a loopback camera killed at 2 s and restarted at 4 s, beside a looping file."""
+def test_edge_mimo_run_survives_a_camera_restart(cpu_bundle, clip, tmp_path, capsys, monkeypatch):
+    """`edge-mimo run` on a loopback camera beside a looping file; the camera is killed once it has been classified,
+    restarted once the run reports it reconnecting and the file has gone on being classified, and the run is stopped
+    once the camera is classified again. Every step waits on what the run did, never on the clock (a fixed 2 s timer
+    failed under load: the bundle was not even loaded by then)."""
+    from edge_mimo import live
     from edge_mimo.cli.main import main
 
     out = tmp_path / "out.jsonl"
-    with LoopbackCamera(fps=15, lifetime=40) as cam:
-        timers = [threading.Timer(2.0, cam.kill), threading.Timer(4.0, cam.restart)]
-        for timer in timers:
-            timer.start()
+    stop, failure = threading.Event(), []
+    reconnecting_steps = [0]
+    real_run = live.run
+
+    def records() -> list[dict]:
+        text = out.read_text() if out.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+
+    def count(stream: str) -> int:
+        return sum(r["stream"] == stream for r in records())
+
+    def controlled_run(runtime, mux, on_result, **kw):
+        real_step = kw["on_step"]
+
+        def on_step():
+            if mux.health()["cam"].state == RECONNECTING:
+                reconnecting_steps[0] += 1
+            real_step()
+
+        def control():
+            try:
+                assert wait_for(lambda: count("cam") >= 5, 120), "the camera was never classified"
+                cam.kill()
+                files_at_kill = count("file")
+                assert wait_for(lambda: reconnecting_steps[0] >= 3 and count("file") >= files_at_kill + 15, 60), \
+                    "the camera was not reported reconnecting while the file went on"
+                cams_at_restart = count("cam")
+                cam.restart()
+                assert wait_for(lambda: mux.health()["cam"].state == LIVE and count("cam") >= cams_at_restart + 5,
+                                60), "the restarted camera was not classified again"
+            except BaseException as e:  # noqa: BLE001 - reported by the test's thread
+                failure.append(e)
+            finally:
+                stop.set()
+
+        controller = threading.Thread(target=control, daemon=True)
+        controller.start()
+        try:
+            return real_run(runtime, mux, on_result, **{**kw, "on_step": on_step, "stop": stop})
+        finally:
+            stop.set()
+            controller.join(10)
+
+    monkeypatch.setattr(live, "run", controlled_run)
+    with LoopbackCamera(fps=15, lifetime=300) as cam:
         rc = main(["run", str(cpu_bundle), "--source", f"cam={cam.url}", "--source", f"file={clip}", "--loop",
-                   "--duration", "8", "--threads", "1", "--stats-every", "0.5", "-o", str(out)])
-        for timer in timers:
-            timer.join()
+                   "--duration", "240", "--threads", "1", "--stats-every", "0.01", "-o", str(out)])
+    assert not failure, failure
     assert rc == 0
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert all(r["ok"] for r in records)
+    recs = records()
+    assert all(r["ok"] for r in recs)
     by_stream = {}
-    for r in records:
+    for r in recs:
         by_stream.setdefault(r["stream"], []).append(r)
-    for name, recs in by_stream.items():
-        frames = [r["frame"] for r in recs]
+    for name, rs in by_stream.items():
+        frames = [r["frame"] for r in rs]
         assert frames == sorted(set(frames)), name
-    cam_times = [r["timestamp"] for r in by_stream["cam"]]
-    gap_at = int(np.argmax(np.diff(cam_times)))
-    outage = (cam_times[gap_at], cam_times[gap_at + 1])
-    assert 1.5 < outage[1] - outage[0] < 5.0  # the camera was away, then came back and was classified again
-    file_during = [r for r in by_stream["file"] if outage[0] + 0.3 < r["timestamp"] < outage[1] - 0.3]
-    assert len(file_during) >= 10  # the file stream was classified all through the outage
+    cam_rows = [i for i, r in enumerate(recs) if r["stream"] == "cam"]
+    gap_at = int(np.argmax(np.diff(cam_rows)))
+    during = recs[cam_rows[gap_at] + 1: cam_rows[gap_at + 1]]  # everything classified while the camera was away
+    assert len(during) >= 15 and all(r["stream"] == "file" for r in during)
+    assert len(cam_rows) - gap_at - 1 >= 5  # ... and the camera classified again after it
     err = capsys.readouterr().err
     lines = err.splitlines()
     lost = next(i for i, line in enumerate(lines) if "cam reconnecting" in line)  # health shown live by the CLI
