@@ -36,10 +36,11 @@ def test_fit_temperature_minimises_nll_against_a_grid():
 
 
 def test_width_report_scores_raw_and_calibrated_int8_independently():
-    """Overconfident INT8 logits (labels drawn at T = 2): the report's raw INT8 NLL/ECE are those of softmax(logits)
-    computed here, the calibrated ones those of softmax(logits / 2), and calibration strictly improves both."""
+    """Overconfident INT8 logits (labels drawn at T = 2): the temperature is fitted on INT8 (what is deployed), not
+    on FP32 (here calibrated as it is); the report's raw INT8 NLL/ECE are those of softmax(logits) computed here, the
+    calibrated ones those of softmax(logits / 2), and calibration strictly improves both."""
     q, labels = drawn_at(2.0, m=6000, seed=2)
-    fp = q + np.random.default_rng(3).normal(0, 0.05, q.shape)
+    fp = q / 2 + np.random.default_rng(3).normal(0, 0.05, q.shape)  # FP32 calibrated at T = 1: fitting on it is wrong
     r = width_report(fp, q, labels)
     assert r.temperature == pytest.approx(2.0, rel=0.08)
     raw, cal = softmax(q), softmax(q, r.temperature)
