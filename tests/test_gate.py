@@ -5,6 +5,8 @@ the gate scores are replaced by synthetic ones whose drop per width is known by 
 validation frames turned wrong at one width), so a gate that looks at the wrong width, or at one width for all,
 names the wrong widths."""
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -22,6 +24,7 @@ from .support.tiny import ExportOnce, tiny_model_dir
 torch.set_num_threads(2)
 VAL = 400  # validation images: one frame is 0.25 points
 WIDTHS = [1, 2, 4]
+EVALUATED: list[str] = []
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +52,14 @@ def compile_with_drops(tmp_path, monkeypatch, tiny, wrong: dict[int, int], **kw)
         return real_report(good, bad, labels, **k)
 
     monkeypatch.setattr(pipeline, "width_report", report)
+    real_logits = pipeline.onnx_frame_logits
+
+    def logits(path, *a, **k):  # which graphs are scored: both the FP32 and the INT8 one of each width
+        EVALUATED.append(f"{Path(path).parent.name}/{Path(path).name}")
+        return real_logits(path, *a, **k)
+
+    EVALUATED.clear()
+    monkeypatch.setattr(pipeline, "onnx_frame_logits", logits)
     opts = CompileOptions(model=str(model_dir), widths=WIDTHS, calib_size=64, val_size=VAL,
                           output=tmp_path / "bundle", cache_dir=cache, **kw)
     try:
@@ -74,6 +85,7 @@ def test_drops_under_the_bar_pass_and_each_width_records_its_own_drop(tmp_path, 
     bundle, manifest = compile_with_drops(tmp_path, monkeypatch, tiny, wrong)
     loaded = manifest_json(bundle)
     assert loaded["validation"]["gate_failed"] == []
+    assert sorted(EVALUATED) == sorted([loaded["artifacts"][str(n)][p]["file"] for n in WIDTHS for p in ("fp32", "int8")])
     for n in WIDTHS:
         assert loaded["accuracy"][str(n)]["drop_points"] == pytest.approx(100 * wrong[n] / VAL), n
         assert loaded["accuracy"][str(n)]["fp32"]["accuracy"] == 1.0
