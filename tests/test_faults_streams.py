@@ -79,20 +79,26 @@ def test_killed_camera_reconnects_with_backoff_and_the_other_stream_never_stops(
             assert rec.frames["net"] and all(generation(f.image) == 0 for _, f in rec.frames["net"])
             killed = time.monotonic()
             cam.kill()
-            rec.run(2.0)
+            files_before = len(rec.frames["file"])
+            # wait for what the mux does, not for the clock: the camera reported down with a reason, and the file
+            # stream handing out frames meanwhile
+            rec.run(60.0, until=lambda: mux.health()["net"].state == RECONNECTING
+                    and "cannot open" in (mux.health()["net"].error or "")
+                    and len(rec.frames["file"]) >= files_before + 20)
             down = mux.health()["net"]
             assert down.state == RECONNECTING and "cannot open" in down.error and "check" in down.error
             restarted = time.monotonic()
             cam.restart()
-            rec.run(6.0, until=lambda: any(generation(f.image) == 1 for _, f in rec.frames["net"][-3:]))
-            back = time.monotonic()
-            rec.run(0.5)
+            rec.run(60.0, until=lambda: any(generation(f.image) == 1 for _, f in rec.frames["net"][-3:]))
+            rec.run(10.0, until=lambda: mux.health()["net"].state == LIVE and rec.states["net"][-1] == LIVE)
             health = mux.health()
-    assert back - restarted < 3.0, "reconnected within the 1 s maximum backoff plus the time to open"
+    assert any(generation(f.image) == 1 for _, f in rec.frames["net"]), "the restarted camera was read again"
     assert health["net"].state == LIVE and health["net"].reconnects == 1 and health["net"].error is None
     assert RECONNECTING in rec.states["net"] and rec.states["net"][-1] == LIVE
-    assert rec.count_between("net", killed + 0.5, restarted) == 0  # nothing stale handed out while it was down
-    assert rec.count_between("file", killed, restarted) >= 20  # 2 s at 20 fps: the file stream kept going
+    # nothing stale handed out while it was down: after the kill, only frames of the restarted camera
+    stale = [f for t, f in rec.frames["net"] if t > killed and generation(f.image) == 0]
+    assert len(stale) <= 2, "at most the frames already read when the camera died"
+    assert rec.count_between("file", killed, restarted) >= 20  # the file stream kept going
     assert rec.states["file"][-1] == LIVE and RECONNECTING not in rec.states["file"]
     for name in ("net", "file"):
         idx = rec.indices(name)
@@ -176,14 +182,15 @@ def test_reconnect_attempts_back_off_exponentially():
     acceptor.start()
     src = VideoSource(f"http://127.0.0.1:{srv.getsockname()[1]}/x.mjpg", "hangup", backoff=(0.2, 1.0),
                       open_timeout=1.0, read_timeout=1.0).start()
-    time.sleep(3.7)
+    assert wait_for(lambda: len(attempts) >= 7, 60.0), attempts  # waits on attempts, not a fixed 3.7 s
     src.close()
     stop.set()
     acceptor.join(2)
     srv.close()
-    gaps = np.diff(attempts)
-    assert 4 <= len(attempts) <= 8, attempts  # 0, 0.2, 0.6, 1.4, 2.4, 3.4 s
-    assert all(b >= a * 0.9 for a, b in zip(gaps, gaps[1:])) and gaps[-1] <= 1.5  # growing, capped at 1 s
+    gaps = np.diff(attempts[:7])  # backoff 0.2, 0.4, 0.8, 1, 1, 1 s (plus the time each attempt takes)
+    assert all(g >= b * 0.9 for g, b in zip(gaps, (0.2, 0.4, 0.8, 1.0, 1.0, 1.0))), gaps  # never spins
+    assert all(b >= a * 0.9 for a, b in zip(gaps, gaps[1:4])), gaps  # growing
+    assert max(gaps[4:]) < 1.9, gaps  # capped at 1 s: uncapped doubling would wait 1.6, then 3.2 s
 
 
 def test_stalled_camera_is_reported_stalled_then_reconnected(clip):
@@ -260,7 +267,8 @@ def test_slow_consumer_keeps_one_frame_per_stream_not_a_queue(clip):
         with StreamMux(sources) as mux:
             assert wait_for(lambda: all(s.frames > 0 for s in mux.health().values()), 5.0)
             before = mux.health()
-            time.sleep(2.0)
+            # nobody reads while the flooding source races on (waited for by its frame count, not a fixed 2 s)
+            assert wait_for(lambda: mux.health()["flood"].frames - before["flood"].frames > 250, 60.0)
             alive = frames_alive()
             after = mux.health()
             batch = mux.read(timeout=1.0)
