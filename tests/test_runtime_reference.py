@@ -86,6 +86,49 @@ def table_runtime(table_bundle):
     return Runtime(table_bundle, engine=TableBackend(m["mean"][0], m["std"][0]))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def class_names(table_bundle):
+    CLASS_NAMES[:] = manifest_json(table_bundle)["model"]["class_names"]
+    assert len(CLASS_NAMES) == K and len(set(CLASS_NAMES)) == K
+
+
+CLASS_NAMES: list[str] = []
+
+
+class SpreadBackend(TableBackend):
+    """The table, plus a known offset per replica: replica r of an image gets TABLE[level] + SPREAD[r]."""
+
+    def run(self, width: int, groups: np.ndarray) -> np.ndarray:
+        out = super().run(width, groups)
+        return out + SPREAD[: out.shape[1]][None, :, None, :].astype(np.float32)
+
+
+SPREAD = np.random.default_rng(5).normal(0.0, 2.0, (N, K))
+
+
+def test_disagreement_is_the_mutual_information_of_the_replicas(table_bundle):
+    """One frame at width 1 fills all N slots: its N replica predictions are TABLE + SPREAD[r]; the result is their
+    average at T[1] and their mutual information, both computed here."""
+    m = manifest_json(table_bundle)["input"]
+    rt = Runtime(table_bundle, engine=SpreadBackend(m["mean"][0], m["std"][0]))
+    for v in LEVELS[:3]:
+        r = rt.infer_many([frame(v)], width=1)[0]
+        assert r.replicas == N
+        z = (table()[v] + SPREAD) / TEMPERATURE[1]  # [N, K]
+        p_r = np.exp(z - z.max(1, keepdims=True))
+        p_r /= p_r.sum(1, keepdims=True)
+        mean_z = z.mean(0)
+        p = np.exp(mean_z - mean_z.max())
+        p /= p.sum()
+        np.testing.assert_allclose(r.probabilities, p, rtol=1e-5, atol=1e-6)
+
+        def h(q):
+            return float(-(q * np.log(q)).sum(-1).mean()) if q.ndim > 1 else float(-(q * np.log(q)).sum())
+
+        mi = (h(p_r.mean(0)) - h(p_r)) / np.log(K)
+        assert mi > 0.02 and r.disagreement == pytest.approx(mi, rel=1e-4, abs=1e-6)
+
+
 def frame(level: int) -> np.ndarray:
     return np.full((28, 28), level, np.uint8)
 
@@ -109,6 +152,7 @@ def test_probabilities_are_the_table_at_the_widths_temperature(table_runtime, wi
         p = expected(v, width)
         np.testing.assert_allclose(r.probabilities, p, rtol=1e-5, atol=1e-6)
         assert r.class_index == c == int(p.argmax())
+        assert r.class_name == CLASS_NAMES[c]
         assert r.confidence == pytest.approx(float(p.max()), rel=1e-5)
         h = float(-(p * np.log(p)).sum() / np.log(K))
         assert r.entropy == pytest.approx(h, rel=1e-5, abs=1e-7)
