@@ -85,7 +85,8 @@ def test_drops_under_the_bar_pass_and_each_width_records_its_own_drop(tmp_path, 
     bundle, manifest = compile_with_drops(tmp_path, monkeypatch, tiny, wrong)
     loaded = manifest_json(bundle)
     assert loaded["validation"]["gate_failed"] == []
-    assert sorted(EVALUATED) == sorted([loaded["artifacts"][str(n)][p]["file"] for n in WIDTHS for p in ("fp32", "int8")])
+    graphs = [loaded["artifacts"][str(n)][p]["file"] for n in WIDTHS for p in ("fp32", "int8")]
+    assert sorted(EVALUATED) == sorted(graphs)
     for n in WIDTHS:
         assert loaded["accuracy"][str(n)]["drop_points"] == pytest.approx(100 * wrong[n] / VAL), n
         assert loaded["accuracy"][str(n)]["fp32"]["accuracy"] == 1.0

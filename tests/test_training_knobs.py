@@ -2,6 +2,7 @@
 fed, the BatchNorm statistics against an average computed here, the camera augmentation against the clean images,
 and the CLI's options against the recipe's configuration."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -103,8 +104,6 @@ def test_cli_passes_its_options_to_the_recipe(tmp_path, monkeypatch, seed):
 
     monkeypatch.setattr(train_pkg, "train", fake_train)
     folder = tmp_path / "data"
-    import cv2
-
     sample = shipped_sample("validation")
     for split, part in (("train", slice(0, 40)), ("test", slice(40, 60))):
         for i, (img, label) in enumerate(zip(sample.images[part], sample.labels[part])):
