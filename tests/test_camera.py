@@ -150,6 +150,8 @@ def test_eval_command_writes_the_suite(cpu_bundle, tmp_path):
     assert result["policies"] == ["throughput", "balanced", "robust"]
     robust = result["conditions"]["clean"]["robust"]
     assert robust["widths"] == [1] and robust["replicas"] == [4]
-    assert 0.5 < robust["auroc"] <= 1.0 and 0.0 <= robust["uncertain_rate"] <= 1.0
+    # the documented bar (BENCHMARKS.md: ID vs OOD AUROC >= 0.93 under `robust`; clean measures 0.98 on 10,000
+    # frames, 0.993 on these 40 + 40), not merely better than chance
+    assert 0.93 <= robust["auroc"] <= 1.0 and 0.0 <= robust["uncertain_rate"] <= 0.5
     assert (out / "camera_suite.png").stat().st_size > 1000
     assert main(["eval", str(cpu_bundle), "--conditions", "foggy"]) == 2

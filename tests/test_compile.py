@@ -241,7 +241,9 @@ def test_other_calibration_methods_compile(tmp_path, capsys, method):
     manifest = manifest_json(out)
     assert printed["bundle"] == str(out) and manifest["quantization"]["method"] == method
     assert manifest["quantization"]["cache"] == {"1": "miss"}
-    assert manifest["accuracy"]["1"]["drop_points"] <= 3.0
+    # measured: entropy loses 1.00, percentile gains 0.33 points on these 300 frames (one frame = 0.33); two frames of
+    # slack for another CPU's arithmetic, far below what a broken calibration loses
+    assert manifest["accuracy"]["1"]["drop_points"] <= 1.7
     verify_artifacts(out, load_manifest(out))
 
 

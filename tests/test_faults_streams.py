@@ -79,20 +79,26 @@ def test_killed_camera_reconnects_with_backoff_and_the_other_stream_never_stops(
             assert rec.frames["net"] and all(generation(f.image) == 0 for _, f in rec.frames["net"])
             killed = time.monotonic()
             cam.kill()
-            rec.run(2.0)
+            files_before = len(rec.frames["file"])
+            # wait for what the mux does, not for the clock: the camera reported down with a reason, and the file
+            # stream handing out frames meanwhile
+            rec.run(60.0, until=lambda: mux.health()["net"].state == RECONNECTING
+                    and "cannot open" in (mux.health()["net"].error or "")
+                    and len(rec.frames["file"]) >= files_before + 20)
             down = mux.health()["net"]
             assert down.state == RECONNECTING and "cannot open" in down.error and "check" in down.error
             restarted = time.monotonic()
             cam.restart()
-            rec.run(6.0, until=lambda: any(generation(f.image) == 1 for _, f in rec.frames["net"][-3:]))
-            back = time.monotonic()
-            rec.run(0.5)
+            rec.run(60.0, until=lambda: any(generation(f.image) == 1 for _, f in rec.frames["net"][-3:]))
+            rec.run(10.0, until=lambda: mux.health()["net"].state == LIVE and rec.states["net"][-1] == LIVE)
             health = mux.health()
-    assert back - restarted < 3.0, "reconnected within the 1 s maximum backoff plus the time to open"
+    assert any(generation(f.image) == 1 for _, f in rec.frames["net"]), "the restarted camera was read again"
     assert health["net"].state == LIVE and health["net"].reconnects == 1 and health["net"].error is None
     assert RECONNECTING in rec.states["net"] and rec.states["net"][-1] == LIVE
-    assert rec.count_between("net", killed + 0.5, restarted) == 0  # nothing stale handed out while it was down
-    assert rec.count_between("file", killed, restarted) >= 20  # 2 s at 20 fps: the file stream kept going
+    # nothing stale handed out while it was down: after the kill, only frames of the restarted camera
+    stale = [f for t, f in rec.frames["net"] if t > killed and generation(f.image) == 0]
+    assert len(stale) <= 2, "at most the frames already read when the camera died"
+    assert rec.count_between("file", killed, restarted) >= 20  # the file stream kept going
     assert rec.states["file"][-1] == LIVE and RECONNECTING not in rec.states["file"]
     for name in ("net", "file"):
         idx = rec.indices(name)
@@ -176,14 +182,15 @@ def test_reconnect_attempts_back_off_exponentially():
     acceptor.start()
     src = VideoSource(f"http://127.0.0.1:{srv.getsockname()[1]}/x.mjpg", "hangup", backoff=(0.2, 1.0),
                       open_timeout=1.0, read_timeout=1.0).start()
-    time.sleep(3.7)
+    assert wait_for(lambda: len(attempts) >= 7, 60.0), attempts  # waits on attempts, not a fixed 3.7 s
     src.close()
     stop.set()
     acceptor.join(2)
     srv.close()
-    gaps = np.diff(attempts)
-    assert 4 <= len(attempts) <= 8, attempts  # 0, 0.2, 0.6, 1.4, 2.4, 3.4 s
-    assert all(b >= a * 0.9 for a, b in zip(gaps, gaps[1:])) and gaps[-1] <= 1.5  # growing, capped at 1 s
+    gaps = np.diff(attempts[:7])  # backoff 0.2, 0.4, 0.8, 1, 1, 1 s (plus the time each attempt takes)
+    assert all(g >= b * 0.9 for g, b in zip(gaps, (0.2, 0.4, 0.8, 1.0, 1.0, 1.0))), gaps  # never spins
+    assert all(b >= a * 0.9 for a, b in zip(gaps, gaps[1:4])), gaps  # growing
+    assert max(gaps[4:]) < 1.9, gaps  # capped at 1 s: uncapped doubling would wait 1.6, then 3.2 s
 
 
 def test_stalled_camera_is_reported_stalled_then_reconnected(clip):
@@ -260,7 +267,8 @@ def test_slow_consumer_keeps_one_frame_per_stream_not_a_queue(clip):
         with StreamMux(sources) as mux:
             assert wait_for(lambda: all(s.frames > 0 for s in mux.health().values()), 5.0)
             before = mux.health()
-            time.sleep(2.0)
+            # nobody reads while the flooding source races on (waited for by its frame count, not a fixed 2 s)
+            assert wait_for(lambda: mux.health()["flood"].frames - before["flood"].frames > 250, 60.0)
             alive = frames_alive()
             after = mux.health()
             batch = mux.read(timeout=1.0)
@@ -294,34 +302,77 @@ def test_close_stops_every_reader_thread_whatever_its_state(clip):
     assert {n: s.state for n, s in mux.health().items()} == dict.fromkeys(mux.sources, "closed")
 
 
-def test_edge_mimo_run_survives_a_camera_restart(cpu_bundle, clip, tmp_path, capsys):
-    """`edge-mimo run` on a loopback camera killed at 2 s and restarted at 4 s, beside a looping file."""
+def test_edge_mimo_run_survives_a_camera_restart(cpu_bundle, clip, tmp_path, capsys, monkeypatch):
+    """`edge-mimo run` on a loopback camera beside a looping file; the camera is killed once it has been classified,
+    restarted once the run reports it reconnecting and the file has gone on being classified, and the run is stopped
+    once the camera is classified again. Every step waits on what the run did, never on the clock (a fixed 2 s timer
+    failed under load: the bundle was not even loaded by then)."""
+    from edge_mimo import live
     from edge_mimo.cli.main import main
 
     out = tmp_path / "out.jsonl"
-    with LoopbackCamera(fps=15, lifetime=40) as cam:
-        timers = [threading.Timer(2.0, cam.kill), threading.Timer(4.0, cam.restart)]
-        for timer in timers:
-            timer.start()
+    stop, failure = threading.Event(), []
+    reconnecting_steps = [0]
+    real_run = live.run
+
+    def records() -> list[dict]:
+        text = out.read_text() if out.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+
+    def count(stream: str) -> int:
+        return sum(r["stream"] == stream for r in records())
+
+    def controlled_run(runtime, mux, on_result, **kw):
+        real_step = kw["on_step"]
+
+        def on_step():
+            if mux.health()["cam"].state == RECONNECTING:
+                reconnecting_steps[0] += 1
+            real_step()
+
+        def control():
+            try:
+                assert wait_for(lambda: count("cam") >= 5, 120), "the camera was never classified"
+                cam.kill()
+                files_at_kill = count("file")
+                assert wait_for(lambda: reconnecting_steps[0] >= 3 and count("file") >= files_at_kill + 15, 60), \
+                    "the camera was not reported reconnecting while the file went on"
+                cams_at_restart = count("cam")
+                cam.restart()
+                assert wait_for(lambda: mux.health()["cam"].state == LIVE and count("cam") >= cams_at_restart + 5,
+                                60), "the restarted camera was not classified again"
+            except BaseException as e:  # noqa: BLE001 - reported by the test's thread
+                failure.append(e)
+            finally:
+                stop.set()
+
+        controller = threading.Thread(target=control, daemon=True)
+        controller.start()
+        try:
+            return real_run(runtime, mux, on_result, **{**kw, "on_step": on_step, "stop": stop})
+        finally:
+            stop.set()
+            controller.join(10)
+
+    monkeypatch.setattr(live, "run", controlled_run)
+    with LoopbackCamera(fps=15, lifetime=300) as cam:
         rc = main(["run", str(cpu_bundle), "--source", f"cam={cam.url}", "--source", f"file={clip}", "--loop",
-                   "--duration", "8", "--threads", "1", "--stats-every", "0.5", "-o", str(out)])
-        for timer in timers:
-            timer.join()
+                   "--duration", "240", "--threads", "1", "--stats-every", "0.01", "-o", str(out)])
+    assert not failure, failure
     assert rc == 0
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert all(r["ok"] for r in records)
+    recs = records()
+    assert all(r["ok"] for r in recs)
     by_stream = {}
-    for r in records:
+    for r in recs:
         by_stream.setdefault(r["stream"], []).append(r)
-    for name, recs in by_stream.items():
-        frames = [r["frame"] for r in recs]
+    for name, rs in by_stream.items():
+        frames = [r["frame"] for r in rs]
         assert frames == sorted(set(frames)), name
-    cam_times = [r["timestamp"] for r in by_stream["cam"]]
-    gap_at = int(np.argmax(np.diff(cam_times)))
-    outage = (cam_times[gap_at], cam_times[gap_at + 1])
-    assert 1.5 < outage[1] - outage[0] < 5.0  # the camera was away, then came back and was classified again
-    file_during = [r for r in by_stream["file"] if outage[0] + 0.3 < r["timestamp"] < outage[1] - 0.3]
-    assert len(file_during) >= 10  # the file stream was classified all through the outage
+    cam_rows = [i for i, r in enumerate(recs) if r["stream"] == "cam"]
+    gap_at = int(np.argmax(np.diff(cam_rows)))
+    during = recs[cam_rows[gap_at] + 1: cam_rows[gap_at + 1]]  # everything classified while the camera was away
+    assert len(during) >= 15 and all(r["stream"] == "file" for r in during)
+    assert len(cam_rows) - gap_at - 1 >= 5  # ... and the camera classified again after it
     err = capsys.readouterr().err
     lines = err.splitlines()
     lost = next(i for i, line in enumerate(lines) if "cam reconnecting" in line)  # health shown live by the CLI

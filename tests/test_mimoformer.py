@@ -188,7 +188,9 @@ def test_runtime_serves_the_mimoformer_bundle_like_any_other(mimoformer_bundle):
         results = rt.infer_many(frames)
         robust = rt.infer_many(frames[:8], policy="robust")
     accuracy = np.mean([r.class_index == y for r, y in zip(results, sample.labels[:64])])
-    assert accuracy > 0.6 and {r.width for r in results} == {4}
+    # the shipped MIMOFormer scores 80 % (BENCHMARKS.md); its FP32 weights get 51 of these 64 right (79.7 %) at
+    # width 4, and INT8 loses at most ~1 point: 48 of 64 leaves room for 3 frames, not for a broken model (> 0.6 did)
+    assert accuracy >= 0.75 and {r.width for r in results} == {4}
     assert all(r.replicas == 4 and 0 <= r.disagreement <= 1 for r in robust)
 
 

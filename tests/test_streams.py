@@ -66,12 +66,15 @@ def test_source_reads_a_file_in_order_at_its_frame_rate(videos):
         elapsed = time.monotonic() - start
         status = src.status()
     assert status.state == ENDED and status.frames == 20
-    assert 1.5 < elapsed < 4.0  # paced at 10 fps, not read as fast as the disk allows
+    # Paced at 10 fps, not read as fast as the disk allows: 20 frames cannot take less than 1.9 s. Only the lower
+    # bound is a property of the reader; how much longer a loaded machine takes is not (an upper bound flaked).
+    assert elapsed > 1.5
     indices = [s[0] for s in seen]
-    assert indices == sorted(indices) and len(indices) >= 15
+    assert indices == sorted(indices) and len(indices) >= 10
     assert all(idx == num for idx, num, _ in seen)  # the index is the frame's real position
     assert all(a[2] <= b[2] for a, b in zip(seen, seen[1:]))
-    assert 7 < status.fps < 13
+    assert status.fps < 13  # never faster than the file's rate
+    assert status.fps * elapsed == pytest.approx(20, rel=0.35)  # the fps reported is the rate the frames came at
 
 
 def test_mux_several_streams_one_ends_one_never_opens(videos):
@@ -105,12 +108,14 @@ def test_looping_file_and_clean_shutdown(videos):
     mux = StreamMux([videos["short"]], loop=True).start()
     readers = started_since(before)
     assert [t.name.startswith("edge-mimo-source-") for t in readers] == [True]  # one reader thread per source
-    time.sleep(1.2)  # > 2 passes through the 0.5 s file
+    deadline = time.monotonic() + 30
+    while list(mux.health().values())[0].frames <= 12 and time.monotonic() < deadline:  # > 2 passes of the file
+        time.sleep(0.02)
     status = list(mux.health().values())[0]
     assert status.state == LIVE and status.frames > 12
     t = time.monotonic()
     mux.close()
-    assert time.monotonic() - t < 2.0
+    assert time.monotonic() - t < 5.0  # joined promptly (a reader that ignored close would block much longer)
     assert not any(t.is_alive() for t in readers) and started_since(before) == []  # reader threads joined
     assert list(mux.health().values())[0].state == "closed"
 
@@ -118,11 +123,11 @@ def test_looping_file_and_clean_shutdown(videos):
 def test_missing_file_retries_with_backoff_then_fails(videos):
     src = VideoSource(videos["missing"], retries=3, backoff=(0.1, 0.2)).start()
     t = time.monotonic()
-    while not src.finished and time.monotonic() - t < 5:
+    while not src.finished and time.monotonic() - t < 30:
         time.sleep(0.02)
     took = time.monotonic() - t
     assert src.status().state == FAILED and "gave up after 4 attempts" in src.status().error
-    assert 0.45 < took < 2.0  # 0.1 + 0.2 + 0.2 s of backoff
+    assert took > 0.45  # 0.1 + 0.2 + 0.2 s of backoff were waited (a loaded machine may take longer, never less)
     src.close()
 
 

@@ -29,11 +29,27 @@ def import_installed() -> ModuleType:
         sys.path[:] = saved
 
 
+def installed_distribution(path: list[str] | None = None, root: Path = ROOT) -> importlib.metadata.Distribution:
+    """The installed edge-mimo's metadata, looked up with the checkout off the search path: an editable install
+    leaves ``edge_mimo.egg-info`` in the checkout, whose metadata (no ``direct_url.json``, no hashes) would
+    otherwise be found first, since pytest or ``python -m`` puts the checkout on ``sys.path``."""
+    path = [p for p in (sys.path if path is None else path) if Path(p or ".").resolve() != root]
+    found = next(iter(importlib.metadata.distributions(name="edge-mimo", path=path)), None)
+    if found is None:
+        raise SystemExit(f"edge-mimo is not installed: {REINSTALL}")
+    return found
+
+
+def is_editable(dist: importlib.metadata.Distribution) -> bool:
+    """True for ``pip install -e``: its metadata says so in ``direct_url.json`` (PEP 610)."""
+    direct = dist.read_text("direct_url.json")
+    return bool(direct and json.loads(direct).get("dir_info", {}).get("editable"))
+
+
 def stale_files() -> list[str]:
     """Files of this checkout that the installed wheel lacks or holds in another version ([] when editable)."""
-    dist = importlib.metadata.distribution("edge-mimo")
-    direct = dist.read_text("direct_url.json")
-    if direct and json.loads(direct).get("dir_info", {}).get("editable"):
+    dist = installed_distribution()
+    if is_editable(dist):
         return []
     mapped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     folders = {package.replace(".", "/") + "/": ROOT / folder for package, folder in mapped.items()}
