@@ -478,7 +478,7 @@ class Manifest:
         files = m["files"]
         _need(isinstance(files, dict) and all(isinstance(k, str) and _relpath(k) and isinstance(v, str) and len(v) == 64
                                               for k, v in files.items()),
-              "'files' must map relative paths to sha256 hex digests")
+              "'files' must map relative paths (none outside the bundle) to sha256 hex digests")
         arts = m["artifacts"]
         _need(isinstance(arts, dict), "'artifacts' must map widths to their files")
         artifacts = {}
@@ -614,7 +614,7 @@ def _inside(root: Path, path: Path, shown: str) -> Path:
         raise BundleIntegrityError(f"{shown} in the bundle cannot be resolved ({e}): remove it, or copy the whole "
                                    "bundle again") from None
     if root != real and root not in real.parents:
-        raise BundleIntegrityError(f"{shown} in the bundle leads outside it (to {real}): refusing to read it; "
+        raise BundleIntegrityError(f"{shown} leads outside the bundle (to {real}): refusing to read it; "
                                    "copy the bundle with its files (cp -rL) instead of links")
     return real
 
@@ -638,8 +638,8 @@ def artifact_path(bundle: str | Path, relpath: str) -> Path:
     root = Path(bundle).resolve()
     path = _inside(root, root / relpath, f"manifest path {relpath!r}")
     if path == root:
-        raise BundleIntegrityError(f"manifest names {relpath!r}, the bundle itself: the bundle is damaged, "
-                                   "compile it again")
+        raise BundleIntegrityError(f"manifest names {relpath!r}, the bundle itself, not a file in it: refusing "
+                                   "to read outside the bundle's files; compile it again")
     return path
 
 
@@ -659,7 +659,8 @@ def verify_artifacts(bundle: str | Path, manifest: Manifest, only: Iterable[str]
                 raise BundleIntegrityError(f"{rel} in {bundle} is {size >> 20} MiB, more than any file edge-mimo "
                                            "writes: it was replaced, copy the whole bundle again or recompile it")
             if graph:
-                data = path.read_bytes()
+                with open(path, "rb") as f:
+                    data = f.read()
                 actual = hashlib.sha256(data).hexdigest()
             else:
                 actual = sha256_file(path)
@@ -679,10 +680,10 @@ def _check_self_contained(bundle: str | Path, rel: str, data: bytes) -> None:
     """Refuse a graph whose tensors live in external files (bytes the manifest does not hash)."""
     try:
         external = external_tensors(data)
-    except MalformedGraph as e:
-        raise BundleIntegrityError(f"{rel} in {bundle} is no ONNX graph ({e}): recompile the bundle") from None
+    except MalformedGraph:  # not protobuf as compile writes it: ONNX Runtime refuses it when the bundle loads
+        return
     if external:
         raise BundleIntegrityError(
             f"{rel} in {bundle} reads {len(external)} tensor(s) ({', '.join(external[:3])}) from external data files "
-            "that the manifest does not hash: refusing it; recompile the bundle (edge-mimo writes self-contained "
-            "graphs)")
+            "that the manifest does not hash: edge-mimo cannot load it safely; recompile the bundle (edge-mimo "
+            "writes self-contained graphs)")
