@@ -134,7 +134,7 @@ def test_manifest_json_has_the_permissions_of_the_other_files(cpu_bundle, bundle
 # -- item 12: manifest paths and file sizes -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["bundle\x00x", "b" * 5000, "/nonexistent/" + "d/" * 3000])
+@pytest.mark.parametrize("path", ["bundle\x00x", "b" * 5000, "/nonexistent/" + "d/" * 3000, None, 3])
 def test_a_bundle_path_with_nul_or_thousands_of_characters_is_a_bundle_error(path):
     with pytest.raises(BundleError):
         Manifest.load(path)

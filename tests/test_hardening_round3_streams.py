@@ -31,6 +31,7 @@ SECRET = "s3cr3tPa55"
     f"http://cam/video?user=admin&password={SECRET}&fps=5",
     f"https://cam/v.m3u8?token={SECRET}",
     f"https://cam/v.m3u8?api_key={SECRET}&a=b",
+    f"srt://cam:9000?passphrase={SECRET}",
 ])
 def test_redact_hides_every_credential(uri):
     from edge_mimo.streams.source import redact
@@ -116,7 +117,7 @@ def test_a_fifo_or_a_device_as_sources_file_is_refused_at_once(tmp_path):
     assert time.monotonic() - start < 2.0
 
 
-@pytest.mark.parametrize("uri", ["a\x00b.avi", "x" * 5000])
+@pytest.mark.parametrize("uri", ["a\x00b.avi", "x" * 5000, "9" * 5000, True])
 def test_a_source_with_nul_or_thousands_of_characters_is_refused_not_a_dead_reader(uri):
     with pytest.raises(ConfigError, match="NUL"):
         classify_uri(uri)

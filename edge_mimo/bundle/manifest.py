@@ -417,6 +417,9 @@ class Manifest:
     @classmethod
     def load(cls, bundle: str | Path) -> "Manifest":
         """Read and validate ``bundle/manifest.json``; every problem is a :class:`BundleError` naming the fix."""
+        if not isinstance(bundle, (str, os.PathLike)):
+            raise BundleError(f"a bundle is a directory path, not a {type(bundle).__name__}: pass the bundle's "
+                              "directory")
         if "\x00" in str(bundle):
             raise BundleError(f"the bundle path {str(bundle)[:80]!r} holds a NUL byte: pass the bundle's directory")
         path = Path(bundle) / MANIFEST_FILE

@@ -79,8 +79,8 @@ class Runtime:
             raise ConfigError(f"threads must be a whole number in 0..{MAX_THREADS} (0 or None: ONNX Runtime's choice), "
                               f"got {threads!r}")
         threads = None if threads is None else int(threads)
+        self.manifest = Manifest.load(bundle)  # first: it refuses what is no bundle path (None, NUL, too long)
         self.bundle = Path(bundle)
-        self.manifest = Manifest.load(self.bundle)
         m = self.manifest
         self.capacity = m.model.capacity
         self.num_classes = m.model.num_classes

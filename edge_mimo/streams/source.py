@@ -41,7 +41,7 @@ FILE_CHECK = 0.25  # seconds between checks that a file being read was not trunc
 # Secrets a source may carry: the user:password@ of any URL (also inside a GStreamer pipeline), and the values
 # of password / token / key parameters (query strings, GStreamer properties such as rtspsrc's user-pw).
 _USERINFO = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/?#@\s]*@")
-_SECRET_PARAM = re.compile(r"(?i)\b((?:user-?pw|user-?id|pass(?:word)?|passwd|pwd|token|secret|api[-_]?key|"
+_SECRET_PARAM = re.compile(r"(?i)\b((?:user-?pw|user-?id|pass(?:word|phrase)?|passwd|pwd|token|secret|api[-_]?key|"
                            r"access[-_]?key|auth|sig(?:nature)?|credentials?)\s*=\s*)(\"[^\"]*\"|[^&;\s!]*)")
 
 
@@ -82,11 +82,13 @@ class SourceStatus:
 
 def classify_uri(uri: str | int) -> tuple[object, int, str]:
     """Source -> (OpenCV target, capture API, kind: 'device' | 'network' | 'pipeline' | 'file')."""
-    if isinstance(uri, int) or (isinstance(uri, str) and uri.isdigit()):
-        return int(uri), cv2.CAP_V4L2, "device"
+    if isinstance(uri, int) and not isinstance(uri, bool):
+        return uri, cv2.CAP_V4L2, "device"
     if not isinstance(uri, str) or not uri or "\x00" in uri or len(uri) > MAX_URI:
         raise ConfigError(f"source {redact(uri)[:80]!r} is not a path, URL, device index or pipeline (no NUL "
                           f"byte, at most {MAX_URI} characters): check the source")
+    if uri.isdigit() and len(uri) < 10:
+        return int(uri), cv2.CAP_V4L2, "device"
     if re.fullmatch(r"/dev/video\d+", uri):
         return uri, cv2.CAP_V4L2, "device"
     if uri.lower().startswith(NETWORK_SCHEMES):
