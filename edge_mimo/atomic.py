@@ -70,9 +70,7 @@ def atomic_dir(target: str | Path, overwrite: bool = True, marker: str | None = 
                           "writable directory; choose another output path") from e
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary directory
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
         if target.exists() or target.is_symlink():
             if not overwrite:
                 raise FileExistsError(f"{target} exists: remove it or choose another output path")
@@ -87,12 +85,20 @@ def atomic_dir(target: str | Path, overwrite: bool = True, marker: str | None = 
         raise
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    """Write ``data`` to ``path`` through a temporary file and a rename; the file gets the permissions an ordinary
+    ``open(path, "w")`` would (0666 less the umask), not the temporary file's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -138,9 +138,9 @@ def test_damaged_artifacts_are_refused(small_bundle, damage):
 def test_paths_escaping_the_bundle_are_refused(small_bundle, rel):
     outside = small_bundle.parent / "outside.bin"
     outside.write_bytes(b"secret")
+    manifest = load_manifest(small_bundle)  # before the links: loading a bundle with them is refused outright
     (small_bundle / "link").symlink_to(small_bundle.parent, target_is_directory=True)
     (small_bundle / "escape.bin").symlink_to(outside)
-    manifest = load_manifest(small_bundle)
     manifest.files = {rel: sha256_file(outside)}  # the right hash: only the location gives it away
     refused(BundleIntegrityError, lambda: artifact_path(small_bundle, rel), "outside the bundle")
     refused(BundleIntegrityError, lambda: verify_artifacts(small_bundle, manifest), "outside the bundle")

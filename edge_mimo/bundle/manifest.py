@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
@@ -49,6 +50,7 @@ from ..atomic import atomic_write_bytes
 from ..errors import BundleError, BundleIntegrityError, BundleVersionError, ConfigError
 from ..models.config import ModelConfig
 from .names import OUTPUT_NAME
+from .onnx_refs import MalformedGraph, external_tensors
 from .target import TargetProfile
 
 MANIFEST_FILE = "manifest.json"
@@ -60,6 +62,8 @@ MEAN_RANGE = (0.0, 1.0)
 STD_RANGE = (0.01, 10.0)
 RESIZE_MODES = ("center-crop", "stretch", "letterbox")
 MAX_MANIFEST_BYTES = 64 << 20
+MAX_GRAPH_BYTES = 2 << 30  # protobuf's limit: a larger .onnx needs external data, which bundles never use
+MAX_FILE_BYTES = 64 << 30  # a TensorRT plan or timing cache
 WIDTH_KEY = re.compile(r"[1-9][0-9]{0,5}")  # a width as a JSON object key
 
 T = TypeVar("T")
@@ -413,10 +417,21 @@ class Manifest:
     @classmethod
     def load(cls, bundle: str | Path) -> "Manifest":
         """Read and validate ``bundle/manifest.json``; every problem is a :class:`BundleError` naming the fix."""
+        if not isinstance(bundle, (str, os.PathLike)):
+            raise BundleError(f"a bundle is a directory path, not a {type(bundle).__name__}: pass the bundle's "
+                              "directory")
+        if "\x00" in str(bundle):
+            raise BundleError(f"the bundle path {str(bundle)[:80]!r} holds a NUL byte: pass the bundle's directory")
         path = Path(bundle) / MANIFEST_FILE
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError as e:  # a name too long, a folder we may not enter
+            raise BundleError(f"cannot open the bundle {str(bundle)[:80]!r} ({e.strerror or e}): pass the "
+                              "bundle's directory") from None
+        if not found:
             raise BundleError(f"{bundle} is not a bundle (no {MANIFEST_FILE}): "
                               "pass a directory written by `edge-mimo compile`")
+        check_links(bundle)
         try:
             if path.stat().st_size > MAX_MANIFEST_BYTES:
                 raise BundleIntegrityError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: it is no "
@@ -464,9 +479,9 @@ class Manifest:
               and len(set(widths)) == len(widths),
               "'widths' must be a non-empty list of distinct positive integers dividing the capacity")
         files = m["files"]
-        _need(isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) and len(v) == 64
+        _need(isinstance(files, dict) and all(isinstance(k, str) and _relpath(k) and isinstance(v, str) and len(v) == 64
                                               for k, v in files.items()),
-              "'files' must map relative paths to sha256 hex digests")
+              "'files' must map relative paths (none outside the bundle) to sha256 hex digests")
         arts = m["artifacts"]
         _need(isinstance(arts, dict), "'artifacts' must map widths to their files")
         artifacts = {}
@@ -538,6 +553,11 @@ class Manifest:
         return self.target.backend if self.target else "onnxruntime"
 
 
+def _relpath(p: str) -> bool:
+    """A file name inside the bundle: relative, no NUL, no '..', of a sane length."""
+    return 0 < len(p) <= 1024 and "\x00" not in p and not p.startswith("/") and ".." not in Path(p).parts
+
+
 def _model(d: object) -> ModelConfig:
     _need(isinstance(d, dict) and _count(d.get("capacity")) and _count(d.get("num_classes")),
           "'model' needs positive integers 'capacity' and 'num_classes'")
@@ -587,12 +607,42 @@ def load_manifest(bundle: str | Path) -> Manifest:
     return Manifest.load(bundle)
 
 
-def artifact_path(bundle: str | Path, relpath: str) -> Path:
-    """Resolve a manifest path inside the bundle, refusing paths that escape it."""
+def _inside(root: Path, path: Path, shown: str) -> Path:
+    """``path`` resolved (links followed), refused unless it lies inside ``root`` (itself resolved)."""
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        real = path.resolve()
+    except (OSError, RuntimeError) as e:  # a link loop (RuntimeError before Python 3.13), a name too long
+        raise BundleIntegrityError(f"{shown} in the bundle cannot be resolved ({e}): remove it, or copy the whole "
+                                   "bundle again") from None
+    if root != real and root not in real.parents:
+        raise BundleIntegrityError(f"{shown} leads outside the bundle (to {real}): refusing to read it; "
+                                   "copy the bundle with its files (cp -rL) instead of links")
+    return real
+
+
+def check_links(bundle: str | Path) -> None:
+    """Refuse a bundle holding a symbolic link that leads outside it, or a link loop (nothing outside a bundle
+    is ever read or copied from it)."""
     root = Path(bundle).resolve()
-    path = (root / relpath).resolve()
-    if root not in path.parents:
-        raise BundleIntegrityError(f"manifest names {relpath!r}, outside the bundle: refusing to load it")
+    for folder, dirs, names in os.walk(root):  # links to folders are listed, never followed
+        for name in dirs + names:
+            path = Path(folder, name)
+            if path.is_symlink():
+                _inside(root, path, repr(str(path.relative_to(root))))
+
+
+def artifact_path(bundle: str | Path, relpath: str) -> Path:
+    """Resolve a manifest path inside the bundle, refusing paths that escape it (by name or by link)."""
+    if not isinstance(relpath, str) or "\x00" in relpath or len(relpath) > 1024:
+        raise BundleIntegrityError(f"manifest names {str(relpath)[:80]!r}, which is no file name: the bundle is "
+                                   "damaged, compile it again")
+    root = Path(bundle).resolve()
+    path = _inside(root, root / relpath, f"manifest path {relpath!r}")
+    if path == root:
+        raise BundleIntegrityError(f"manifest names {relpath!r}, the bundle itself, not a file in it: refusing "
+                                   "to read outside the bundle's files; compile it again")
     return path
 
 
@@ -605,8 +655,18 @@ def verify_artifacts(bundle: str | Path, manifest: Manifest, only: Iterable[str]
         path = artifact_path(bundle, rel)
         if not path.is_file():
             raise BundleIntegrityError(f"{bundle} is missing {rel}: copy the whole bundle again or recompile it")
+        graph = rel.endswith(".onnx")
         try:
-            actual = sha256_file(path)
+            size = path.stat().st_size
+            if size > (MAX_GRAPH_BYTES if graph else MAX_FILE_BYTES):
+                raise BundleIntegrityError(f"{rel} in {bundle} is {size >> 20} MiB, more than any file edge-mimo "
+                                           "writes: it was replaced, copy the whole bundle again or recompile it")
+            if graph:
+                with open(path, "rb") as f:
+                    data = f.read()
+                actual = hashlib.sha256(data).hexdigest()
+            else:
+                actual = sha256_file(path)
         except OSError as e:
             raise BundleError(f"cannot read {rel} in {bundle} ({e.strerror or e}): check its permissions, or copy "
                               "the whole bundle again") from e
@@ -615,3 +675,18 @@ def verify_artifacts(bundle: str | Path, manifest: Manifest, only: Iterable[str]
                 f"{rel} in {bundle} does not match its sha256 in the manifest (truncated or altered): "
                 "copy the whole bundle again or recompile it"
             )
+        if graph:
+            _check_self_contained(bundle, rel, data)
+
+
+def _check_self_contained(bundle: str | Path, rel: str, data: bytes) -> None:
+    """Refuse a graph whose tensors live in external files (bytes the manifest does not hash)."""
+    try:
+        external = external_tensors(data)
+    except MalformedGraph:  # not protobuf as compile writes it: ONNX Runtime refuses it when the bundle loads
+        return
+    if external:
+        raise BundleIntegrityError(
+            f"{rel} in {bundle} reads {len(external)} tensor(s) ({', '.join(external[:3])}) from external data files "
+            "that the manifest does not hash: edge-mimo cannot load it safely; recompile the bundle (edge-mimo "
+            "writes self-contained graphs)")

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import signal
+import stat
 import sys
 import threading
 import time
@@ -19,8 +20,10 @@ from ..errors import ConfigError, StreamError
 from ..runtime import POLICIES, Runtime
 from ..runtime.preprocess import RESIZE_MODES
 from ..streams import StreamMux
+from ..streams.source import MAX_URI, redact
 from ..streams.annotate import MosaicWriter, draw_tile
 
+MAX_SOURCES_BYTES = 1 << 20
 NAMED = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")  # name=uri (a URL's own '=' comes after ':' or '/')
 
 
@@ -84,19 +87,44 @@ def parse_sources(specs: list[str]) -> dict[str, str]:
     return sources
 
 
+def _read_text(path: str | Path) -> str:
+    """The UTF-8 text of a small regular file; never blocks on a FIFO nor reads a device without end."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"the sources file {path} is not a regular file (a pipe, device or folder): give "
+                                  "a text file with one [NAME=]URI a line")
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read(MAX_SOURCES_BYTES + 1)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise ConfigError(f"cannot read the sources file {path} ({getattr(e, 'strerror', None) or e}): check the "
+                          "path") from None
+    if len(data) > MAX_SOURCES_BYTES:
+        raise ConfigError(f"the sources file {path} is larger than {MAX_SOURCES_BYTES >> 10} KiB: give a text file "
+                          "with one [NAME=]URI a line")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text ({e.reason}): save the sources file as UTF-8") from None
+
+
 def read_sources_file(path: str | Path) -> dict[str, str]:
     """A sources file -> {name: uri}: one ``[NAME=]URI`` a line, blank lines and ``#`` comments skipped; an
     unnamed source is named by its URI (so that editing other lines never renames it)."""
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read the sources file {path} ({e.strerror or e}): check the path") from None
+    text = _read_text(path)
     sources = {}
     for number, line in enumerate(text.splitlines(), 1):
         spec = line.strip()
         if not spec or spec.startswith("#"):
             continue
-        name, uri = parse_spec(spec, spec, f"{path}:{number}:")
+        if "\x00" in spec or len(spec) > MAX_URI:
+            raise ConfigError(f"{path}:{number}: the line holds a NUL byte or is longer than {MAX_URI} characters: "
+                              "write one [NAME=]URI a line")
+        name, uri = parse_spec(spec, redact(spec), f"{path}:{number}:")
         if name in sources:
             raise ConfigError(f"{path}:{number}: a second source is named {name!r}: give each line its own NAME=")
         sources[name] = uri
@@ -158,7 +186,7 @@ class SourcesFile:
                 except (ConfigError, StreamError) as e:  # e.g. a pipeline this OpenCV cannot run
                     print(f"{name}: not added: {e}", file=sys.stderr)
                     continue
-                print(f"{name}: added ({uri})", file=sys.stderr)
+                print(f"{name}: added ({redact(uri)})", file=sys.stderr)
         self.current = {n: u for n, u in wanted.items() if n in mux.sources}
 
 
@@ -229,6 +257,17 @@ def run(args) -> int:
         raise ConfigError(f"--metrics-port must be a port number 0..65535, got {args.metrics_port}")
     sources = parse_sources(args.source)
     watch = SourcesFile(args.sources_file, sources) if args.sources_file else None
+    hangup_before = None  # caught from now on: a SIGHUP while the bundle loads must not end the run
+    if watch and hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
+        hangup_before = signal.signal(signal.SIGHUP, lambda *_: watch.hangup.set())
+    try:
+        return _run(args, sources, watch)
+    finally:
+        if hangup_before is not None:
+            signal.signal(signal.SIGHUP, hangup_before)
+
+
+def _run(args, sources: dict[str, str], watch: SourcesFile | None) -> int:
     if watch:
         sources = watch.current
         if args.video:
@@ -254,9 +293,6 @@ def run(args) -> int:
     last = {name: (None, "", [], False) for name in sources}  # for the mosaic: frame, title, lines, alarm
     start = next_stats = time.monotonic()
     mux = StreamMux(sources, loop=args.loop, pace=False if args.no_pace else None)
-    hangup_before = None
-    if watch and hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
-        hangup_before = signal.signal(signal.SIGHUP, lambda *_: watch.hangup.set())
 
     def on_result(frame, result) -> None:
         record = {"stream": frame.stream, "frame": frame.index, "timestamp": round(frame.timestamp, 3),
@@ -301,8 +337,6 @@ def run(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        if hangup_before is not None:
-            signal.signal(signal.SIGHUP, hangup_before)
         runtime.close()
         if metrics:
             metrics.update(mux.health())

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 
 import ray
 from ray import serve
 
 from ..engines import BACKENDS
+from ..errors import ConfigError
 from ..runtime import POLICIES
 from ..serving.ray_serve import APP_NAME, ROUTE, ServeOptions, build_app
 
@@ -35,12 +37,25 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def check_listen(host: str, port: int) -> None:
+    """ConfigError unless ``port`` is a port number that ``host`` can listen on now (before Ray starts)."""
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port must be a port number 1..65535, got {port}")
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror or e}): choose a free --port, or a --host "
+                          "address of this machine") from None
+
+
 def run(args) -> int:
     """Deploy, print the route, wait for Ctrl-C / SIGTERM, then shut down what this command started."""
     options = ServeOptions(replicas=args.replicas, min_replicas=args.min_replicas, max_replicas=args.max_replicas,
                            num_cpus=args.num_cpus, threads=args.threads, max_batch_size=args.max_batch_size,
                            batch_wait_ms=args.batch_wait_ms, policy=args.policy, backend=args.backend)
     app = build_app(args.bundle, options)  # a bad bundle or option fails here, before Ray starts
+    check_listen(args.host, args.port)
     # "local": a Ray of our own, even where RAY_ADDRESS names a cluster (whose Serve we would shut down on exit)
     ray.init(address=args.address or "local", include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=False)

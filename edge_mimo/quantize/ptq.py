@@ -11,11 +11,13 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
@@ -27,6 +29,8 @@ from ..bundle.names import INPUT_NAME
 from ..errors import CalibrationCacheError, ConfigError
 from .cache import CalibrationCache
 from .readers import GroupReader, calibration_groups
+
+log = logging.getLogger(__name__)
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
@@ -83,6 +87,12 @@ def calibrate(graph: Path, reader: GroupReader, method: str, ranges: Path) -> No
         save_tensors_data(calibrator.compute_data(), ranges)
 
 
+def _tensor_names(graph: Path) -> set[str]:
+    """Every tensor a calibrator may give a range: the graph's inputs, initializers and node outputs."""
+    g = onnx.load(str(graph), load_external_data=False).graph
+    return {v.name for v in g.input} | {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
+
+
 @dataclass(frozen=True)
 class QuantizeResult:
     """What :func:`quantize_width` did, for the manifest's ``quantization`` section."""
@@ -119,17 +129,18 @@ def quantize_width(
     settings = "".join(f" {k}={v}" for k, v in CALIBRATOR_OPTIONS[method].items())  # entries of other settings miss
     fields = CalibrationCache.key_fields(sha256_file(fp32), data_sha256, width, method, flavour, tool + settings)
     ranges, status = None, "off"
-    if cache is not None:
-        try:
-            ranges = cache.lookup(fields)
-            status = "hit" if ranges else "miss"
-        except CalibrationCacheError as e:
-            cache.discard(fields)
-            status = f"discarded a damaged entry and recalibrated: {e}"
     spec = FLAVOURS[flavour]
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        if cache is not None:
+            try:
+                ranges = cache.lookup(fields, _tensor_names(pre))
+                status = "hit" if ranges else "miss"
+            except CalibrationCacheError as e:
+                cache.discard(fields)
+                log.warning("%s: recalibrating", e)
+                status = f"discarded a damaged entry and recalibrated: {e}"
         fresh = Path(tmp) / "ranges.json"
         if ranges is None:
             calibrate(pre, GroupReader(images, width, mean, std), method, fresh)

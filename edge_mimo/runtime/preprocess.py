@@ -65,6 +65,8 @@ def check_frame(frame) -> np.ndarray:
         )
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise FrameError(f"frame is empty (shape {frame.shape}): the camera delivered no pixels, skip it")
+    if not frame.dtype.isnative:  # big-endian data (from a file or the network): the same values, native order
+        frame = frame.astype(frame.dtype.newbyteorder("="))
     if frame.dtype == np.uint8:
         return frame
     if frame.dtype == np.uint16:
@@ -242,7 +244,11 @@ def _prepared(frame, spec: InputSpec, roi: ROI | None) -> np.ndarray:
     as its ``prepared``) as is, else the frame (or a stream frame's ``image``) prepared now."""
     ready = frame if isinstance(frame, PreparedFrame) else getattr(frame, "prepared", None)
     if isinstance(ready, PreparedFrame) and ready.fits(spec, roi):
-        return ready.tensor
+        tensor, shape = ready.tensor, (spec.channels, spec.height, spec.width_px)
+        if not (isinstance(tensor, np.ndarray) and tensor.dtype == np.uint8 and tensor.shape == shape):
+            raise FrameError(f"prepared frame holds {type(tensor).__name__} {getattr(tensor, 'dtype', '')} "
+                             f"{getattr(tensor, 'shape', '')}, not uint8 {shape}: make it with Runtime.prepare()")
+        return tensor
     if isinstance(frame, PreparedFrame):
         raise FrameError(f"frame was prepared for another input ({frame.spec}, region {frame.roi}): "
                          "pass the raw frame, or prepare it with this Runtime's prepare()")

@@ -22,8 +22,15 @@ from .scheduler import POLICIES, Plan, gather, min_replicas, plan
 MAX_GROUPS_PER_RUN = 64  # bounds the memory of one backend call on very large frame lists
 
 
+MAX_THREADS = 1024  # more intra-op threads than any machine has cores: ONNX Runtime fails to create them
+
+
 def _integer(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _real(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
 def _streams(frames) -> tuple[list, list]:
@@ -68,11 +75,12 @@ class Runtime:
             raise ConfigError(f"precision {precision!r} is unknown: choose one of {', '.join(PRECISIONS)}")
         if resize is not None and resize not in RESIZE_MODES:
             raise ConfigError(f"resize mode {resize!r} is unknown: choose one of {', '.join(RESIZE_MODES)}")
-        if threads is not None and not (_integer(threads) and threads >= 0):
-            raise ConfigError(f"threads must be a whole number >= 0 (0 or None: ONNX Runtime's choice), got {threads!r}")
+        if threads is not None and not (_integer(threads) and 0 <= threads <= MAX_THREADS):
+            raise ConfigError(f"threads must be a whole number in 0..{MAX_THREADS} (0 or None: ONNX Runtime's choice), "
+                              f"got {threads!r}")
         threads = None if threads is None else int(threads)
+        self.manifest = Manifest.load(bundle)  # first: it refuses what is no bundle path (None, NUL, too long)
         self.bundle = Path(bundle)
-        self.manifest = Manifest.load(self.bundle)
         m = self.manifest
         self.capacity = m.model.capacity
         self.num_classes = m.model.num_classes
@@ -110,7 +118,7 @@ class Runtime:
         """
         if policy not in POLICIES:
             raise ConfigError(f"unknown policy {policy!r}: choose one of {', '.join(POLICIES)}")
-        if budget_ms is not None and not (isinstance(budget_ms, (int, float)) and budget_ms > 0):
+        if budget_ms is not None and not (_real(budget_ms) and budget_ms > 0):
             raise ConfigError(f"budget_ms must be a number > 0 (got {budget_ms!r}): give milliseconds, or None for no budget")
         if width is not None:
             if not _integer(width):
@@ -179,7 +187,11 @@ class Runtime:
         :meth:`infer_many` later without preparing it again (raises FrameError for a bad frame). Thread-safe:
         cameras' reader threads call it (``StreamMux(..., prepare=...)``, :func:`edge_mimo.live.run`)."""
         roi = check_roi(roi) if roi is not None else None
-        return PreparedFrame(preprocess.prepare_frame(frame, self.spec, roi), self.spec, roi)
+        tensor = preprocess.prepare_frame(frame, self.spec, roi)
+        image = getattr(frame, "image", frame)
+        if isinstance(image, np.ndarray) and np.may_share_memory(tensor, image):
+            tensor = tensor.copy()  # a frame already at model size: never a view of the caller's reusable buffer
+        return PreparedFrame(tensor, self.spec, roi)
 
     def infer_in_calls(self, frames: Sequence, streams: int, **kwargs) -> list[StreamResult]:
         """Classify a long list of frames ``streams`` at a time, as that many cameras would deliver them (one

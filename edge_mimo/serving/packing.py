@@ -33,7 +33,9 @@ def check_policy(policy: str, budget_ms: float | None) -> None:
     """Raise ConfigError for an unknown policy or a budget that is not a positive number."""
     if policy not in POLICIES:
         raise ConfigError(f"unknown policy {policy!r}: choose one of {', '.join(POLICIES)}")
-    if budget_ms is not None and not (isinstance(budget_ms, (int, float)) and np.isfinite(budget_ms) and budget_ms > 0):
+    if budget_ms is not None and not (isinstance(budget_ms, (int, float, np.integer, np.floating))
+                                      and not isinstance(budget_ms, (bool, np.bool_)) and np.isfinite(budget_ms)
+                                      and budget_ms > 0):
         raise ConfigError(f"budget_ms must be a number > 0 (got {budget_ms!r}): give milliseconds, or none")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from ..bundle.manifest import Manifest
 from ..engines import BACKENDS
 from ..errors import ConfigError, EdgeMimoError
 from ..runtime import Runtime, StreamResult
+from ..runtime.runtime import MAX_THREADS
 from .packing import Request, check_policy, decode_image, infer_requests, parse_budget
 
 APP_NAME = "edge-mimo"
@@ -66,8 +68,12 @@ class ServeOptions:
                               f"(got {self.min_replicas}, {self.max_replicas})")
         if self.replicas < 1:
             raise ConfigError(f"replicas must be >= 1 (got {self.replicas})")
-        if not self.num_cpus > 0:
-            raise ConfigError(f"num_cpus must be > 0 (got {self.num_cpus}): CPUs reserved per replica")
+        if not (math.isfinite(self.num_cpus) and 0 < self.num_cpus <= MAX_THREADS):
+            raise ConfigError(f"num_cpus must be a finite number in (0, {MAX_THREADS}] (got {self.num_cpus}): CPUs "
+                              "reserved per replica")
+        if self.threads is not None and not 0 <= self.threads <= MAX_THREADS:
+            raise ConfigError(f"threads must be in 0..{MAX_THREADS} (got {self.threads}): ONNX Runtime threads per "
+                              "replica, 0 for its choice")
         batch = self.max_batch_size or 4 * capacity
         if batch < 1 or batch % capacity:
             raise ConfigError(f"max_batch_size {batch} is not a positive multiple of the model's capacity "

@@ -11,7 +11,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from .source import Frame, SourceStatus, VideoSource
+from .source import Frame, SourceStatus, VideoSource, redact
 
 
 class StreamMux:
@@ -28,7 +28,7 @@ class StreamMux:
     def __init__(self, sources: Mapping[str, str | int | VideoSource] | Sequence[str | int | VideoSource],
                  prepare: Callable[[str, np.ndarray], object] | None = None, **source_options) -> None:
         items = sources.items() if isinstance(sources, Mapping) else (
-            ((s.name if isinstance(s, VideoSource) else str(s)), s) for s in sources)
+            ((s.name if isinstance(s, VideoSource) else redact(s)), s) for s in sources)
         self._options = source_options
         self._prepare = prepare
         self._cond = threading.Condition()

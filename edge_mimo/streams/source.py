@@ -36,6 +36,18 @@ FINISHED = (ENDED, FAILED, CLOSED)
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 MAX_BAD_READS = 5  # consecutive empty reads from a live source before reconnecting
 POLL = 0.1  # seconds between checks of the stop flag while waiting on the network
+MAX_URI = 4096
+FILE_CHECK = 0.25  # seconds between checks that a file being read was not truncated or replaced
+# Secrets a source may carry: the user:password@ of any URL (also inside a GStreamer pipeline), and the values
+# of password / token / key parameters (query strings, GStreamer properties such as rtspsrc's user-pw).
+_USERINFO = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/?#@\s]*@")
+_SECRET_PARAM = re.compile(r"(?i)\b((?:user-?pw|user-?id|pass(?:word|phrase)?|passwd|pwd|token|secret|api[-_]?key|"
+                           r"access[-_]?key|auth|sig(?:nature)?|credentials?)\s*=\s*)(\"[^\"]*\"|[^&;\s!]*)")
+
+
+def redact(uri: str | int) -> str:
+    """``uri`` as it may be shown (logs, stderr, metrics labels, stream names): credentials replaced by ``***``."""
+    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", str(uri)))
 
 
 @dataclass(frozen=True)
@@ -70,10 +82,13 @@ class SourceStatus:
 
 def classify_uri(uri: str | int) -> tuple[object, int, str]:
     """Source -> (OpenCV target, capture API, kind: 'device' | 'network' | 'pipeline' | 'file')."""
-    if isinstance(uri, int) or (isinstance(uri, str) and uri.isdigit()):
+    if isinstance(uri, int) and not isinstance(uri, bool):
+        return uri, cv2.CAP_V4L2, "device"
+    if not isinstance(uri, str) or not uri or "\x00" in uri or len(uri) > MAX_URI:
+        raise ConfigError(f"source {redact(uri)[:80]!r} is not a path, URL, device index or pipeline (no NUL "
+                          f"byte, at most {MAX_URI} characters): check the source")
+    if uri.isdigit() and len(uri) < 10:
         return int(uri), cv2.CAP_V4L2, "device"
-    if not isinstance(uri, str) or not uri:
-        raise ConfigError(f"source {uri!r} is not a path, URL, device index or pipeline")
     if re.fullmatch(r"/dev/video\d+", uri):
         return uri, cv2.CAP_V4L2, "device"
     if uri.lower().startswith(NETWORK_SCHEMES):
@@ -81,7 +96,7 @@ def classify_uri(uri: str | int) -> tuple[object, int, str]:
     if uri.startswith("gst:") or " ! " in uri:
         if not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()):
             raise StreamError(
-                f"{uri!r} is a GStreamer pipeline but this OpenCV has no GStreamer support: "
+                f"{redact(uri)!r} is a GStreamer pipeline but this OpenCV has no GStreamer support: "
                 "install an OpenCV built with GStreamer (e.g. the distribution's python3-opencv), or use a URL/file"
             )
         return uri.removeprefix("gst:"), cv2.CAP_GSTREAMER, "pipeline"
@@ -105,7 +120,8 @@ class VideoSource:
                  stall_after: float = 2.0, read_timeout: float = 5.0, open_timeout: float = 10.0,
                  prepare: Callable[[np.ndarray], object] | None = None) -> None:
         self.uri = uri
-        self.name = name if name is not None else str(uri)
+        self.shown = redact(uri)  # what messages name: never the credentials
+        self.name = name if name is not None else self.shown
         self.target, self.api, self.kind = classify_uri(uri)
         is_file = self.kind == "file"
         self.pace = is_file if pace is None else pace
@@ -218,14 +234,14 @@ class VideoSource:
         try:
             port = url.port
         except ValueError:
-            return f"cannot open {self.uri!r}: its port is not a number, check the URL"
+            return f"cannot open {self.shown!r}: its port is not a number, check the URL"
         if scheme == "udp" and port:
             host = url.hostname or ""
             try:
                 if host and ipaddress.ip_address(socket.gethostbyname(host)).is_multicast:
                     return None  # a multicast group: OpenCV joins it itself
             except OSError as e:
-                return f"cannot open {self.uri!r} ({e.strerror or e}): check the host name"
+                return f"cannot open {self.shown!r} ({e.strerror or e}): check the host name"
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -234,7 +250,7 @@ class VideoSource:
                     return None  # someone else holds the port: let OpenCV try
                 if self._wait_readable(sock, deadline):
                     return None
-            return f"cannot open {self.uri!r}: no data arrived on UDP port {port} within {self.open_timeout:g} s"
+            return f"cannot open {self.shown!r}: no data arrived on UDP port {port} within {self.open_timeout:g} s"
         if scheme != "rtsp":
             return None
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -243,13 +259,13 @@ class VideoSource:
                 sock.connect_ex((socket.gethostbyname(url.hostname or ""), port or 554))
                 if not self._wait_readable(sock, deadline, writable=True) or sock.getsockopt(
                         socket.SOL_SOCKET, socket.SO_ERROR):
-                    return f"cannot open {self.uri!r}: the camera does not accept connections, check the URL"
+                    return f"cannot open {self.shown!r}: the camera does not accept connections, check the URL"
                 sock.send(f"OPTIONS {self.target} RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: edge-mimo\r\n\r\n".encode())
                 if self._wait_readable(sock, deadline) and sock.recv(1):
                     return None
             except OSError as e:
-                return f"cannot open {self.uri!r} ({e.strerror or e}): check the URL and the network"
-        return (f"cannot open {self.uri!r}: the camera accepted the connection but did not answer within "
+                return f"cannot open {self.shown!r} ({e.strerror or e}): check the URL and the network"
+        return (f"cannot open {self.shown!r}: the camera accepted the connection but did not answer within "
                 f"{self.open_timeout:g} s; check the camera (or raise open_timeout)")
 
     def _open(self) -> cv2.VideoCapture | None:
@@ -278,15 +294,32 @@ class VideoSource:
         try:
             cap = cv2.VideoCapture(self.target, self.api, params)
         except cv2.error as e:
-            self._error = f"OpenCV cannot open {self.uri!r} ({e}): check the source and OpenCV's backends"
+            self._error = f"OpenCV cannot open {self.shown!r} ({e}): check the source and OpenCV's backends"
             return None
         if not cap.isOpened():
             cap.release()
-            self._error = f"cannot open {self.uri!r}: check the path/URL/device and that the camera is connected"
+            self._error = f"cannot open {self.shown!r}: check the path/URL/device and that the camera is connected"
             return None
         return cap
 
     def _run(self) -> None:
+        try:
+            self._read_source()
+        except Exception as e:  # noqa: BLE001 - whatever OpenCV or the OS raised: the stream fails, visibly
+            self._set_state(FAILED, f"the reader of {self.shown!r} stopped ({type(e).__name__}: {e}): check the "
+                                    "source")
+
+    def _file_stamp(self) -> tuple | None:
+        """(size, inode, mtime) of a file source, to notice truncation or replacement while it is read."""
+        if self.kind != "file" or "%" in str(self.target):
+            return None
+        try:
+            st = Path(str(self.target)).stat()
+        except OSError:
+            return ()
+        return st.st_size, st.st_ino, st.st_mtime_ns
+
+    def _read_source(self) -> None:
         failures, first = 0, True
         while not self._stop.is_set():
             self._set_state(OPENING if first and not failures else RECONNECTING)  # retrying counts as reconnecting
@@ -332,12 +365,18 @@ class VideoSource:
         fps = cap.get(cv2.CAP_PROP_FPS)
         period = 1.0 / fps if self.pace and 0 < fps < 1000 else (1.0 / 30 if self.pace else 0.0)
         next_at, bad, rewound = time.monotonic(), 0, False
+        stamp, checked = self._file_stamp(), time.monotonic()
         while not self._stop.is_set():
+            if stamp is not None and (rewound or time.monotonic() - checked > FILE_CHECK):
+                checked = time.monotonic()
+                if self._file_stamp() != stamp:
+                    self._error = f"{self.shown!r} was truncated or replaced while being read: reopening"
+                    return "lost"
             ok, image = cap.read()
             if not ok or image is None or image.size == 0:
                 if self.kind == "file":
                     if rewound:  # nothing to read even from the start: the file was truncated or replaced
-                        self._error = f"{self.uri!r} gave no frame after rewinding (truncated or replaced?): reopening"
+                        self._error = f"{self.shown!r} gave no frame after rewinding (truncated or replaced?): reopening"
                         return "lost"
                     if self.loop and self._frames and cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
                         rewound = True
@@ -345,7 +384,7 @@ class VideoSource:
                     return ENDED
                 bad += 1
                 if bad >= MAX_BAD_READS:
-                    self._error = f"{self.uri!r} stopped delivering frames: reconnecting (check the camera/network)"
+                    self._error = f"{self.shown!r} stopped delivering frames: reconnecting (check the camera/network)"
                     return "lost"
                 continue
             bad, rewound = 0, False
