@@ -194,3 +194,23 @@ def test_camera_suite_accuracy_within_0_2_points(bundles):
             frames_ = render_frames(images, CONDITIONS[name], 0)
             acc = [np.mean([r.class_index for r in rt.infer_in_calls(frames_, 4)] == labels) for rt in (a, b)]
             assert abs(acc[0] - acc[1]) * 100 <= 0.2, (name, acc)
+
+
+def test_bench_ratios_side_by_side():
+    """bench's ratios report both preprocessing paths from one run's rows (the numbers here are made up)."""
+    from edge_mimo.bench.run import ratios
+
+    def row(policy, fps, inference_share):
+        return {"streams": 8, "precision": "int8", "policy": policy, "fps": fps, "inference_share": inference_share}
+
+    runs = [row("throughput", 300.0, 0.6), row("width-1", 120.0, 0.8),
+            row("in-graph:throughput", 360.0, 0.85), row("in-graph:width-1", 125.0, 0.9)]
+    for r in runs:
+        r.update(preprocess_share=0.3, demux_share=0.05)
+    out = ratios(runs, 8)
+    assert out["numpy_end_to_end_width4_vs_width1"] == pytest.approx(2.5)
+    assert out["in_graph_end_to_end_width4_vs_width1"] == pytest.approx(2.88)
+    assert out["numpy_outside_passes_share"] == pytest.approx(0.4)
+    assert out["in_graph_outside_passes_share"] == pytest.approx(0.15)
+    assert out["in_graph_vs_numpy_throughput_fps"] == pytest.approx(1.2)
+    assert ratios(runs[:2], 8)["in_graph_end_to_end_width4_vs_width1"] is None
