@@ -9,9 +9,9 @@ size ``S = factor x model size`` by the cheapest op that is exact enough:
 * larger by fewer than ``factor`` pixels on each axis (480 -> 476 for the default 28-pixel model, factor 17): the
   centred S x S window, a view. It drops less than one model pixel of field of view (a border of at most
   (factor - 1) / 2 frame pixels), and the graph's average pooling is then the exact area resize of that window;
-* otherwise: exact area averaging to S x S when shrinking (the numpy path's integral-image resize; area averaging
-  composes, so pooling its output by ``factor`` is the exact area resize of the crop, up to a uint8 rounding),
-  bilinear when enlarging.
+* otherwise: OpenCV's ``INTER_AREA`` to S x S when shrinking (exact area averaging, as the numpy path's; area
+  averaging composes, so pooling its output by ``factor`` is the exact area resize of the crop, up to a uint8
+  rounding; the numpy path's integral-image resize is built for small outputs), bilinear when enlarging.
 
 Frames are uint8 BGR, grey (replicated to BGR, after the resize) or BGRA (alpha dropped), as the numpy path takes.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .preprocess import ROI, InputSpec, _resize, center_window, check_frame, crop_roi, fit_frame
+from .preprocess import ROI, InputSpec, center_window, check_frame, crop_roi
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,14 @@ def fit_crop(img: np.ndarray, cs: CropSpec) -> np.ndarray:
     """A frame (after its region of interest) -> ``cs.height x cs.width_px`` per the module's rules."""
     th, tw = cs.height, cs.width_px
     mode = cs.model.resize
-    if mode == "letterbox":
-        return fit_frame(img, InputSpec(3, th, tw, "rgb", (0.0,) * 3, (1.0,) * 3, "letterbox"))
+    if mode == "letterbox":  # as preprocess.fit_frame, at the crop's size
+        h, w = img.shape[:2]
+        scale = min(tw / w, th / h)
+        nw, nh = max(1, min(tw, round(w * scale))), max(1, min(th, round(h * scale)))
+        out = np.zeros((th, tw) + img.shape[2:], dtype=np.uint8)
+        y0, x0 = (th - nh) // 2, (tw - nw) // 2
+        out[y0 : y0 + nh, x0 : x0 + nw] = _resize(img, nw, nh)
+        return out
     if mode == "center-crop":
         img = center_window(img, cs.model)
     h, w = img.shape[:2]
@@ -74,3 +80,12 @@ def fit_crop(img: np.ndarray, cs: CropSpec) -> np.ndarray:
         y0, x0 = (h - th) // 2, (w - tw) // 2
         return img[y0 : y0 + th, x0 : x0 + tw]
     return _resize(img, tw, th)
+
+
+def _resize(img: np.ndarray, width_px: int, height: int) -> np.ndarray:
+    """Exact area averaging when shrinking (OpenCV's INTER_AREA), bilinear when enlarging."""
+    h, w = img.shape[:2]
+    if (w, h) == (width_px, height):
+        return img
+    shrink = w >= width_px and h >= height
+    return cv2.resize(img, (width_px, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
