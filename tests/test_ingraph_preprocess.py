@@ -187,7 +187,9 @@ def test_fit_crop_rules():
 
 def test_camera_suite_accuracy_within_0_2_points(bundles):
     """A camera-suite subset (640x480 frames: the trim rule takes 476 of the 480-pixel crop), 4 streams per call:
-    in-graph accuracy within 0.2 points of the numpy path."""
+    in-graph accuracy within 0.2 points of the numpy path. Two conditions only, to stay fast; measured on the same
+    600 images (loaded machine, calib 64): mid-background +0.00, sensor-noise +0.17, textured-background -0.50
+    points (3 frames): the whole suite on 10,000 images (BENCHMARKS.md, issue 25) decides the 0.2-point goal."""
     data = shipped_sample("validation")
     images, labels = data.images[:600], data.labels[:600]
     with Runtime(bundles["ingraph"], threads=1) as a, Runtime(bundles["numpy"], threads=1) as b:
