@@ -63,9 +63,10 @@ class OnnxRuntimeBackend:
             kinds = [(v.name, v.type) for v in inputs + outputs]
             if (len(inputs) != 1 or len(outputs) < 1 or inputs[0].type != input_type
                     or any(v.type != "tensor(float)" for v in outputs)):
+                want = "uint8" if input_type == "tensor(uint8)" else "float32"
                 raise BundleIntegrityError(
-                    f"{path.name} has inputs/outputs {kinds}, expected one {input_type} input (from the manifest's "
-                    "input contract) and float32 logits: graph and manifest disagree, recompile the bundle")
+                    f"{path.name} has inputs/outputs {kinds}, expected one {want} input (the manifest's input "
+                    "contract) and float32 logits: graph and manifest disagree, recompile the bundle")
             inp, outp = inputs[0], outputs[0]
             want_in = ["B", n, *(input_chw or ("C", "H", "W"))]
             want_out = ["B", capacity // n if capacity else "R", n, num_classes or "K"]
