@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle.manifest import Manifest
+from ..errors import ConfigError
 from ..datasets import shipped_sample
 from ..runtime import Runtime
 from ..runtime.preprocess import Normalizer, prepare_batch
@@ -55,15 +56,22 @@ def _baseline_runners(manifest: Manifest, threads: int) -> dict:
 
 
 def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads: int = 2,
-              baselines: bool = True, compare: list[str | Path] = ()) -> dict:
+              baselines: bool = True, compare: list[str | Path] = (), in_graph: str | Path | None = None) -> dict:
     """Measure everything in one run; returns a JSON-ready dict.
 
     For each number of streams, the configurations take turns in rounds of short bursts
     (:func:`measure_interleaved`), so a slow spell of a shared machine hits all of them alike and the ratios hold.
     ``compare``: other bundles (e.g. trained plain networks) timed end to end, INT8, in the same rounds.
+    ``in_graph``: the same model compiled with ``--in-graph`` (uint8 crop in, preprocessing as graph operators),
+    timed INT8 in the same rounds at the ``throughput`` policy and width 1 (rows ``in-graph:throughput`` and
+    ``in-graph:width-1``), so the two preprocessing paths are compared side by side.
     """
     runtimes = {p: Runtime(bundle, precision=p, threads=threads) for p in ("int8", "fp32")}
     others = {f"compare:{Path(b).name}": Runtime(b, precision="int8", threads=threads) for b in compare}
+    graph_rt = Runtime(in_graph, precision="int8", threads=threads) if in_graph is not None else None
+    if graph_rt is not None and not graph_rt.in_graph:
+        raise ConfigError(f"--in-graph {in_graph} is not an in-graph bundle: compile it with `edge-mimo compile "
+                          "--in-graph`")
     manifest = runtimes["int8"].manifest
     spec = runtimes["int8"].spec
     normalize = Normalizer(spec)
@@ -90,6 +98,15 @@ def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads
             rows[("int8", name)] = {"streams": m, "precision": "int8", "policy": name, "passes": planned.cost,
                                     "widths": sorted({g.width for g in planned.groups}),
                                     "bundle": str(rt.bundle), **_report(rt.manifest)}
+        if graph_rt is not None:
+            for policy in ("throughput", "width-1"):
+                call = {"width": 1} if policy == "width-1" else {"policy": policy}
+                planned = graph_rt.plan(m, **call)
+                cases[("int8", f"in-graph:{policy}")] = lambda call=call: graph_rt.infer_many(frames, **call)[0].timing
+                rows[("int8", f"in-graph:{policy}")] = {
+                    "streams": m, "precision": "int8", "policy": f"in-graph:{policy}", "passes": planned.cost,
+                    "widths": sorted({g.width for g in planned.groups}), "bundle": str(graph_rt.bundle),
+                    "graph_input": list(graph_rt.feed_spec.tensor_shape)}
         for name, run in runners.items():
             precision = "fp32" if "eager" in name else "int8"
             cases[(precision, name)] = lambda run=run: run(normalize(prepare_batch(frames, spec, None)[0]))
@@ -98,7 +115,7 @@ def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads
         times, returned = measure_interleaved(cases, repeats)
         for key, row in rows.items():
             row.update(summary(times[key], m))
-            if key[0] == "int8" and key[1] in (*POLICIES, "width-1"):
+            if key[0] == "int8" and key[1].removeprefix("in-graph:") in (*POLICIES, "width-1"):
                 row.update(_stage_shares(returned[key]))
             result["runs"].append(row)
             logger.info("%3d streams  %s  %-26s widths %s  %8.1f frames/s  p50 %.2f ms  p99 %.2f ms", m,
@@ -129,4 +146,12 @@ def ratios(runs: list[dict], streams: int) -> dict:
         out[f"int8_vs_fp32_{policy}"] = q / f if q and f else None
     row = at.get(("int8", "throughput"))
     out["preprocess_plus_demux_share"] = row["preprocess_share"] + row["demux_share"] if row else None
+    # the two preprocessing paths side by side (in-graph rows only when bench ran with --in-graph)
+    for label, prefix in (("numpy", ""), ("in_graph", "in-graph:")):
+        w4, w1 = fps("int8", f"{prefix}throughput"), fps("int8", f"{prefix}width-1")
+        out[f"{label}_end_to_end_width4_vs_width1"] = w4 / w1 if w4 and w1 else None
+        row = at.get(("int8", f"{prefix}throughput"))
+        out[f"{label}_outside_passes_share"] = 1.0 - row["inference_share"] if row and "inference_share" in row else None
+    w4n, w4g = fps("int8", "throughput"), fps("int8", "in-graph:throughput")
+    out["in_graph_vs_numpy_throughput_fps"] = w4g / w4n if w4n and w4g else None
     return out

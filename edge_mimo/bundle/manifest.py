@@ -22,6 +22,13 @@ temperature, uncertainty, fp32_max_abs_diff_vs_torch}}, ``macs_per_image``: {"<n
 ``versions``: {package: version or null}, ``engines_note``, ``files``: {relpath: sha256} of every file the
 runtime may load (engines may be added later by ``edge-mimo build-engines``).
 
+Input contracts (``input.contract``): ``"normalised"`` (the default; the graphs take float32 [B, n, C, H, W], the
+runtime resizes, converts and normalises) or ``"crop-uint8"`` (schema 3, ``compile --in-graph``: the graphs take
+the crop as uint8 BGR [B, n, S_h, S_w, 3], ``layout`` "B,n,H,W,C", ``dtype`` "uint8", ``crop``: [S_h, S_w],
+``crop_factor``: S / model size; resize, colour and normalisation are graph operators). A bundle with the
+crop-uint8 contract is written as schema 3, so an edge-mimo that predates it refuses it as too new; a contract
+this edge-mimo does not know is refused with :class:`BundleVersionError`.
+
 Schema 1 called the input's pixel width ``width`` (a word kept for the superposition width): such bundles still
 load, ``input.width`` read as ``width_px``, and are saved as schema 2.
 
@@ -54,7 +61,8 @@ from .onnx_refs import MalformedGraph, external_tensors
 from .target import TargetProfile
 
 MANIFEST_FILE = "manifest.json"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the crop-uint8 input contract (in-graph preprocessing); others are still written as 2
+CONTRACTS = ("normalised", "crop-uint8")
 ENGINE_KEYS = ("file", "sha256", "compute_capability", "tensorrt")
 REQUIRED = ("model", "widths", "artifacts", "files", "input")
 TEMPERATURE_RANGE = (0.01, 100.0)
@@ -199,6 +207,18 @@ class InputInfo:
     resize: str = "center-crop"
     layout: str = "B,n,C,H,W"
     dtype: str = "float32"
+    contract: str = "normalised"
+    crop_factor: int | None = None  # crop-uint8: the graphs take factor x (height, width_px) uint8 BGR pixels
+
+    @property
+    def in_graph(self) -> bool:
+        """True when the graphs do the resize, colour conversion and normalisation (contract crop-uint8)."""
+        return self.contract == "crop-uint8"
+
+    @property
+    def crop(self) -> tuple[int, int] | None:
+        """(S_h, S_w): the crop the graphs take (crop-uint8), else None."""
+        return (self.crop_factor * self.height, self.crop_factor * self.width_px) if self.in_graph else None
 
     @classmethod
     def from_dict(cls, d: object, schema_version: int = SCHEMA_VERSION) -> "InputInfo":
@@ -216,16 +236,33 @@ class InputInfo:
         _need((color, channels) in (("gray", 1), ("rgb", 3)), "'input.color' must be 'gray' (1 channel) or 'rgb' (3)")
         resize = d.get("resize", "center-crop")
         _need(resize in RESIZE_MODES, f"'input.resize' must be one of {', '.join(RESIZE_MODES)}")
-        _need(d.get("layout", "B,n,C,H,W") == "B,n,C,H,W" and d.get("dtype", "float32") == "float32",
-              "'input' must be laid out B,n,C,H,W in float32")
+        contract = d.get("contract", "normalised")
+        if contract not in CONTRACTS:
+            raise BundleVersionError(f"the bundle's input contract {str(contract)[:40]!r} is unknown to this "
+                                     f"edge-mimo (it knows {', '.join(CONTRACTS)}): upgrade edge-mimo "
+                                     "(`pip install -U edge-mimo`) or compile the bundle with this version")
+        if contract == "normalised":
+            _need(d.get("layout", "B,n,C,H,W") == "B,n,C,H,W" and d.get("dtype", "float32") == "float32",
+                  "'input' must be laid out B,n,C,H,W in float32")
+            factor = None
+        else:
+            factor = d.get("crop_factor")
+            _need(schema_version >= 3 and _count(factor) and d.get("layout") == "B,n,H,W,C"
+                  and d.get("dtype") == "uint8"
+                  and d.get("crop") == [factor * d["height"], factor * d[width_key]],
+                  "'input' with contract crop-uint8 needs schema 3, layout B,n,H,W,C, dtype uint8, a positive "
+                  "crop_factor and crop = crop_factor x [height, width_px]")
         return cls(channels, d["height"], d[width_key], tuple(map(float, d["mean"])), tuple(map(float, d["std"])),
-                   color, resize)
+                   color, resize, *(("B,n,H,W,C", "uint8") if factor else ()), contract=contract,
+                   crop_factor=factor)
 
     def to_dict(self) -> dict:
         """The JSON form (schema 2: the pixel width as ``width_px``)."""
         return {"layout": self.layout, "dtype": self.dtype, "channels": self.channels, "height": self.height,
                 "width_px": self.width_px, "color": self.color, "mean": list(self.mean), "std": list(self.std),
-                "resize": self.resize}
+                "resize": self.resize,
+                **({"contract": self.contract, "crop": list(self.crop), "crop_factor": self.crop_factor}
+                   if self.in_graph else {})}
 
 
 @dataclass(frozen=True)
@@ -518,7 +555,7 @@ class Manifest:
     # -- writing -------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         """The JSON document (schema :data:`SCHEMA_VERSION`), widths as string keys."""
-        out = {"schema_version": self.schema_version, "edge_mimo_version": self.edge_mimo_version,
+        out = {"schema_version": 3 if self.input.in_graph else min(self.schema_version, 2), "edge_mimo_version": self.edge_mimo_version,
                "created": self.created, "model": self.model.to_dict(), "model_sha256": self.model_sha256,
                "model_source": self.model_source, "input": self.input.to_dict(),
                "output": {"name": OUTPUT_NAME, "layout": "B,R,n,K"}, "widths": list(self.widths),

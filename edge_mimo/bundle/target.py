@@ -3,7 +3,10 @@
 Keys: ``name`` (letters, digits, ``_ . -``: it names the bundle directory), ``description``, ``backend``
 ("onnxruntime" | "tensorrt"), ``flavour`` ("cpu" | "tensorrt"), ``widths``, ``compute_capability``,
 ``tensorrt_version``, ``jetpack``, ``[onnxruntime]`` ``threads`` and, for TensorRT targets, ``[tensorrt]``
-``workspace_mib``, ``batch = {min, opt, max}``, ``builder_optimization_level``, ``dla_core``, ``gpu_fallback``.
+``workspace_mib``, ``batch = {min, opt, max}``, ``builder_optimization_level``, ``dla_core``, ``gpu_fallback``;
+``[preprocess]`` ``in_graph`` (compile the resize, colour conversion and normalisation into the graphs, which then
+take the uint8 crop; ``edge-mimo compile --in-graph/--no-in-graph`` overrides) and ``crop_factor`` (the crop is
+that many times the model's size; 17 takes a 476-pixel crop for a 28-pixel model, from a 480-line camera).
 Unknown keys are refused (a typo would otherwise be ignored silently).
 """
 
@@ -73,9 +76,11 @@ class TargetProfile:
     jetpack: str | None = None
     threads: int | None = None  # [onnxruntime] threads
     tensorrt: TensorRTSettings | None = None
+    in_graph: bool = False  # [preprocess] in_graph: resize/colour/normalise as graph operators (uint8 crop input)
+    crop_factor: int = 17  # [preprocess] crop_factor: the graphs take crop_factor x the model's size (17: 476 for 28)
 
     KEYS = ("name", "description", "backend", "flavour", "widths", "compute_capability", "tensorrt_version",
-            "jetpack", "onnxruntime", "tensorrt")
+            "jetpack", "onnxruntime", "tensorrt", "preprocess")
 
     @classmethod
     def from_dict(cls, data: object, source: str) -> "TargetProfile":
@@ -100,6 +105,12 @@ class TargetProfile:
         c.known(ort, ("threads",), " in [onnxruntime]")
         threads = ort.get("threads")
         c.need(threads is None or (_int(threads) and threads >= 0), "[onnxruntime] threads must be an integer >= 0")
+        pre = data.get("preprocess", {})
+        c.need(isinstance(pre, dict), "[preprocess] must be a table")
+        c.known(pre, ("in_graph", "crop_factor"), " in [preprocess]")
+        in_graph, factor = pre.get("in_graph", False), pre.get("crop_factor", 17)
+        c.need(isinstance(in_graph, bool), "[preprocess] in_graph must be true or false")
+        c.need(_int(factor) and 1 <= factor <= 64, "[preprocess] crop_factor must be an integer in 1..64")
         trt = None
         if data["backend"] == "tensorrt":
             c.need(data["flavour"] == "tensorrt", "a TensorRT target needs flavour = \"tensorrt\" (symmetric Q/DQ)")
@@ -107,7 +118,8 @@ class TargetProfile:
         return cls(name=name, backend=data["backend"], flavour=data["flavour"],
                    description=data.get("description", ""), widths=tuple(widths),
                    compute_capability=data.get("compute_capability"), tensorrt_version=data.get("tensorrt_version"),
-                   jetpack=data.get("jetpack"), threads=threads, tensorrt=trt)
+                   jetpack=data.get("jetpack"), threads=threads, tensorrt=trt, in_graph=in_graph,
+                   crop_factor=factor)
 
     def to_dict(self) -> dict:
         """The profile as its TOML reads (and as a manifest stores it)."""
@@ -118,6 +130,8 @@ class TargetProfile:
                 out[key] = getattr(self, key)
         if self.threads is not None:
             out["onnxruntime"] = {"threads": self.threads}
+        if self.in_graph:  # only then: an edge-mimo without [preprocess] still reads the bundles that lack it
+            out["preprocess"] = {"in_graph": True, "crop_factor": self.crop_factor}
         if self.tensorrt is not None:
             t = self.tensorrt
             out["tensorrt"] = {"workspace_mib": t.workspace_mib,

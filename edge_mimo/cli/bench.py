@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
     p.add_argument("--compare", type=Path, nargs="*", default=[],
                    help="other bundles (e.g. trained plain networks) timed in the same rounds and put on the "
                         "operating-point plot")
+    p.add_argument("--in-graph", type=Path, metavar="BUNDLE",
+                   help="the same model compiled with `compile --in-graph`: timed in the same rounds (INT8, "
+                        "throughput and width 1), the two preprocessing paths reported side by side")
     p.add_argument("-o", "--output", type=Path, default=Path("bench-results"), help="folder for JSON and plots")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=run)
@@ -47,7 +50,7 @@ def run(args) -> int:
     if min(streams) < 1:
         raise ConfigError("--streams must be >= 1")
     result = run_bench(args.bundle, streams, args.repeats, args.threads, not args.no_baselines,
-                       compare=args.compare)
+                       compare=args.compare, in_graph=args.in_graph)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     scaling_plot(result, args.output / "scaling.png")

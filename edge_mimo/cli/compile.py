@@ -31,6 +31,11 @@ def add_parser(sub) -> None:
     p.add_argument("--val-size", type=int, default=0, help="use this many validation images (0: all)")
     p.add_argument("--max-drop", type=float, default=1.0, help="largest INT8 accuracy drop allowed (points)")
     p.add_argument("--allow-drop", action="store_true", help="write the bundle even if the gate fails")
+    p.add_argument("--in-graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="resize, colour conversion and normalisation as graph operators on a uint8 crop "
+                        "(default: the target's [preprocess] in_graph)")
+    p.add_argument("--crop-factor", type=int, help="in-graph crop = this many times the model's size "
+                                                   "(default: the target's [preprocess] crop_factor, 17)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the calibration cache")
     p.add_argument("-o", "--output", type=Path, help="bundle directory (default bundles/<model>-<target>-m<M>)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the table")
@@ -45,6 +50,7 @@ def run(args) -> int:
         model=args.model, target=args.target, m=args.m, widths=args.widths, calib=args.calib,
         calib_size=args.calib_size, calib_method=args.calib_method, val=args.val, val_size=args.val_size,
         max_drop=args.max_drop, allow_drop=args.allow_drop, output=args.output,
+        in_graph=args.in_graph, crop_factor=args.crop_factor,
     )
     if args.no_cache:
         opts.cache_dir = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,7 +21,7 @@ from .. import __version__
 from ..atomic import atomic_dir, check_replaceable
 from ..bundle.manifest import (MANIFEST_FILE, GraphFile, InputInfo, Manifest, Quantization, Validation,
                                WidthArtifacts, is_bundle, sha256_file)
-from ..bundle.names import PLOT_FILE, REPORT_FILE, graph_file
+from ..bundle.names import INPUT_NAME, PLOT_FILE, REPORT_FILE, graph_file
 from ..bundle.target import TargetProfile
 from ..datasets import NAMED_DATASETS, ImageSet, load_dataset
 from ..engines import build_bundle_engines
@@ -59,6 +60,12 @@ class CompileOptions:
     allow_drop: bool = False
     output: Path | None = None
     cache_dir: Path | None = field(default_factory=default_cache_dir)
+    in_graph: bool | None = None  # None: the target profile's [preprocess] in_graph
+    crop_factor: int | None = None  # None: the target profile's [preprocess] crop_factor
+
+# in-graph graphs vs the numpy path on camera frames: largest |logit difference| allowed (FP32 graphs; the
+# inputs differ by the numpy path's uint8 roundings only, within 1/255 of a pixel)
+IN_GRAPH_MAX_LOGIT_DIFF = 0.25  # measured: 0.06-0.09 (logits up to 15) on the default model
 
 
 def calibration_method(arch: str) -> str:
@@ -91,6 +98,9 @@ def check_options(opts: CompileOptions) -> None:
         raise ConfigError("--calib-size must be at least 1: calibration needs images (512 is the default)")
     if opts.widths is not None and len(set(opts.widths)) != len(opts.widths):
         raise ConfigError(f"--widths {opts.widths} names a width twice: give each width once, e.g. --widths 1 2 4")
+    if opts.crop_factor is not None and not (isinstance(opts.crop_factor, int) and not isinstance(opts.crop_factor, bool)
+                                             and 1 <= opts.crop_factor <= 64):
+        raise ConfigError(f"--crop-factor must be an integer in 1..64, got {opts.crop_factor!r}")
     if not (isinstance(opts.max_drop, (int, float)) and math.isfinite(opts.max_drop) and opts.max_drop >= 0):
         raise ConfigError(f"--max-drop must be a finite number of points >= 0, got {opts.max_drop!r}: "
                           "use --allow-drop to write a bundle whatever the drop")
@@ -207,6 +217,8 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
 
     check_options(opts)
     profile = load_target(opts.target)
+    profile = dataclasses.replace(profile, in_graph=profile.in_graph if opts.in_graph is None else bool(opts.in_graph),
+                                  crop_factor=opts.crop_factor or profile.crop_factor)
     model_dir = resolve_model(opts.model)
     model = load_model(model_dir)
     cfg = model.config
@@ -260,6 +272,13 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
             artifacts[n] = WidthArtifacts(GraphFile(fp32_rel, files[fp32_rel]),
                                           GraphFile(int8_rel, files[int8_rel], flavour))
         steps.close()
+        in_graph_diff = _in_graph(tmp, model, widths, flavour, profile, calib) if profile.in_graph else None
+        if in_graph_diff is not None:
+            files.update({rel: sha256_file(tmp / rel) for n in widths
+                          for rel in (graph_file("fp32", n), graph_file("int8", n, flavour))})
+            artifacts = {n: WidthArtifacts(GraphFile(a.fp32.file, files[a.fp32.file]),
+                                           GraphFile(a.int8.file, files[a.int8.file], flavour))
+                         for n, a in artifacts.items()}
 
         # drop_points is 100 * (a difference of two accuracies): 4 frames of 400 come out as 1.0000000000000009
         # points, so a drop of exactly --max-drop is compared with a tolerance far below one frame
@@ -278,7 +297,9 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
             edge_mimo_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             model=cfg, model_sha256=model_sha, model_source=str(model_dir),
             input=InputInfo(channels=cfg.in_channels, height=cfg.image_size, width_px=cfg.image_size,
-                            mean=tuple(cfg.mean), std=tuple(cfg.std), color="gray" if cfg.in_channels == 1 else "rgb"),
+                            mean=tuple(cfg.mean), std=tuple(cfg.std), color="gray" if cfg.in_channels == 1 else "rgb",
+                            **(dict(layout="B,n,H,W,C", dtype="uint8", contract="crop-uint8",
+                                    crop_factor=profile.crop_factor) if profile.in_graph else {})),
             widths=tuple(widths), target=profile, artifacts=artifacts,
             quantization=Quantization(
                 method=quant.method, flavour=quant.flavour, tool=quant.tool,
@@ -297,6 +318,47 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
         (tmp / REPORT_FILE).write_text(render(manifest))
         manifest.save(tmp)
     return output, manifest
+
+
+def _in_graph(tmp: Path, model, widths: list[int], flavour: str, profile: TargetProfile,
+              calib: ImageSet) -> dict[int, float]:
+    """Prepend the preprocessing to every graph (after quantization: those operators stay float), then check the
+    FP32 graphs against the numpy path on camera frames (renders of calibration images whose centre crop is the
+    graph's crop size, so that both paths see the same pixels and differ only by the numpy path's uint8
+    roundings; the trim rule's field of view is the camera suite's to measure). Returns the largest |logit| difference
+    per width; ExportError beyond :data:`IN_GRAPH_MAX_LOGIT_DIFF`.
+
+    The accuracy gate has run on the same quantized model: for dataset images (upscaled by the factor) the
+    prepended operators compute the numpy path's input exactly, so its figures hold; the camera suite measures
+    the difference on real crops (tests/test_ingraph_preprocess.py, BENCHMARKS.md)."""
+    from ..bench.frames import camera_frames
+    from ..export.ingraph import prepend_preprocessing
+    from ..runtime.ingraph import CropSpec
+    from ..runtime.preprocess import Normalizer, prepare_batch
+    import onnxruntime as ort
+
+    cfg = model.config
+    spec = spec_for(cfg)
+    crop = CropSpec(spec, profile.crop_factor)
+    frames = camera_frames(calib.images[:16], size=(crop.width_px + crop.width_px // 3, crop.height))
+    x_numpy = Normalizer(spec)(prepare_batch(frames, spec)[0])
+    x_crop = prepare_batch(frames, crop)[0]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    diffs = {}
+    for n in widths:
+        fp32 = tmp / graph_file("fp32", n)
+        want = ort.InferenceSession(str(fp32), opts).run(None, {INPUT_NAME: width_groups(x_numpy, n)})[0]
+        for rel in (graph_file("fp32", n), graph_file("int8", n, flavour)):
+            prepend_preprocessing(tmp / rel, tmp / rel, n, cfg.in_channels, cfg.image_size, cfg.image_size,
+                                  profile.crop_factor, spec.color, cfg.mean, cfg.std)
+        got = ort.InferenceSession(str(fp32), opts).run(None, {INPUT_NAME: width_groups(x_crop, n)})[0]
+        diffs[n] = float(np.abs(got - want).max())
+        if not diffs[n] <= IN_GRAPH_MAX_LOGIT_DIFF:
+            raise ExportError(f"the width-{n} in-graph preprocessing differs from the numpy path by {diffs[n]:.3f} "
+                              f"in the logits (allowed {IN_GRAPH_MAX_LOGIT_DIFF}): compile without --in-graph and "
+                              "report it")
+    return diffs
 
 
 def _engines(tmp: Path, manifest: Manifest) -> Manifest:

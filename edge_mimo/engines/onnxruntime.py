@@ -38,7 +38,7 @@ class OnnxRuntimeBackend:
 
     def __init__(self, graphs: dict[int, Path], threads: int | None = None, providers: list[str] | None = None,
                  input_chw: tuple[int, int, int] | None = None, capacity: int | None = None,
-                 num_classes: int | None = None, precision: str = "int8") -> None:
+                 num_classes: int | None = None, precision: str = "int8", input_type: str = "tensor(float)") -> None:
         """``input_chw``, ``capacity``, ``num_classes``: what the manifest promises; a graph that disagrees is refused."""
         self.precision = precision
         options = session_options(threads)
@@ -61,10 +61,12 @@ class OnnxRuntimeBackend:
                 ) from e
             inputs, outputs = session.get_inputs(), session.get_outputs()
             kinds = [(v.name, v.type) for v in inputs + outputs]
-            if len(inputs) != 1 or len(outputs) < 1 or any(t != "tensor(float)" for _, t in kinds):
+            if (len(inputs) != 1 or len(outputs) < 1 or inputs[0].type != input_type
+                    or any(v.type != "tensor(float)" for v in outputs)):
+                want = "uint8" if input_type == "tensor(uint8)" else "float32"
                 raise BundleIntegrityError(
-                    f"{path.name} has inputs/outputs {kinds}, expected one float32 input and float32 logits: "
-                    "graph and manifest disagree, recompile the bundle")
+                    f"{path.name} has inputs/outputs {kinds}, expected one {want} input (the manifest's input "
+                    "contract) and float32 logits: graph and manifest disagree, recompile the bundle")
             inp, outp = inputs[0], outputs[0]
             want_in = ["B", n, *(input_chw or ("C", "H", "W"))]
             want_out = ["B", capacity // n if capacity else "R", n, num_classes or "K"]
@@ -82,12 +84,14 @@ class OnnxRuntimeBackend:
     def load(cls, bundle: Path, manifest: Manifest, options: LoadOptions) -> OnnxRuntimeBackend:
         """Sessions over the bundle's ``options.precision`` graphs, checked against the manifest's shapes."""
         spec = manifest.input
+        shape = (*spec.crop, 3) if spec.in_graph else (spec.channels, spec.height, spec.width_px)
         return cls(bundle_graphs(bundle, manifest, options.precision), threads=options.threads,
-                   input_chw=(spec.channels, spec.height, spec.width_px), capacity=manifest.model.capacity,
-                   num_classes=manifest.model.num_classes, precision=options.precision)
+                   input_chw=shape, capacity=manifest.model.capacity, num_classes=manifest.model.num_classes,
+                   precision=options.precision, input_type="tensor(uint8)" if spec.in_graph else "tensor(float)")
 
     def run(self, width: int, groups: np.ndarray) -> np.ndarray:
-        """groups float32 [G, n, C, H, W] -> per-replica logits [G, N/n, n, K]."""
+        """groups float32 [G, n, C, H, W] (uint8 [G, n, S_h, S_w, 3] for an in-graph bundle) -> per-replica
+        logits [G, N/n, n, K]."""
         session, inp, out = self.sessions[width]
         fixed = self.fixed_batch[width]
         if fixed is None or fixed == len(groups):

@@ -61,7 +61,7 @@ def build_plan(onnx_path: Path, plan_path: Path, width: int, input_shape: tuple[
                settings: TensorRTSettings, timing_cache: Path | None = None) -> None:
     """Build one plan for ``width`` from a Q/DQ ONNX graph with a target's ``[tensorrt]`` settings.
 
-    ``input_shape``: (C, H, W) of one image. ``timing_cache`` is read if it exists and rewritten after the build.
+    ``input_shape``: (C, H, W) of one image ((S_h, S_w, 3) for an in-graph bundle). ``timing_cache`` is read if it exists and rewritten after the build.
     """
     trt = tensorrt()
     log = trt.Logger(trt.Logger.WARNING)
@@ -106,6 +106,9 @@ def build_plan(onnx_path: Path, plan_path: Path, width: int, input_shape: tuple[
 
 
 def _input_shape(manifest: Manifest) -> tuple[int, int, int]:
+    """One frame's input: (C, H, W), or (S_h, S_w, 3) for an in-graph bundle's uint8 crop."""
+    if manifest.input.in_graph:
+        return (*manifest.input.crop, 3)
     return manifest.input.channels, manifest.input.height, manifest.input.width_px
 
 

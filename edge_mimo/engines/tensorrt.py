@@ -39,7 +39,9 @@ class _Engine:
         out_shape = list(engine.get_tensor_shape(self.output))
         in_shape[0] = out_shape[0] = self.max_batch
         self.out_tail = tuple(out_shape[1:])
-        self.d_in = check(rt.cudaMalloc(int(np.prod(in_shape)) * 4))
+        # a float32 input, or the uint8 crop of an in-graph bundle (TensorRT 10: a uint8 input feeds a Cast)
+        self.in_dtype = np.uint8 if engine.get_tensor_dtype(self.input) == trt.DataType.UINT8 else np.float32
+        self.d_in = check(rt.cudaMalloc(int(np.prod(in_shape)) * np.dtype(self.in_dtype).itemsize))
         self.d_out = check(rt.cudaMalloc(int(np.prod(out_shape)) * 4))
         self.context.set_tensor_address(self.input, int(self.d_in))
         self.context.set_tensor_address(self.output, int(self.d_out))
@@ -74,11 +76,12 @@ class TensorRTBackend:
         return cls(plans_for_device(bundle, manifest, cache))
 
     def run(self, width: int, groups: np.ndarray) -> np.ndarray:
-        """groups float32 [G, n, C, H, W] -> per-replica logits [G, N/n, n, K]."""
+        """groups float32 [G, n, C, H, W] (uint8 [G, n, S_h, S_w, 3] for an in-graph bundle) -> per-replica
+        logits [G, N/n, n, K]."""
         e, rt = self.engines[width], self._rt
         outs = []
         for i in range(0, len(groups), e.max_batch):
-            x = np.ascontiguousarray(groups[i : i + e.max_batch], dtype=np.float32)
+            x = np.ascontiguousarray(groups[i : i + e.max_batch], dtype=e.in_dtype)
             e.context.set_input_shape(e.input, x.shape)
             out = np.empty((len(x),) + e.out_tail, np.float32)
             check(rt.cudaMemcpyAsync(e.d_in, x.ctypes.data, x.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice,

@@ -43,6 +43,11 @@ class InputSpec:
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ConfigError("input mean and std need one value per channel: fix the manifest")
 
+    @property
+    def tensor_shape(self) -> tuple[int, int, int]:
+        """The shape of one prepared frame: (C, H, W)."""
+        return (self.channels, self.height, self.width_px)
+
 
 def check_frame(frame) -> np.ndarray:
     """A frame as OpenCV gives it -> uint8 HxW or HxWxC (C in 1, 3, 4: gray, BGR, BGRA).
@@ -196,7 +201,10 @@ def crop_roi(img: np.ndarray, roi: ROI) -> np.ndarray:
 
 
 def prepare_frame(frame, spec: InputSpec, roi: ROI | None = None) -> np.ndarray:
-    """One frame -> uint8 [C, H, W] in the model's colour order and size (raises FrameError)."""
+    """One frame -> uint8 [C, H, W] in the model's colour order and size (raises FrameError). Another kind of
+    spec (an in-graph bundle's :class:`~edge_mimo.runtime.ingraph.CropSpec`) prepares the frame its own way."""
+    if not isinstance(spec, InputSpec):
+        return spec.prepare(frame, roi)
     img = check_frame(frame)
     if roi is not None:
         img = crop_roi(img, roi)
@@ -269,5 +277,5 @@ def prepare_batch(
             index.append(i)
         except FrameError as e:
             errors[i] = e
-    batch = np.stack(good) if good else np.zeros((0, spec.channels, spec.height, spec.width_px), np.uint8)
+    batch = np.stack(good) if good else np.zeros((0, *spec.tensor_shape), np.uint8)
     return batch, index, errors

@@ -172,8 +172,9 @@ def _write_engine_model(bundle: Path, manifest: Manifest, n: int, platform: str,
         max_batch = MAX_GROUPS_PER_RUN  # the most groups the runtime passes to one backend call
     config.update({
         "max_batch_size": max_batch,
-        "input": [{"name": INPUT_NAME, "data_type": Enum("TYPE_FP32"),
-                   "dims": [n, inp.channels, inp.height, inp.width_px]}],
+        "input": [{"name": INPUT_NAME, "data_type": Enum("TYPE_UINT8"), "dims": [n, *inp.crop, 3]} if inp.in_graph
+                  else {"name": INPUT_NAME, "data_type": Enum("TYPE_FP32"),
+                        "dims": [n, inp.channels, inp.height, inp.width_px]}],  # the manifest's input contract
         "output": [{"name": OUTPUT_NAME, "data_type": Enum("TYPE_FP32"),
                     "dims": [m.capacity // n, n, m.num_classes]}],
         "instance_group": [{"count": 1, "kind": Enum("KIND_GPU" if platform == "tensorrt" else "KIND_CPU")}],
