@@ -54,7 +54,7 @@ def test_width_report_scores_raw_and_calibrated_int8_independently():
 
 
 def test_uncertainty_threshold_is_the_quantile_of_calibrated_normalised_entropy():
-    q, labels = drawn_at(0.7, m=5000, seed=4)
+    q, labels = drawn_at(0.5, m=5000, seed=4)  # a 90 % quantile of about 0.45: under the absolute ceiling
     r = width_report(q, q, labels)
     h = entropy(softmax(q, r.temperature)) / np.log(K)
     assert r.uncertainty.entropy_threshold == pytest.approx(np.quantile(h, 1 - FLAG_RATE), rel=1e-9)
@@ -67,3 +67,15 @@ def test_uncertainty_threshold_is_the_quantile_of_calibrated_normalised_entropy(
     # the threshold is not the raw (T = 1) one: the fitted temperature is far from 1 here
     raw = np.quantile(entropy(softmax(q)) / np.log(K), 1 - FLAG_RATE)
     assert abs(raw - r.uncertainty.entropy_threshold) > 0.02
+
+
+def test_uncertainty_threshold_never_exceeds_the_absolute_ceiling():
+    """A weak model's 90 % entropy quantile (0.54 of the maximum here) is capped: more than 10 % are flagged."""
+    from edge_mimo.compile.evaluate import MAX_CERTAIN_ENTROPY
+
+    q, labels = drawn_at(0.7, m=5000, seed=4)
+    r = width_report(q, q, labels)
+    h = entropy(softmax(q, r.temperature)) / np.log(K)
+    assert np.quantile(h, 1 - FLAG_RATE) > MAX_CERTAIN_ENTROPY == r.uncertainty.entropy_threshold
+    assert r.uncertainty.flag_rate == pytest.approx(float((h > MAX_CERTAIN_ENTROPY).mean()))
+    assert r.uncertainty.flag_rate > FLAG_RATE
