@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge_mimo.cli.main import main
-from edge_mimo.cli.run import parse_sources
+from edge_mimo.live.sources import parse_sources
 from edge_mimo.compile.pipeline import CompileOptions
 from edge_mimo.errors import ConfigError
 

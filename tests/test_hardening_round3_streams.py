@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from edge_mimo.cli.run import read_sources_file
+from edge_mimo.live.sources import read_sources_file
 from edge_mimo.errors import ConfigError
 from edge_mimo.streams import FAILED, LIVE, StreamMux, VideoSource, classify_uri
 

@@ -15,7 +15,7 @@ import pytest
 
 from edge_mimo import live
 from edge_mimo.cli.main import main
-from edge_mimo.cli.run import read_sources_file
+from edge_mimo.live.sources import read_sources_file
 from edge_mimo.errors import ConfigError, FrameError
 from edge_mimo.streams import StreamMux, VideoSource
 

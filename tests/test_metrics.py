@@ -15,7 +15,7 @@ from .test_live import numbered, records, start_run, stop_run, wait_for  # noqa:
 prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from edge_mimo.streams.prometheus import LiveMetrics  # noqa: E402
+from edge_mimo.live.prometheus import LiveMetrics  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -1,30 +1,27 @@
-"""``edge-mimo run``: classify live sources with a bundle; JSON lines per prediction, live stats on stderr."""
+"""``edge-mimo run``: classify live sources with a bundle; JSON lines per prediction, live stats on stderr.
+
+Parses the options and prints; the live loop and its parts (sources file, stats, metrics, mosaic) are in
+``edge_mimo.live``."""
 
 from __future__ import annotations
 
-import collections
 import json
 import math
-import os
 import re
 import signal
-import stat
 import sys
 import threading
 import time
-from pathlib import Path
 
 from .. import live
 from ..engines import BACKENDS, PRECISIONS
-from ..errors import ConfigError, StreamError
+from ..errors import ConfigError
+from ..live.mosaic import MosaicWriter, draw_tile
+from ..live.sources import SourcesFile, parse_sources
+from ..live.stats import Stats
 from ..runtime import POLICIES, Runtime
 from ..runtime.preprocess import RESIZE_MODES
 from ..streams import StreamMux
-from ..streams.source import MAX_URI, redact
-from ..streams.annotate import MosaicWriter, draw_tile
-
-MAX_SOURCES_BYTES = 1 << 20
-NAMED = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")  # name=uri (a URL's own '=' comes after ':' or '/')
 
 
 def add_parser(sub) -> None:
@@ -63,133 +60,6 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def parse_spec(spec: str, default_name: str, where: str = "--source") -> tuple[str, str]:
-    """One ``[NAME=]URI`` spec -> (name, uri); ``default_name`` when unnamed. A file whose own name contains
-    '=' is a file, not NAME=URI."""
-    m = NAMED.match(spec)
-    if m and Path(spec).exists():
-        if Path(m.group(2)).exists():
-            raise ConfigError(
-                f"{where} {spec!r} may be the file {spec!r} or the file {m.group(2)!r} named {m.group(1)!r}: "
-                f"write {default_name}={spec} for the first, {m.group(1)}=./{m.group(2)} for the second")
-        m = None
-    return (m.group(1), m.group(2)) if m else (default_name, spec)
-
-
-def parse_sources(specs: list[str]) -> dict[str, str]:
-    """``[NAME=]URI`` specs -> {name: uri} (unnamed ones are cam0, cam1, ... by position)."""
-    sources = {}
-    for i, spec in enumerate(specs):
-        name, uri = parse_spec(spec, f"cam{i}")
-        if name in sources:
-            raise ConfigError(f"two sources are named {name!r}: name them with NAME=URI")
-        sources[name] = uri
-    return sources
-
-
-def _read_text(path: str | Path) -> str:
-    """The UTF-8 text of a small regular file; never blocks on a FIFO nor reads a device without end."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ConfigError(f"the sources file {path} is not a regular file (a pipe, device or folder): give "
-                                  "a text file with one [NAME=]URI a line")
-            with os.fdopen(os.dup(fd), "rb") as f:
-                data = f.read(MAX_SOURCES_BYTES + 1)
-        finally:
-            os.close(fd)
-    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
-        raise ConfigError(f"cannot read the sources file {path} ({getattr(e, 'strerror', None) or e}): check the "
-                          "path") from None
-    if len(data) > MAX_SOURCES_BYTES:
-        raise ConfigError(f"the sources file {path} is larger than {MAX_SOURCES_BYTES >> 10} KiB: give a text file "
-                          "with one [NAME=]URI a line")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8 text ({e.reason}): save the sources file as UTF-8") from None
-
-
-def read_sources_file(path: str | Path) -> dict[str, str]:
-    """A sources file -> {name: uri}: one ``[NAME=]URI`` a line, blank lines and ``#`` comments skipped; an
-    unnamed source is named by its URI (so that editing other lines never renames it)."""
-    text = _read_text(path)
-    sources = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        spec = line.strip()
-        if not spec or spec.startswith("#"):
-            continue
-        if "\x00" in spec or len(spec) > MAX_URI:
-            raise ConfigError(f"{path}:{number}: the line holds a NUL byte or is longer than {MAX_URI} characters: "
-                              "write one [NAME=]URI a line")
-        name, uri = parse_spec(spec, redact(spec), f"{path}:{number}:")
-        if name in sources:
-            raise ConfigError(f"{path}:{number}: a second source is named {name!r}: give each line its own NAME=")
-        sources[name] = uri
-    return sources
-
-
-class SourcesFile:
-    """The streams a ``--sources-file`` asks for, applied to a running mux when the file changes or on SIGHUP."""
-
-    def __init__(self, path: str, fixed: dict[str, str], check_every: float = 1.0) -> None:
-        self.path, self.fixed, self.check_every = path, fixed, check_every
-        self.hangup = threading.Event()
-        self._applied = self._seen = self._stat()  # the file's stamp when last applied, and at the last check
-        self._next_check = time.monotonic() + check_every
-        self.current = self.wanted(read_sources_file(path))
-
-    def _stat(self) -> tuple | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size, st.st_ino
-
-    def wanted(self, from_file: dict[str, str]) -> dict[str, str]:
-        """The --source streams and the file's, refusing a name given by both."""
-        clash = set(from_file) & set(self.fixed)
-        if clash:
-            raise ConfigError(f"{self.path} names {', '.join(sorted(clash))}, which --source names too: "
-                              "rename one of them")
-        return {**self.fixed, **from_file}
-
-    def apply(self, mux: StreamMux) -> None:
-        """If the file changed and then stayed the same for one check (not caught half-written), or SIGHUP came,
-        add, remove or replace streams so that the mux matches it. A file that cannot be read or parsed changes
-        nothing: the error goes to stderr and the streams run on."""
-        now = time.monotonic()
-        if not self.hangup.is_set() and now < self._next_check:
-            return
-        self._next_check = now + self.check_every
-        stamp, seen = self._stat(), self._seen
-        self._seen = stamp
-        if not self.hangup.is_set() and (stamp == self._applied or stamp != seen):
-            return
-        self.hangup.clear()
-        self._applied = stamp
-        try:
-            wanted = self.wanted(read_sources_file(self.path))
-        except ConfigError as e:
-            print(f"sources file not applied, streams unchanged: {e}", file=sys.stderr)
-            return
-        for name, uri in self.current.items():
-            if wanted.get(name) != uri:
-                mux.remove(name)
-                print(f"{name}: removed", file=sys.stderr)
-        for name, uri in wanted.items():
-            if self.current.get(name) != uri:
-                try:
-                    mux.add(name, uri)
-                except (ConfigError, StreamError) as e:  # e.g. a pipeline this OpenCV cannot run
-                    print(f"{name}: not added: {e}", file=sys.stderr)
-                    continue
-                print(f"{name}: added ({redact(uri)})", file=sys.stderr)
-        self.current = {n: u for n, u in wanted.items() if n in mux.sources}
-
-
 def parse_rois(specs: list[str], names) -> dict[str, tuple[int, ...]]:
     """``NAME=X,Y,W,H`` options -> {name: (x, y, w, h)} for known source names."""
     rois = {}
@@ -201,39 +71,6 @@ def parse_rois(specs: list[str], names) -> dict[str, tuple[int, ...]]:
             raise ConfigError(f"--roi names {m.group(1)!r}, which is no source: sources are {', '.join(names)}")
         rois[m.group(1)] = tuple(int(v) for v in m.groups()[1:])
     return rois
-
-
-class Stats:
-    """Per-stream prediction rate (last 30 predictions) and running uncertainty / error counts."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=30))
-        self.count: dict[str, int] = collections.defaultdict(int)
-        self.uncertain: dict[str, int] = collections.defaultdict(int)
-        self.errors: dict[str, int] = collections.defaultdict(int)
-
-    def add(self, name: str, result) -> None:
-        """Count one result of stream ``name``."""
-        self.times[name].append(time.monotonic())
-        self.count[name] += 1
-        self.uncertain[name] += bool(result.ok and result.uncertain)
-        self.errors[name] += not result.ok
-
-    def fps(self, name: str) -> float:
-        """Predictions per second of stream ``name`` over its last 30."""
-        t = self.times[name]
-        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
-
-    def rate(self, name: str) -> float:
-        """Share of stream ``name``'s good predictions flagged uncertain."""
-        ok = self.count[name] - self.errors[name]
-        return self.uncertain[name] / ok if ok else 0.0
-
-    def line(self, health: dict, elapsed: float) -> str:
-        """One status line for stderr (the streams in ``health``)."""
-        parts = [f"{n} {health[n].state} {self.fps(n):.1f} fps uncertain {100 * self.rate(n):.0f}%"
-                 + (f" errors {self.errors[n]}" if self.errors[n] else "") for n in health]
-        return f"[{elapsed:6.1f}s] " + " | ".join(parts)
 
 
 def check_limits(args) -> None:
@@ -277,7 +114,7 @@ def _run(args, sources: dict[str, str], watch: SourcesFile | None) -> int:
     rois = parse_rois(args.roi, sources)
     metrics = None
     if args.metrics_port is not None:
-        from ..streams.prometheus import LiveMetrics
+        from ..live.prometheus import LiveMetrics
 
         metrics = LiveMetrics()
     runtime = Runtime(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads,

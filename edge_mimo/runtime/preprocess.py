@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -247,10 +248,24 @@ class PreparedFrame:
         return self.spec == spec and self.roi == roi
 
 
+@runtime_checkable
+class StreamFrame(Protocol):
+    """A camera frame as a stream hands it out (:class:`edge_mimo.streams.Frame`): the captured ``image``, and
+    ``prepared``, the :class:`PreparedFrame` its reader thread made of it, or None."""
+
+    image: np.ndarray
+    prepared: PreparedFrame | None
+
+
+def raw_image(frame):
+    """A stream frame's ``image``; any other entry (an image) as is."""
+    return frame.image if isinstance(frame, StreamFrame) else frame
+
+
 def _prepared(frame, spec: InputSpec, roi: ROI | None) -> np.ndarray:
-    """One entry of a batch -> model input: a fitting :class:`PreparedFrame` (or a stream frame carrying one,
-    as its ``prepared``) as is, else the frame (or a stream frame's ``image``) prepared now."""
-    ready = frame if isinstance(frame, PreparedFrame) else getattr(frame, "prepared", None)
+    """One entry of a batch -> model input: a fitting :class:`PreparedFrame` (or a :class:`StreamFrame` carrying
+    one, as its ``prepared``) as is, else the frame (or a stream frame's ``image``) prepared now."""
+    ready = frame if isinstance(frame, PreparedFrame) else frame.prepared if isinstance(frame, StreamFrame) else None
     if isinstance(ready, PreparedFrame) and ready.fits(spec, roi):
         tensor, shape = ready.tensor, (spec.channels, spec.height, spec.width_px)
         if not (isinstance(tensor, np.ndarray) and tensor.dtype == np.uint8 and tensor.shape == shape):
@@ -260,7 +275,7 @@ def _prepared(frame, spec: InputSpec, roi: ROI | None) -> np.ndarray:
     if isinstance(frame, PreparedFrame):
         raise FrameError(f"frame was prepared for another input ({frame.spec}, region {frame.roi}): "
                          "pass the raw frame, or prepare it with this Runtime's prepare()")
-    return prepare_frame(getattr(frame, "image", frame), spec, roi)
+    return prepare_frame(raw_image(frame), spec, roi)
 
 
 def prepare_batch(
@@ -268,8 +283,8 @@ def prepare_batch(
 ) -> tuple[np.ndarray, list[int], dict[int, FrameError]]:
     """Frames -> (uint8 [M_ok, C, H, W] of the good frames, their indices, {index: FrameError} of the bad ones).
 
-    Entries may be raw images, :class:`PreparedFrame` objects, or stream frames (``.image``, and ``.prepared``
-    when their reader thread prepared them): what is prepared already is not prepared again."""
+    Entries may be raw images, :class:`PreparedFrame` objects, or :class:`StreamFrame` objects (``.image``, and
+    ``.prepared`` when their reader thread prepared them): what is prepared already is not prepared again."""
     good, index, errors = [], [], {}
     for i, frame in enumerate(frames):
         try:

@@ -192,7 +192,7 @@ class Runtime:
         cameras' reader threads call it (``StreamMux(..., prepare=...)``, :func:`edge_mimo.live.run`)."""
         roi = check_roi(roi) if roi is not None else None
         tensor = preprocess.prepare_frame(frame, self.feed_spec, roi)
-        image = getattr(frame, "image", frame)
+        image = preprocess.raw_image(frame)
         if isinstance(image, np.ndarray) and np.may_share_memory(tensor, image):
             tensor = tensor.copy()  # a frame already at model size (or an exact crop): never a view of the caller's buffer
         return PreparedFrame(tensor, self.feed_spec, roi)

@@ -1,4 +1,4 @@
-"""The live loop: the freshest frames of a :class:`StreamMux`, classified together, handed to callbacks.
+"""The live loop itself: the freshest frames of a :class:`StreamMux`, classified together, handed to callbacks.
 
 ``run(runtime, mux, on_result)`` is what ``edge-mimo run`` and the examples use::
 
@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping
 
-from .errors import ConfigError
-from .runtime import Runtime, StreamResult
-from .streams import Frame, StreamMux
+from ..errors import ConfigError
+from ..runtime import Runtime, StreamResult
+from ..streams import Frame, StreamMux
 
 if TYPE_CHECKING:  # prometheus_client is an optional extra
-    from .streams.prometheus import LiveMetrics
+    from .prometheus import LiveMetrics
 
 OnResult = Callable[[Frame, StreamResult], None]
 OnBatch = Callable[[dict[str, Frame], dict[str, StreamResult]], None]
@@ -67,7 +67,7 @@ def run(runtime: Runtime, mux: StreamMux, on_result: OnResult, *, policy: str = 
     as frames arrive. ``on_result(frame, result)``: once per classified frame, in the loop's thread.
     ``on_batch(frames, results)``: once per step with frames. ``on_step()``: after every step, with or without
     frames (stats, reloading sources), at least every ``poll`` seconds. ``metrics``: a
-    :class:`~edge_mimo.streams.prometheus.LiveMetrics` fed with every result (after ``on_batch``, so that what
+    :class:`~edge_mimo.live.prometheus.LiveMetrics` fed with every result (after ``on_batch``, so that what
     it counts was already handed on) and the streams' health every step. ``prepare_in_readers``: each camera's
     reader thread turns its frames into model input as they arrive (:meth:`Runtime.prepare`), so that the
     loop's thread only runs the passes; each frame is prepared once, by its reader (off at the end of the run).

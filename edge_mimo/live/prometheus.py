@@ -25,7 +25,7 @@ from typing import Mapping
 
 from ..errors import ConfigError
 from ..runtime import StreamResult
-from .source import CLOSED, ENDED, FAILED, LIVE, OPENING, RECONNECTING, STALLED, Frame, SourceStatus
+from ..streams.source import CLOSED, ENDED, FAILED, LIVE, OPENING, RECONNECTING, STALLED, Frame, SourceStatus
 
 STATES = (OPENING, LIVE, STALLED, RECONNECTING, ENDED, FAILED, CLOSED)
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
