@@ -106,6 +106,24 @@ def test_loading_builds_missing_plans_into_the_cache_never_into_the_bundle(tmp_p
     assert plans_for_device(bundle, manifest, cache) == found and fake_device == [1, 4]  # reused, not rebuilt
 
 
+def test_build_bundle_engines_returns_the_manifest_and_leaves_saving_it_to_its_caller(tmp_path, fake_device,
+                                                                                     monkeypatch):
+    bundle = tmp_path / "bundle"
+    given = fake_bundle(bundle)
+    build = plans.build_plan
+
+    def build_with_timing_cache(onnx_path, plan_path, width, input_shape, settings, timing_cache=None):
+        build(onnx_path, plan_path, width, input_shape, settings, timing_cache)
+        timing_cache.write_bytes(b"timings")
+
+    monkeypatch.setattr(plans, "build_plan", build_with_timing_cache)
+    manifest, built = plans.build_bundle_engines(bundle, given)
+    assert fake_device == [1, 4] and not (bundle / "manifest.json").exists()  # no manifest written
+    assert [e.file for e in built] == [e.file for n in (1, 4) for e in manifest.artifacts[n].engines]
+    assert all(e.file in manifest.files for e in built) and "engines/sm87-trt10.3.0/timing.cache" in manifest.files
+    assert plans.build_bundle_engines(bundle, manifest)[1] == [] and fake_device == [1, 4]  # recorded: not rebuilt
+
+
 def test_cached_plans_are_rebuilt_when_their_source_or_bytes_change(tmp_path, fake_device):
     bundle, cache = tmp_path / "bundle", PlanCache(tmp_path / "cache")
     manifest = fake_bundle(bundle)
@@ -151,9 +169,11 @@ def test_build_plans_for_every_width_and_run_them(tmp_path):
 
     bundle, _ = compile_bundle(CompileOptions(target="desktop-ampere", calib_size=128, val_size=256,
                                               output=tmp_path / "b", cache_dir=None))
-    built = build_bundle_engines(bundle)
+    manifest, built = build_bundle_engines(bundle)
     assert len(built) == 3 and all((bundle / e.file).stat().st_size > 0 for e in built)
-    assert build_bundle_engines(bundle) == []  # cached for this GPU + TensorRT version
+    assert built[0].file not in json.loads((bundle / "manifest.json").read_text())["files"]  # not rewritten ...
+    manifest.save(bundle)  # ... but by its caller
+    assert build_bundle_engines(bundle)[1] == []  # cached for this GPU + TensorRT version
     frames = list(shipped_sample("validation").images[:16, 0])
     with Runtime(bundle, backend="tensorrt") as trt_rt, Runtime(bundle, backend="onnxruntime") as ort_rt:
         agree = np.mean([a.class_index == b.class_index for a, b in zip(trt_rt.infer_many(frames),

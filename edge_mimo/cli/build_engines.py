@@ -16,6 +16,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """Build the missing plans into the bundle; returns the exit status."""
-    built = build_bundle_engines(args.bundle)
+    manifest, built = build_bundle_engines(args.bundle)
+    if built:
+        manifest.save(args.bundle)
     print(f"{len(built)} engine(s) built" if built else "engines for this GPU and TensorRT version already exist")
     return 0

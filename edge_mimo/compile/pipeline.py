@@ -366,13 +366,12 @@ def _engines(tmp: Path, manifest: Manifest) -> Manifest:
     if manifest.backend != "tensorrt":
         manifest.engines_note = "none (ONNX Runtime runs the INT8 ONNX directly)"
         return manifest
-    manifest.save(tmp)
     try:
-        built = build_bundle_engines(tmp)
+        manifest, built = build_bundle_engines(tmp, manifest)
     except BackendUnavailableError as e:
         manifest.engines_note = (f"not built here ({e}). Build them on the device with `edge-mimo build-engines "
                                  "BUNDLE`, or let the runtime build them into its plan cache on first load")
         return manifest
-    manifest = Manifest.load(tmp)  # with the plans and their hashes, as build_bundle_engines recorded them
     manifest.engines_note = f"built {len(built)} plan(s) on this machine"
+    manifest.save(tmp)  # with the plans and their hashes, as build_bundle_engines recorded them
     return manifest

@@ -8,7 +8,8 @@ graph's Q/DQ nodes (explicit quantization): the calibrator API was deprecated in
 Plans live in one of two places:
 
 - the bundle, under ``engines/<key>/width<n>.plan`` and recorded in its manifest, only when asked
-  (:func:`build_bundle_engines`, ``edge-mimo build-engines BUNDLE``);
+  (:func:`build_bundle_engines`, whose caller saves the manifest: ``edge-mimo build-engines BUNDLE``, or a
+  compile on a machine with TensorRT);
 - a cache directory (:class:`PlanCache`, ``~/.cache/edge-mimo/engines`` by default), where the runtime builds
   the plans it needs on first load, so that loading never writes into a bundle (it may be read-only).
 """
@@ -131,14 +132,17 @@ def _int8_graph(bundle: Path, manifest: Manifest, width: int) -> str:
     return graph.file
 
 
-def build_bundle_engines(bundle: str | Path) -> list[EngineFile]:
-    """Build (or reuse) one plan per width for this machine into the bundle and record them in its manifest.
+def build_bundle_engines(bundle: str | Path, manifest: Manifest | None = None) -> tuple[Manifest, list[EngineFile]]:
+    """Build (or reuse) one plan per width for this machine into the bundle; returns the manifest with the plans
+    recorded (``manifest``, changed in place, else the bundle's) and the entries of the plans built (empty when
+    all existed). The caller saves the manifest (``manifest.save(bundle)``): the plan files without it are
+    not part of the bundle.
 
-    Returns the manifest entries of the plans built (empty when all existed). This writes into the bundle:
-    it is the explicit step (``edge-mimo build-engines``); the runtime itself builds into a :class:`PlanCache`.
+    This writes into the bundle: it is the explicit step (``edge-mimo build-engines``, or a compile on a machine
+    with TensorRT); the runtime itself builds into a :class:`PlanCache`.
     """
     bundle = Path(bundle)
-    manifest = Manifest.load(bundle)
+    manifest = Manifest.load(bundle) if manifest is None else manifest
     settings = _tensorrt_settings(bundle, manifest)
     cc, version = device_identity()
     key = engine_key(cc, version)
@@ -162,8 +166,7 @@ def build_bundle_engines(bundle: str | Path) -> list[EngineFile]:
         logger.info("built %s in %s s", rel, entry.build_seconds)
     if built:
         manifest.files[timing_rel] = sha256_file(timing_cache)
-        manifest.save(bundle)
-    return built
+    return manifest, built
 
 
 class PlanCache:
