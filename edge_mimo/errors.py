@@ -41,7 +41,12 @@ class BackendUnavailableError(EdgeMimoError):
     """The requested backend (TensorRT, a GPU) is not present on this machine."""
 
 
-class CalibrationCacheError(EdgeMimoError):
+class CacheEntryError(EdgeMimoError):
+    """An entry of a keyed cache (``keyed_cache.py``: calibration ranges, TensorRT plans) that is damaged,
+    doubtful or does not match its key: recomputed, never reused."""
+
+
+class CalibrationCacheError(CacheEntryError):
     """A calibration cache entry that is corrupt or does not match its key."""
 
 

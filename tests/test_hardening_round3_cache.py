@@ -11,6 +11,7 @@ import pytest
 
 from edge_mimo.bundle.manifest import sha256_file
 from edge_mimo.datasets import shipped_sample
+from edge_mimo.keyed_cache import cache_secret, entry_mac
 from edge_mimo.quantize import CalibrationCache, data_hash, quantize_width
 
 MEAN, STD = (0.286,), (0.353,)
@@ -63,7 +64,8 @@ def _resign(cache: CalibrationCache, entry, fields, ranges: dict) -> None:
     """Write ranges and a valid HMAC (the cache's own key): only validation can refuse them."""
     data = json.dumps(ranges).encode()
     (entry / "ranges.json").write_bytes(data)
-    (entry / "meta.json").write_text(json.dumps({"key": fields, "hmac": cache._mac(cache._key(False), fields, data)}))
+    mac = entry_mac(cache_secret(cache.root, create=False), fields, data)
+    (entry / "meta.json").write_text(json.dumps({"key": fields, "hmac": mac}))
 
 
 @pytest.mark.parametrize("damage", ["other graph", "nan", "inverted", "wrong type", "empty"])

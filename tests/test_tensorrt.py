@@ -5,6 +5,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import shutil
 
 import pytest
@@ -133,6 +134,21 @@ def test_cached_plans_are_rebuilt_when_their_source_or_bytes_change(tmp_path, fa
     recompiled.int8 = dataclasses.replace(recompiled.int8, sha256="f" * 64)  # a recompiled graph is a new entry
     assert plans_for_device(bundle, manifest, cache)[4] != first[4]
     assert fake_device == [1, 4, 1, 4] and first[1].read_bytes() == b"plan of graph 1"
+
+
+@pytest.mark.parametrize("record", ["fifo", "list", "huge"])
+def test_a_doubtful_plan_record_is_rebuilt_without_blocking(tmp_path, fake_device, record):
+    """Plan records are read as the calibration cache reads (keyed_cache.py): bounded, no FIFO, a JSON object."""
+    bundle, cache = tmp_path / "bundle", PlanCache(tmp_path / "cache")
+    manifest = fake_bundle(bundle)
+    sidecar = plans_for_device(bundle, manifest, cache)[1].with_suffix(".json")
+    sidecar.unlink()
+    if record == "fifo":
+        os.mkfifo(sidecar)
+    else:
+        sidecar.write_text("[]" if record == "list" else " " * (plans.MAX_RECORD_BYTES + 1))
+    fields = PlanCache.fields(manifest, 1, *DEVICE)
+    assert cache.lookup(fields) is None and fake_device == [1, 4]
 
 
 def test_without_a_cache_missing_plans_are_refused_with_the_command(tmp_path, fake_device):

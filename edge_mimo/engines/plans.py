@@ -17,7 +17,6 @@ Plans live in one of two places:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import time
@@ -28,7 +27,8 @@ from ..atomic import atomic_write_bytes
 from ..bundle.manifest import EngineFile, Manifest, artifact_path, sha256_file, verify_artifacts
 from ..bundle.names import TIMING_CACHE_FILE, engine_dir, plan_file
 from ..bundle.target import TensorRTSettings
-from ..errors import BackendUnavailableError, BundleError, EngineBuildError, EngineMismatchError
+from ..errors import BackendUnavailableError, BundleError, CacheEntryError, EngineBuildError, EngineMismatchError
+from ..keyed_cache import key_digest, read_json
 from .base import DEFAULT_PLAN_CACHE
 from .device import device_identity, tensorrt
 
@@ -169,11 +169,16 @@ def build_bundle_engines(bundle: str | Path, manifest: Manifest | None = None) -
     return manifest, built
 
 
+MAX_RECORD_BYTES = 64 << 10
+
+
 class PlanCache:
     """Plans built outside bundles, one file per (source graph, width, TensorRT settings, GPU, TensorRT version).
 
-    Entry ``<root>/<key>/width<n>-<digest>.plan`` with a ``.json`` beside it holding the fields hashed into
-    ``digest`` and the plan's sha256; an entry whose sidecar does not match is rebuilt, never reused.
+    Entry ``<root>/<key>/width<n>-<digest>.plan`` with a ``.json`` beside it (its record) holding the fields hashed
+    into ``digest`` (:func:`~edge_mimo.keyed_cache.key_digest`) and the plan's sha256; an entry whose record is
+    missing, unreadable (read as :mod:`edge_mimo.keyed_cache` reads: bounded, no links, no FIFOs) or does not
+    match is rebuilt, never reused.
     """
 
     def __init__(self, root: str | Path = DEFAULT_PLAN_CACHE) -> None:
@@ -181,9 +186,8 @@ class PlanCache:
 
     def path(self, fields: dict) -> Path:
         """Where the plan of ``fields`` (see :meth:`fields`) lives."""
-        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
         key = engine_key(fields["compute_capability"], fields["tensorrt"])
-        return self.root / key / f"width{fields['width']}-{digest}.plan"
+        return self.root / key / f"width{fields['width']}-{key_digest(fields)}.plan"
 
     @staticmethod
     def fields(manifest: Manifest, width: int, compute_capability: str, trt_version: str) -> dict:
@@ -196,10 +200,11 @@ class PlanCache:
         """The cached plan for ``fields``, or None when there is none or it does not match its sidecar."""
         plan = self.path(fields)
         try:
-            meta = json.loads(plan.with_suffix(".json").read_text())
-        except (OSError, json.JSONDecodeError):
+            meta = read_json(plan.with_suffix(".json"), MAX_RECORD_BYTES, "the plan's record")
+        except (OSError, CacheEntryError):
             return None
-        if meta.get("key") != fields or not plan.is_file() or sha256_file(plan) != meta.get("sha256"):
+        if (not isinstance(meta, dict) or meta.get("key") != fields or not plan.is_file()
+                or sha256_file(plan) != meta.get("sha256")):
             logger.warning("cached TensorRT plan %s does not match its record: rebuilding it", plan)
             return None
         return plan

@@ -1,4 +1,5 @@
-"""A calibration cache: tensor ranges keyed by the exact FP32 graph, data, width, method and flavour.
+"""A calibration cache: tensor ranges keyed by the exact FP32 graph, data, width, method and flavour (its
+digest, reads and HMAC from :mod:`edge_mimo.keyed_cache`, shared with the TensorRT plan cache).
 
 Each entry is a directory ``<key>/`` with ``ranges.json`` (ONNX Runtime's calibration cache format) and
 ``meta.json`` (the key's fields and an HMAC-SHA256 of the fields and ranges.json under a random key kept in
@@ -11,49 +12,22 @@ cannot be read or written (a read-only or file root) is skipped with a warning: 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import math
-import os
-import secrets
 import shutil
-import stat
 from pathlib import Path
 
 from ..atomic import atomic_dir
-from ..errors import CalibrationCacheError, EdgeMimoError
+from ..errors import CacheEntryError, CalibrationCacheError, EdgeMimoError
+from ..keyed_cache import KEY_FILE, cache_secret, entry_mac, key_digest, parse_json, read_bounded, same_mac
 
 log = logging.getLogger(__name__)
 
 RANGES = "ranges.json"
 META = "meta.json"
-KEY_FILE = ".hmac-key"
 MAX_META_BYTES = 64 << 10
 MAX_RANGES_BYTES = 64 << 20
-
-
-def _read_regular(path: Path, limit: int) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes; never follows a link or blocks on a FIFO."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CalibrationCacheError(f"{path} is not a regular file")
-        if st.st_size > limit:
-            raise CalibrationCacheError(f"{path} is larger than {limit} bytes")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(limit + 1)
-    finally:
-        os.close(fd)
-
-
-def _json(data: bytes, what: str) -> object:
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError) as e:
-        raise CalibrationCacheError(f"{what} is not valid JSON ({type(e).__name__})") from None
 
 
 def _bound(v: object) -> list[float] | None:
@@ -95,32 +69,7 @@ class CalibrationCache:
 
     def entry(self, fields: dict) -> Path:
         """The entry directory of ``fields`` (from :meth:`key_fields`)."""
-        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
-        return self.root / f"w{fields['width']}-{fields['flavour']}-{fields['method']}-{digest}"
-
-    def _key(self, create: bool) -> bytes | None:
-        """This cache's HMAC key (made on first store); None when there is none or it cannot be read."""
-        path = self.root / KEY_FILE
-        try:
-            return _read_regular(path, 1024) or None
-        except FileNotFoundError:
-            if not create:
-                return None
-        except (OSError, CalibrationCacheError) as e:
-            raise CalibrationCacheError(f"the cache key {path} cannot be read ({e})") from None
-        self.root.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_bytes(32)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:  # another compile made it first
-            return self._key(create=False)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-        return key
-
-    @staticmethod
-    def _mac(key: bytes, fields: dict, ranges: bytes) -> str:
-        return hmac.new(key, json.dumps(fields, sort_keys=True).encode() + b"\0" + ranges, "sha256").hexdigest()
+        return self.root / f"w{fields['width']}-{fields['flavour']}-{fields['method']}-{key_digest(fields)}"
 
     def lookup(self, fields: dict, tensors: set[str] | None = None) -> Path | None:
         """The ranges file of a valid entry, or None. Raises CalibrationCacheError for a damaged or doubtful entry.
@@ -133,17 +82,17 @@ class CalibrationCache:
                 return None
             if entry.is_symlink() or not entry.is_dir():
                 raise CalibrationCacheError("it is not a directory")
-            key = self._key(create=False)
+            key = cache_secret(self.root, create=False)
             if key is None:
                 raise CalibrationCacheError(f"the cache has no key ({KEY_FILE}) to check it by")
-            meta = _json(_read_regular(entry / META, MAX_META_BYTES), META)
+            meta = parse_json(read_bounded(entry / META, MAX_META_BYTES), META)
             if not isinstance(meta, dict) or meta.get("key") != fields or not isinstance(meta.get("hmac"), str):
                 raise CalibrationCacheError(f"{META} was made for another graph, data or settings (stale or altered)")
-            data = _read_regular(entry / RANGES, MAX_RANGES_BYTES)
-            if not hmac.compare_digest(self._mac(key, fields, data), meta["hmac"]):
+            data = read_bounded(entry / RANGES, MAX_RANGES_BYTES)
+            if not same_mac(entry_mac(key, fields, data), meta["hmac"]):
                 raise CalibrationCacheError(f"{RANGES} was altered since it was computed (its HMAC differs)")
-            check_ranges(_json(data, RANGES), tensors)
-        except CalibrationCacheError as e:
+            check_ranges(parse_json(data, RANGES), tensors)
+        except CacheEntryError as e:
             raise CalibrationCacheError(f"calibration cache entry {entry}: {e}") from None
         except (OSError, ValueError) as e:
             raise CalibrationCacheError(f"calibration cache entry {entry} cannot be read ({e})") from None
@@ -165,11 +114,11 @@ class CalibrationCache:
         when the cache cannot be written (the compile goes on without it)."""
         entry = self.entry(fields)
         try:
-            key = self._key(create=True)
+            key = cache_secret(self.root, create=True)
             data = ranges.read_bytes()
             with atomic_dir(entry, marker=META) as tmp:
                 (tmp / RANGES).write_bytes(data)
-                (tmp / META).write_text(json.dumps({"key": fields, "hmac": self._mac(key, fields, data)}, indent=2))
+                (tmp / META).write_text(json.dumps({"key": fields, "hmac": entry_mac(key, fields, data)}, indent=2))
         except (OSError, EdgeMimoError) as e:
             log.warning("calibration cache %s cannot be written (%s): compiling without it; set EDGE_MIMO_CACHE to a "
                         "writable directory to reuse calibrations", self.root, e)
