@@ -25,7 +25,11 @@ GATE, TEMP, REF = "tests/test_gate.py", "tests/test_temperature.py", "tests/test
 KNOBS = "tests/test_training_knobs.py"
 OLD_COMPILE = ["tests/test_compile.py::test_gate_fails_a_broken_quantization", "tests/test_hardening_compile.py"]
 OLD_RUNTIME = ["tests/test_runtime.py", "tests/test_properties.py"]
-OLD_TRAIN = ["tests/test_training.py", "tests/test_training_cli.py"]
+OLD_TRAIN = ["tests/test_training.py"] + [  # the tests of the former tests/test_training_cli.py
+    f"tests/test_train_cli.py::{t}" for t in (
+        "test_cli_seed_gives_identical_weights_and_another_seed_does_not", "test_runs_of_one_or_two_steps_train",
+        "test_interrupted_run_resumes_to_the_uninterrupted_weights_and_history",
+        "test_image_folder_without_test_split_holds_out_images")]
 OLD_METRICS = ["tests/test_runtime.py", "tests/test_default_model.py"]
 
 # name, file, old text, new text, new tests, old tests

@@ -139,7 +139,7 @@ def test_verdict_per_width_against_hand_computed_deltas():
 
 @pytest.mark.slow
 def test_twin_cli_trains_compiles_and_judges_a_users_model(tmp_path):
-    from .test_training_cli import TINY_ARGS
+    from .test_train_cli import TINY_ARGS
 
     run = lambda *a: subprocess.run([sys.executable, "-m", "edge_mimo.cli.main", *a], capture_output=True,
                                     text=True, cwd=tmp_path)
