@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from edge_mimo import Runtime
-from edge_mimo.bench.frames import camera_frames
+from edge_mimo.camera.frames import camera_frames
 from edge_mimo.datasets import shipped_sample
 from edge_mimo.serving.packing import Request, decode_image, infer_requests
 

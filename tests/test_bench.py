@@ -5,7 +5,7 @@ import json
 import cv2
 import numpy as np
 
-from edge_mimo.bench.frames import camera_frames
+from edge_mimo.camera.frames import camera_frames
 from edge_mimo.bench.run import POLICIES, ratios
 from edge_mimo.bench.timing import measure_interleaved, summary
 from edge_mimo.cli.main import main

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 
 from edge_mimo import Runtime
-from edge_mimo.bench.frames import camera_frames
+from edge_mimo.camera.frames import camera_frames
 from edge_mimo.bundle.manifest import Manifest
 from edge_mimo.bundle.names import INPUT_NAME, graph_file
 from edge_mimo.camera.scenes import CONDITIONS, render_frames

@@ -20,7 +20,8 @@ LAYERS = [
     {"cli"},
 ]
 RANK = {area: rank for rank, areas in enumerate(LAYERS) for area in areas}
-DATA = {"default_model", "mimoformer_model"}  # shipped model folders: no code beyond a marker
+DATA = {"default_model", "mimoformer_model", "targets", "calibration"}  # shipped data (a wheel installs the last two
+# as edge_mimo.targets / edge_mimo.calibration): no code beyond a marker and a sample-making script
 
 
 def area_of(module: str) -> str:

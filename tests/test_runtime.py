@@ -251,7 +251,7 @@ def test_backend_choice_without_a_gpu(bundle):
     if gpu_available():
         pytest.skip("this machine has TensorRT and a GPU: the refusal below cannot happen here")
     assert Runtime(bundle, warmup=False).backend_name == "onnxruntime"  # auto falls back to the CPU
-    with pytest.raises(BackendUnavailableError, match="edge-mimo\\[tensorrt\\]"):
+    with pytest.raises(BackendUnavailableError, match="pip install tensorrt cuda-python"):
         Runtime(bundle, backend="tensorrt")
     with pytest.raises(ConfigError, match="precision='int8'"):
         Runtime(bundle, backend="tensorrt", precision="fp32")

@@ -36,7 +36,7 @@ def export(bundle: Path, repo: Path, name: str, **options) -> None:
 def frames(cpu_runtime) -> list[np.ndarray]:
     """24 camera-like frames of garments in two sizes (the image input is ragged) whose class the runtime gives with
     any companions in a superposed pass (about 1 frame in 20 changes class with its companions: not these)."""
-    from edge_mimo.bench.frames import camera_frames
+    from edge_mimo.camera.frames import camera_frames
     from edge_mimo.datasets import shipped_sample
 
     images = shipped_sample("validation").images[:96]

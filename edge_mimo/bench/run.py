@@ -17,7 +17,7 @@ from ..runtime import Runtime
 from ..runtime.preprocess import Normalizer, prepare_batch
 from ..runtime.scheduler import POLICIES
 from .baselines import plain_int8_runner, torch_eager_runner
-from .frames import camera_frames
+from ..camera.frames import camera_frames
 from .timing import measure_interleaved, summary
 
 logger = logging.getLogger(__name__)

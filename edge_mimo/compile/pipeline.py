@@ -331,7 +331,7 @@ def _in_graph(tmp: Path, model, widths: list[int], flavour: str, profile: Target
     The accuracy gate has run on the same quantized model: for dataset images (upscaled by the factor) the
     prepended operators compute the numpy path's input exactly, so its figures hold; the camera suite measures
     the difference on real crops (tests/test_ingraph_preprocess.py, BENCHMARKS.md)."""
-    from ..bench.frames import camera_frames
+    from ..camera.frames import camera_frames
     from ..export.ingraph import prepend_preprocessing
     from ..runtime.ingraph import CropSpec
     from ..runtime.preprocess import Normalizer, prepare_batch

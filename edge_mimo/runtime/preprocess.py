@@ -267,7 +267,7 @@ def _prepared(frame, spec: InputSpec, roi: ROI | None) -> np.ndarray:
     one, as its ``prepared``) as is, else the frame (or a stream frame's ``image``) prepared now."""
     ready = frame if isinstance(frame, PreparedFrame) else frame.prepared if isinstance(frame, StreamFrame) else None
     if isinstance(ready, PreparedFrame) and ready.fits(spec, roi):
-        tensor, shape = ready.tensor, (spec.channels, spec.height, spec.width_px)
+        tensor, shape = ready.tensor, spec.tensor_shape
         if not (isinstance(tensor, np.ndarray) and tensor.dtype == np.uint8 and tensor.shape == shape):
             raise FrameError(f"prepared frame holds {type(tensor).__name__} {getattr(tensor, 'dtype', '')} "
                              f"{getattr(tensor, 'shape', '')}, not uint8 {shape}: make it with Runtime.prepare()")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bench.frames import camera_frames
+from ..camera.frames import camera_frames
 from ..bench.timing import measure_interleaved, summary
 from ..bundle.manifest import Manifest
 from ..camera.scenes import CONDITIONS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..camera.scenes import CONDITIONS, render_frames
+from .scenes import CONDITIONS, render_frames
 
 BENCH_CONDITION = "textured-background"  # a scene behind a garment that fills 100 % of the centre square
 
