@@ -3,7 +3,8 @@
 Every arm is a MIMOConv recipe variant; every arm is compared with a plain WideResNet whose MACs per frame equal
 the arm's at its widest width (``edge_mimo.twin.plain_twin_config``), trained on the same data passes with the same
 augmentation, schedule and INT8 pipeline, and (for the distillation arms) the same teacher. Proxy scale, so that
-a 2-core CPU runs it in about an hour: a WRN-10 trunk of stages 32/64/128 at N=4 (10 MMAC per frame at width 4).
+a 2-core CPU trains a run in about 15 minutes: a WRN-10 trunk of stages 32/64/128 at N=4 (10 MMAC per frame at
+width 4). Figures and findings: BENCHMARKS.md, "Superposition at equal cost".
 
     python scripts/superposition_study.py train      # trains every arm not yet trained (resumable)
     python scripts/superposition_study.py evaluate   # INT8 bundles, 10k test accuracy, camera suite, AUROC
