@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -252,7 +253,17 @@ def client_results(server, model: str, frames: list[np.ndarray], params: dict | 
 
 
 def metric(server, name: str, model: str) -> float:
-    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    """One counter from the server's metrics page (its endpoint can answer a moment after the model is ready:
+    asked again until it does, for up to a minute)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     found = re.search(rf'^{name}{{model="{model}",version="1"}} ([0-9.e+]+)$', text, re.M)
     assert found, f"no {name} for {model} in the server's metrics"
     return float(found.group(1))
