@@ -133,21 +133,16 @@ def _runs_of(arms: list[str]) -> list[str]:
 
 def evaluate_runs(args) -> None:
     """Compile each trained run for the CPU target and assess its INT8 bundle (test split, camera frames, OOD)."""
-    from edge_mimo.compile.pipeline import CompileOptions, compile_bundle
     from edge_mimo.datasets import shipped_sample
-    from edge_mimo.bundle.manifest import is_bundle
     from edge_mimo.twin.assess import assess_bundle
+    from edge_mimo.twin.workflow import compile_for
 
     test, ood = load_fashion_mnist("test"), shipped_sample("digits-ood").images[:500]
     for run in _runs_of(args.arms):
         out = args.root / run
         if not (out / "model" / "config.json").exists() or (out / "assessed.json").exists():
             continue
-        bundle = out / "bundle-cpu"
-        if not is_bundle(bundle):
-            capacity = json.loads((out / "model" / "config.json").read_text())["capacity"]
-            compile_bundle(CompileOptions(model=str(out / "model"), target="cpu", m=capacity, allow_drop=True,
-                                          output=bundle))
+        bundle = compile_for(out / "model", "cpu", out / "bundle-cpu")
         assessed = assess_bundle(bundle, test.images, test.labels, ood, args.camera_images, threads=args.threads)
         (out / "assessed.json").write_text(json.dumps(assessed, indent=2) + "\n")
         print(f"== {run}: clean {assessed['clean']}, camera {assessed['camera']}", flush=True)

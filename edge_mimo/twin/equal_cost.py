@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from ..models.config import ModelConfig
 
@@ -30,14 +31,14 @@ def plain_twin_config(config: ModelConfig, width: int | None = None) -> ModelCon
     else:
         def make(w: int) -> ModelConfig:
             return dataclasses.replace(config, arch="plain", capacity=1, widen=1, base_width=w)
+    cost = functools.lru_cache(maxsize=None)(lambda w: macs_per_frame(make(w)))  # each width built and counted once
     lo, hi = 1, 2
-    while macs_per_frame(make(hi)) < target:
+    while cost(hi) < target:
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if macs_per_frame(make(mid)) < target:
+        if cost(mid) < target:
             lo = mid
         else:
             hi = mid
-    best = min((lo, hi), key=lambda w: abs(macs_per_frame(make(w)) - target))
-    return make(best)
+    return make(min((lo, hi), key=lambda w: abs(cost(w) - target)))

@@ -92,7 +92,7 @@ def load_splits(record: dict, config: ModelConfig) -> tuple[ImageSet, ImageSet]:
     return train, test
 
 
-def train_twin(model_dir: Path, opts: TwinOptions, record: dict, train_set: ImageSet) -> Path:
+def train_twin(model_dir: Path, config: ModelConfig, opts: TwinOptions, record: dict, train_set: ImageSet) -> Path:
     """Train the twin (resumable from ``OUTPUT/twin.ckpt``) unless ``OUTPUT/twin-model`` exists; returns its dir."""
     import torch
 
@@ -104,12 +104,12 @@ def train_twin(model_dir: Path, opts: TwinOptions, record: dict, train_set: Imag
     if (out / CONFIG_FILE).is_file():
         logger.info("twin already trained: %s", out)
         return out
-    config = plain_twin_config(ModelConfig.load(model_dir / CONFIG_FILE))
-    cfg = recipe_of(record, opts, ModelConfig.load(model_dir / CONFIG_FILE).capacity)
+    twin = plain_twin_config(config)
+    cfg = recipe_of(record, opts, config.capacity)
     logger.info("training the plain twin (WRN-%d, stages %s, stem %d) on %d images, %d epochs, the model's recipe",
-                config.depth, config.stage_widths, config.stem_channels, len(train_set), cfg.epochs)
+                twin.depth, twin.stage_widths, twin.stem_channels, len(train_set), cfg.epochs)
     torch.manual_seed(cfg.seed)
-    model = build_model(config)
+    model = build_model(twin)
     history = train(model, train_set, cfg, checkpoint=opts.output / "twin.ckpt")
     save_model(model, out)
     (out / TRAINING_FILE).write_text(json.dumps(
@@ -118,17 +118,15 @@ def train_twin(model_dir: Path, opts: TwinOptions, record: dict, train_set: Imag
     return out
 
 
-def compile_for(model_dir: Path, opts: TwinOptions, name: str) -> Path:
-    """The model's INT8 bundle for the target, calibrated and validated on its own data (compile's defaults), reused
-    when already compiled; the gate reports, never refuses."""
+def compile_for(model_dir: Path, target: str, out: Path) -> Path:
+    """The model's INT8 bundle for ``target`` at ``out``, calibrated and validated on its own data (compile's
+    defaults), reused when already compiled; the gate reports, never refuses."""
     from ..bundle.manifest import is_bundle
     from ..compile.pipeline import CompileOptions, compile_bundle
 
-    out = opts.output / "bundles" / name
     if not is_bundle(out):
         capacity = ModelConfig.load(model_dir / CONFIG_FILE).capacity
-        compile_bundle(CompileOptions(model=str(model_dir), target=opts.target, m=capacity, allow_drop=True,
-                                      output=out))
+        compile_bundle(CompileOptions(model=str(model_dir), target=target, m=capacity, allow_drop=True, output=out))
     return out
 
 
@@ -142,8 +140,9 @@ def run_twin(opts: TwinOptions) -> dict:
                           "model")
     opts.output.mkdir(parents=True, exist_ok=True)
     train_set, test = load_splits(record, config)
-    twin_dir = train_twin(model_dir, opts, record, train_set)
-    bundles = {"model": compile_for(model_dir, opts, "model"), "twin": compile_for(twin_dir, opts, "twin")}
+    twin_dir = train_twin(model_dir, config, opts, record, train_set)
+    bundles = {name: compile_for(path, opts.target, opts.output / "bundles" / name)
+               for name, path in (("model", model_dir), ("twin", twin_dir))}
     if opts.test_limit:
         test = test.subset(slice(0, opts.test_limit))
     ood = shipped_sample("digits-ood").images[:500]
