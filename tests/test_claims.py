@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from edge_mimo import Runtime
 from edge_mimo.datasets import shipped_sample
 from edge_mimo.metrics import ece, softmax
 from edge_mimo.models.default import DEFAULT_MODEL_DIR
@@ -57,7 +58,7 @@ def classify(runtime, images: np.ndarray, policy: str) -> list:
 
 
 @pytest.mark.parametrize("policy", ["throughput", "balanced", "robust"])
-def test_uncertainty_claims_on_the_shipped_validation_data(cpu_runtime, policy):
+def test_uncertainty_claims_on_the_shipped_validation_data(cpu_bundle, cpu_runtime, policy):
     """Per policy, on the 3,000 shipped validation garments and the 1,797 shipped digits (out of distribution): frames
     not flagged `uncertain` are more accurate than flagged ones; entropy tells digits from garments (AUROC >= 0.85
     for every policy, and the camera suite's bar for the robust one) and flags digits more often than garments;
@@ -77,8 +78,15 @@ def test_uncertainty_claims_on_the_shipped_validation_data(cpu_runtime, policy):
     assert roc_auc_score(is_digit, [r.entropy for r in garments + digits]) >= floor
     assert np.mean([r.uncertain for r in digits]) > 2 * flagged.mean()
 
-    # probabilities are softmax(mean logits / T): T * log(p) gives the logits up to a constant, hence the raw ones
+    # The raw (unscaled) probabilities come from a second Runtime whose temperatures are all 1, the scale from
+    # manifest.json as written: scaled must be softmax(log(raw) / T) (log(raw) is the mean logits up to a constant),
+    # with T not 1 for some width, so a runtime that ignored T, or a fit that returned 1, fails here.
     scaled = np.stack([r.probabilities for r in garments])
-    temperature = np.array([runtime.temperature[r.width] for r in garments])[:, None]
-    raw = softmax(temperature * np.log(scaled))
+    written = {int(n): t for n, t in manifest_json(cpu_bundle)["temperature"].items()}
+    assert any(abs(t - 1.0) > 0.01 for t in written.values()), written
+    with Runtime(cpu_bundle, threads=2) as unscaled:
+        unscaled.temperature = dict.fromkeys(unscaled.temperature, 1.0)
+        raw = np.stack([r.probabilities for r in classify(unscaled, val.images[:, 0], policy)])
+    temperature = np.array([written[r.width] for r in garments])[:, None]
+    np.testing.assert_allclose(scaled, softmax(np.log(raw) / temperature), atol=1e-4)
     assert ece(scaled, val.labels) <= ece(raw, val.labels) + 0.001

@@ -15,7 +15,7 @@ import pytest
 
 from edge_mimo import live
 from edge_mimo.cli.main import main
-from edge_mimo.live.sources import read_sources_file
+from edge_mimo.live.sources import SourcesFile, read_sources_file
 from edge_mimo.errors import ConfigError, FrameError
 from edge_mimo.streams import StreamMux, VideoSource
 
@@ -144,12 +144,15 @@ def test_streams_added_and_removed_while_the_others_run(cpu_runtime, numbered):
     got: dict[str, list[int]] = {"a": [], "b": [], "c": []}
     events: list[str] = []
     removed_at: dict[str, float] = {}
-    added = threading.Event()
+    after_removal: dict[str, int] = {}
+    done = threading.Event()
 
     def on_result(frame, result):
         assert result.ok and frame.stream not in removed_at, f"{frame.stream} gave a result after its removal"
         assert frame_number(frame.image) == frame.index % 256
         got[frame.stream].append(frame.index)
+        if after_removal and all(len(got[n]) >= after_removal[n] + 3 for n in "ac"):
+            done.set()  # both streams left delivered three more results after b went: the run ends
 
     def on_step():  # runs in the loop's thread, as edge-mimo run's sources file does
         if "b" not in events and len(got["a"]) >= 5:
@@ -163,18 +166,18 @@ def test_streams_added_and_removed_while_the_others_run(cpu_runtime, numbered):
             mux.remove("b")
             removed_at["b"] = time.monotonic()
             events.append("-b")
-            added.set()
+            after_removal.update({n: len(got[n]) for n in "ac"})
 
     threads: dict[str, list[threading.Thread]] = {}
     mux = StreamMux({"a": numbered["a"]}, loop=True)
     with mux:
-        live.run(cpu_runtime, mux, on_result, on_step=on_step, poll=0.1, duration=60,
-                 stop=_stop_after(added, 1.0))
+        live.run(cpu_runtime, mux, on_result, on_step=on_step, poll=0.1, duration=60, stop=done)
         assert events == ["b", "c", "-b"], f"streams did not all deliver: {got}"
         assert threads["b"] and not any(t.is_alive() for t in threads["b"]), "the removed stream's thread runs on"
         assert "b" not in mux.sources and "b" not in mux.skipped and set(mux.health()) == {"a", "c"}
         counts = {name: len(v) for name, v in got.items()}
-        time.sleep(0.5)
+        frames = {n: mux.health()[n].frames for n in "ac"}
+        assert wait_for(lambda: all(mux.health()[n].frames > frames[n] for n in "ac"), 30), "a reader stopped"
         assert all(len(source_threads(n)) == 1 and source_threads(n)[0].is_alive() for n in ("a", "c"))
         with pytest.raises(ConfigError, match="no stream is named 'b'"):
             mux.remove("b")
@@ -184,19 +187,6 @@ def test_streams_added_and_removed_while_the_others_run(cpu_runtime, numbered):
         assert len(source_threads("b")) == 1
     assert counts["a"] > 5 and counts["c"] >= 5 and got["b"] == sorted(got["b"])  # latest-frame order kept
     assert not any(t.is_alive() for n in "abc" for t in source_threads(n))
-
-
-def _stop_after(event: threading.Event, delay: float) -> threading.Event:
-    """An event set ``delay`` seconds after ``event`` is (the run goes on a little after the last change)."""
-    stop = threading.Event()
-
-    def later():
-        if event.wait(60):
-            time.sleep(delay)
-        stop.set()
-
-    threading.Thread(target=later, daemon=True).start()
-    return stop
 
 
 def test_sources_file_parsing(tmp_path, numbered):
@@ -272,15 +262,38 @@ def test_run_sources_file_reread_on_change_and_on_sighup(cpu_bundle, numbered, t
 
         stamp = sources.stat()
         sources.write_text(f"a={numbered['a']}\nd={numbered['c']}\n")  # c renamed d: same size
-        os.utime(sources, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
-        time.sleep(2.5)  # two checks of the file: no change seen
-        assert "d" not in streams_in(out)
+        os.utime(sources, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # unseen by the checks (next test)
         proc.send_signal(signal.SIGHUP)
         assert wait_for(lambda: "d" in streams_in(out)), err.read_text()
         assert "c: removed" in err.read_text()
     finally:
         rc = stop_run(proc)
     assert rc == 0, err.read_text()
+
+
+def test_sources_file_applies_a_change_once_it_is_stable_and_an_unseen_one_on_sighup(numbered, tmp_path):
+    """Checked at every step here (check_every=0), so each `apply` is one check: a change is applied at the check
+    after the one that saw it (never half-written), an edit that keeps the file's stamp is never seen, and SIGHUP
+    applies whatever the file says."""
+    sources = tmp_path / "sources.txt"
+    sources.write_text(f"a={numbered['a']}\n")
+    watch = SourcesFile(str(sources), {}, check_every=0.0)
+    with StreamMux(watch.current, loop=True) as mux:
+        sources.write_text(f"a={numbered['a']}\nb={numbered['b']}\n")
+        watch.apply(mux)
+        assert set(mux.sources) == {"a"}, "applied at the first check that saw the change"
+        watch.apply(mux)
+        assert set(mux.sources) == set(watch.current) == {"a", "b"}
+
+        stamp = sources.stat()
+        sources.write_text(f"a={numbered['a']}\nc={numbered['b']}\n")  # b renamed c: same size, stamp put back
+        os.utime(sources, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+        for _ in range(3):
+            watch.apply(mux)
+        assert set(mux.sources) == {"a", "b"}
+        watch.hangup.set()
+        watch.apply(mux)
+        assert set(mux.sources) == set(watch.current) == {"a", "c"} and not watch.hangup.is_set()
 
 
 def test_run_sources_file_errors(cpu_bundle, numbered, tmp_path, capsys):

@@ -150,8 +150,10 @@ def test_read_returns_empty_when_nothing_new(videos):
 
 def test_gather_waits_for_the_other_live_streams(videos):
     with StreamMux({"a": videos["slow"], "b": videos["slow"]}) as mux:
-        sizes = [len(mux.read(timeout=1.0, gather=0.15)) for _ in range(8)]
-    assert sizes.count(2) >= 6  # both 10 fps streams arrive within 150 ms of each other
+        sizes = [len(mux.read(timeout=2.0, gather=1.0)) for _ in range(8)]
+    # Both 10 fps streams give a frame every 100 ms: a read that waits up to 1 s for the other live stream gets
+    # both (a window ten frames wide: a loaded machine's late reader still makes it).
+    assert sizes.count(2) >= 7
 
 
 def test_duplicate_stream_names_are_refused(videos):
