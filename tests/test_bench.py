@@ -1,6 +1,7 @@
 """``edge-mimo bench``: the harness's schema, baselines and plots (never its speed)."""
 
 import json
+import sys
 
 import cv2
 import numpy as np
@@ -49,12 +50,13 @@ def test_ratios_from_rows():
     assert abs(r["preprocess_plus_demux_share"] - 0.12) < 1e-12
 
 
-def test_quick_bench_end_to_end(cpu_bundle, tmp_path):
+def test_quick_bench_end_to_end(cpu_bundle, tmp_path, capsys):
     """`edge-mimo bench --quick` (CI): every configuration measured at 1 and 8 streams, plots written, and at 8 streams
     the ratios point the way the design says: superposition beats width 1 (end to end and in the passes), INT8 beats
     FP32 and PyTorch eager, the superposed bundle beats a plain WideResNet of its trunk. How much is BENCHMARKS'."""
     out = tmp_path / "bench"
     assert main(["bench", str(cpu_bundle), "--quick", "-o", str(out)]) == 0
+    assert "check passed: all 6 ratios point the way the design says" in capsys.readouterr().out
     result = json.loads((out / "bench.json").read_text())
     seen = {(r["streams"], r["precision"], r["policy"]) for r in result["runs"]}
     for m in (1, 8):
@@ -77,3 +79,17 @@ def test_quick_bench_end_to_end(cpu_bundle, tmp_path):
     assert 0 < ratios["preprocess_plus_demux_share"] < 1
     for png in ("scaling.png", "operating_points.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_quick_verdict_names_each_ratio_that_points_the_wrong_way(capsys):
+    """The --quick check on hand-made ratios: one inverted ratio fails the run and is named with its value; a ratio
+    not measured (no baselines) is left out, not counted as a pass or a miss."""
+    from edge_mimo.bench.run import DIRECTIONS
+    from edge_mimo.cli.bench import _verdict
+
+    ratios = dict.fromkeys(DIRECTIONS, 1.8) | {"int8_vs_fp32_width-1": 0.93, "int8_throughput_vs_plain_int8": None}
+    assert _verdict(ratios, sys.stdout) == 1
+    out = capsys.readouterr().out
+    assert "check FAILED: INT8 faster than FP32 (width 1): x0.93" in out and out.count("check FAILED") == 1
+    assert _verdict(dict(ratios, **{"int8_vs_fp32_width-1": 1.05}), sys.stdout) == 0
+    assert "check passed: all 5 ratios" in capsys.readouterr().out

@@ -308,3 +308,30 @@ def test_run_sources_file_errors(cpu_bundle, numbered, tmp_path, capsys):
     sources.write_text("# nothing yet\n")
     assert main(["run", str(cpu_bundle), "--sources-file", str(sources)]) == 2
     assert "no sources given" in capsys.readouterr().err
+
+
+def test_mosaic_video_lasts_as_long_as_the_run(tmp_path):
+    """Batches come at the loop's pace, not the video's: the mosaic is repeated over a gap and dropped when batches
+    come faster, so the file's length is the run's (written 0, 0.01 ... 0.09 s, then nothing until 1.02 s, at 10 fps:
+    11 frames, 1.1 s)."""
+    from edge_mimo.live.mosaic import MosaicWriter, draw_tile
+
+    path = tmp_path / "mosaic.avi"
+    writer = MosaicWriter(path, 2, fps=10.0)
+    tiles = [draw_tile(None, "a", [], False), draw_tile(None, "b", [], True)]
+    for at in [0.01 * i for i in range(10)] + [1.02]:
+        writer.write(tiles, at)
+    writer.close()
+    cap = cv2.VideoCapture(str(path))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 11 and cap.get(cv2.CAP_PROP_FPS) == 10.0
+    cap.release()
+
+
+def test_tile_lines_say_what_each_figure_is():
+    from edge_mimo.live.mosaic import tile_lines
+    from edge_mimo.runtime.results import StreamResult
+
+    lines = tile_lines(StreamResult("cam0", 3, "Dress", confidence=0.914, entropy=0.071, disagreement=0.0114,
+                                    replicas=4, width=1, uncertain=True))
+    assert lines == ["Dress 91%  uncertain", "entropy 0.07  disagreement 0.011", "4 replicas at width 1"]
+    assert tile_lines(StreamResult("cam0", error=ValueError("frame is empty"))) == ["frame is empty"]

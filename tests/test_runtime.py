@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -275,8 +276,10 @@ def test_cli_run_writes_json_lines_per_stream_and_a_video(bundle, tmp_path, caps
     a = write_video(tmp_path / "a.avi", 30, 30)
     b = write_video(tmp_path / "b.avi", 10, 10)
     out, video = tmp_path / "out.jsonl", tmp_path / "mosaic.avi"
+    began = time.monotonic()
     rc = main(["run", str(bundle), "--source", f"front={a}", "--source", b, "--source", str(tmp_path / "gone.mp4"),
                "-o", str(out), "--video", str(video), "--stats-every", "0", "--gather-ms", "20"])
+    took = time.monotonic() - began
     assert rc == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     by_stream = {}
@@ -291,6 +294,8 @@ def test_cli_run_writes_json_lines_per_stream_and_a_video(bundle, tmp_path, caps
     assert "cam2: failed" in err and "does not exist" in err
     cap = cv2.VideoCapture(str(video))
     assert cap.get(cv2.CAP_PROP_FRAME_COUNT) > 10 and cap.read()[1].shape == (480, 640, 3)
+    # the video lasts as long as the run: at least the 1 s the paced files played, at most the whole command
+    assert 0.9 <= cap.get(cv2.CAP_PROP_FRAME_COUNT) / cap.get(cv2.CAP_PROP_FPS) <= took + 0.1
 
 
 def test_multi_camera_example_runs(bundle, tmp_path):

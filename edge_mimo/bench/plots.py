@@ -5,23 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..bundle.manifest import Manifest
+from ..plotting import MARGIN, pyplot, separate_labels
 from ..runtime.scheduler import POLICIES
-
-LABEL_STEP = 10  # points a label moves up while it overlaps another
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 def scaling_plot(result: dict, path: Path) -> None:
     """INT8 frames/s against the number of streams, one line per policy (and width 1)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for policy in (*POLICIES, "width-1"):
         rows = sorted((r for r in result["runs"] if r["precision"] == "int8" and r["policy"] == policy),
@@ -37,23 +26,10 @@ def scaling_plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _separate(fig, labels: list) -> None:
-    """Move annotations up until none overlaps another in its axes (policies at one width share a point)."""
-    renderer = fig.canvas.get_renderer()
-    placed: dict[object, list] = {}
-    for label in sorted(labels, key=lambda t: (t.xy[1], t.xy[0])):
-        box = label.get_window_extent(renderer)
-        others = placed.setdefault(label.axes, [])
-        while any(box.overlaps(other) for other in others):
-            label.xyann = (label.xyann[0], label.xyann[1] + LABEL_STEP)
-            box = label.get_window_extent(renderer)
-        others.append(box)
-
-
 def operating_points_plot(result: dict, manifest: Manifest, path: Path) -> None:
     """Accuracy (each bundle's report, INT8) against frames/s and against MMAC per frame, at the ratio streams:
     one point per policy of the bundle, one per ``--compare`` bundle (e.g. plain networks)."""
-    plt = _pyplot()
+    plt = pyplot()
     streams = result["ratios"]["streams"]
     validation = manifest.validation.source if manifest.validation else "validation"
     points = []  # (label, fps, mmac, accuracy %)
@@ -80,10 +56,11 @@ def operating_points_plot(result: dict, manifest: Manifest, path: Path) -> None:
             ax.scatter(point[x], point[3], color="C1" if ":" in point[0] or "plain" in point[0] else "C0")
             labels.append(ax.annotate(point[0], (point[x], point[3]), textcoords="offset points", xytext=(6, 4),
                                       fontsize=8))
+        ax.margins(MARGIN)
         ax.set_xlabel(name)
         ax.set_ylabel(f"accuracy (%, INT8, {validation})")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    _separate(fig, labels)
+    separate_labels(fig, labels)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -155,3 +155,22 @@ def ratios(runs: list[dict], streams: int) -> dict:
     w4n, w4g = fps("int8", "throughput"), fps("int8", "in-graph:throughput")
     out["in_graph_vs_numpy_throughput_fps"] = w4g / w4n if w4n and w4g else None
     return out
+
+
+# The ratios whose direction the design fixes (each > 1 at 8 streams), with what each one says.
+DIRECTIONS = {
+    "int8_throughput_vs_int8_width1": "superposed (throughput) faster than width 1, end to end",
+    "int8_throughput_vs_int8_width1_inference_only": "superposed passes faster than width-1 passes",
+    "int8_throughput_vs_torch_eager_width1": "INT8 superposed faster than PyTorch eager",
+    "int8_throughput_vs_plain_int8": "superposed faster than a plain WideResNet of the same trunk",
+    "int8_vs_fp32_throughput": "INT8 faster than FP32 (throughput)",
+    "int8_vs_fp32_width-1": "INT8 faster than FP32 (width 1)",
+}
+
+
+def direction_checks(ratios: dict) -> list[tuple[str, float | None, bool]]:
+    """(what the design says, the measured ratio, whether it holds) for each ratio in :data:`DIRECTIONS` measured
+    in this run (a ratio that could not be measured, e.g. without baselines, is left out)."""
+    return [(claim, ratios[key], ratios[key] > 1) for key, claim in DIRECTIONS.items()
+            if ratios.get(key) is not None]
+

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..metrics import auroc
+from ..plotting import pyplot
 from ..runtime.scheduler import POLICIES, min_replicas
 from .scenes import CONDITIONS, Condition, render_frames
 
@@ -120,11 +121,7 @@ def markdown_table(result: dict) -> str:
 
 def suite_plot(result: dict, path) -> None:
     """Accuracy per condition, one bar per policy, clean accuracy minus 4 points as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(result["conditions"])
     policies = result["policies"]
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names)), 4))
@@ -139,7 +136,7 @@ def suite_plot(result: dict, path) -> None:
     ax.set_xticks(np.arange(len(names)) + 0.4 - bar_span / 2, names, rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(50 if min(bar.get_height() for bar in ax.patches) >= 50 else 0, 100)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(policies) + 1, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import TextIO
 
 from ..bench.plots import operating_points_plot, scaling_plot
-from ..bench.run import run_bench
+from ..bench.run import direction_checks, run_bench
 from ..bundle import load_manifest
 from ..errors import ConfigError
 
@@ -55,10 +57,10 @@ def run(args) -> int:
     (args.output / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     scaling_plot(result, args.output / "scaling.png")
     operating_points_plot(result, load_manifest(args.bundle), args.output / "operating_points.png")
+    r = result["ratios"]
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
-    r = result["ratios"]
+        return _verdict(r, sys.stderr) if args.quick else 0
     print(f"\nratios at {r['streams']} streams (measured in this run):")
     for key, value in r.items():
         if key != "streams":
@@ -66,4 +68,18 @@ def run(args) -> int:
     macs = result["macs_per_image"]
     print("MMAC per frame by width: " + ", ".join(f"n={n}: {v / 1e6:.1f}" for n, v in macs.items()))
     print(f"wrote {args.output}/bench.json, scaling.png, operating_points.png")
+    return _verdict(r, sys.stdout) if args.quick else 0
+
+
+def _verdict(ratios: dict, out: TextIO) -> int:
+    """The --quick check: does every ratio point the way the design says? 0 if so, 1 (naming each miss) if not."""
+    checks = direction_checks(ratios)
+    misses = [(claim, value) for claim, value, ok in checks if not ok]
+    for claim, value in misses:
+        print(f"check FAILED: {claim}: x{value:.2f} measured, more than x1 expected", file=out)
+    if misses:
+        print("a loaded machine can invert a close ratio: rerun on a quiet one before filing it", file=out)
+        return 1
+    print(f"check passed: all {len(checks)} ratios point the way the design says (how far: run without --quick)",
+          file=out)
     return 0

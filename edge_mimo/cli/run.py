@@ -16,7 +16,7 @@ import time
 from .. import live
 from ..engines import BACKENDS, PRECISIONS
 from ..errors import ConfigError
-from ..live.mosaic import MosaicWriter, draw_tile
+from ..live.mosaic import MosaicWriter, draw_tile, tile_lines
 from ..live.sources import SourcesFile, parse_sources
 from ..live.stats import Stats
 from ..runtime import POLICIES, Runtime
@@ -51,7 +51,10 @@ def add_parser(sub) -> None:
     p.add_argument("--max-frames", type=int, help="stop after this many predictions in all")
     p.add_argument("--output", "-o", help="write JSON lines here instead of stdout")
     p.add_argument("--probabilities", action="store_true", help="include class probabilities in each line")
-    p.add_argument("--video", help="write an annotated mosaic of all streams to this .mp4/.avi")
+    p.add_argument("--video", help="write an annotated mosaic of all streams to this .mp4/.avi, as long as the run: "
+                                   "each tile shows the class and confidence, the entropy (0 certain .. 1 uniform), "
+                                   "the replicas' disagreement (mutual information) and the replicas and width; "
+                                   "red = uncertain or failed")
     p.add_argument("--video-fps", type=float, default=15.0)
     p.add_argument("--stats-every", type=float, default=2.0, help="seconds between stats lines on stderr (0: off)")
     p.add_argument("--metrics-port", type=int, metavar="PORT",
@@ -139,9 +142,7 @@ def _run(args, sources: dict[str, str], watch: SourcesFile | None) -> int:
         out.write(json.dumps(record) + "\n")
         stats.add(frame.stream, result)
         if writer:
-            lines = ([f"{result.class_name} {100 * result.confidence:.0f}%",
-                      f"H {result.entropy:.2f} MI {result.disagreement:.3f} x{result.replicas}"]
-                     if result.ok else [str(result.error)[:44]])
+            lines = tile_lines(result)
             last[frame.stream] = (frame.image, f"{frame.stream} #{frame.index} {stats.fps(frame.stream):.1f} fps",
                                   lines, not result.ok or result.uncertain)
 
@@ -151,7 +152,7 @@ def _run(args, sources: dict[str, str], watch: SourcesFile | None) -> int:
             health = mux.health()
             writer.write([draw_tile(*cell) if cell[0] is not None else
                           draw_tile(None, f"{n} {health[n].state}", [], health[n].state != "opening")
-                          for n, cell in last.items()])
+                          for n, cell in last.items()], time.monotonic() - start)
 
     def on_step() -> None:
         nonlocal next_stats

@@ -5,31 +5,37 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..bundle.manifest import Manifest
+from ..plotting import MARGIN, pyplot, separate_labels
 
 
 def write_plot(path: Path, manifest: Manifest, title: str) -> None:
-    """Accuracy (FP32 and INT8) against MMAC per image, one point per width."""
-    import matplotlib
+    """Accuracy (FP32 and INT8) against MMAC per image, one point per width, as a PNG."""
+    fig = plot(manifest, title)
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def plot(manifest: Manifest, title: str):
+    """The figure of :func:`write_plot` (its labels placed: none overlaps another or leaves the figure)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     widths = manifest.widths
+    xs = [manifest.macs_per_image[n] / 1e6 for n in widths]
     for precision, marker in (("fp32", "o"), ("int8", "s")):
-        xs = [manifest.macs_per_image[n] / 1e6 for n in widths]
         ys = [100 * getattr(manifest.accuracy[n], precision).accuracy for n in widths]
         ax.plot(xs, ys, marker=marker, label=precision.upper())
-        for n, x, y in zip(widths, xs, ys):
-            ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    tops = [100 * max(manifest.accuracy[n].fp32.accuracy, manifest.accuracy[n].int8.accuracy) for n in widths]
+    labels = [ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+              for n, x, y in zip(widths, xs, tops)]  # one label per width, above the higher of its two points
+    ax.margins(MARGIN)
     ax.set_xlabel("MMAC per image")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    separate_labels(fig, labels)
+    return fig
 
 
 def render(manifest: Manifest) -> str:

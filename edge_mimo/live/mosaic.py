@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
+from ..runtime.results import StreamResult
 
 TILE = (320, 240)
 GREEN, RED, GREY = (60, 200, 60), (40, 40, 230), (150, 150, 150)
@@ -36,6 +37,18 @@ def draw_tile(image: np.ndarray | None, title: str, lines: list[str], alarm: boo
     return tile
 
 
+def tile_lines(result: StreamResult) -> list[str]:
+    """What a tile says under its title: the class and confidence (and `uncertain` when flagged); the entropy of the
+    prediction (0 = certain, 1 = uniform over the classes) and the replicas' disagreement (their mutual
+    information, 0 with one replica); how many replicas voted at which width. An error's message otherwise."""
+    if not result.ok:
+        return [str(result.error)[:44]]
+    flag = "  uncertain" if result.uncertain else ""
+    return [f"{result.class_name} {100 * result.confidence:.0f}%{flag}",
+            f"entropy {result.entropy:.2f}  disagreement {result.disagreement:.3f}",
+            f"{result.replicas} replica{'s' if result.replicas != 1 else ''} at width {result.width}"]
+
+
 def mosaic(tiles: list[np.ndarray]) -> np.ndarray:
     """Tiles in a near-square grid (empty cells black)."""
     cols = math.ceil(math.sqrt(len(tiles)))
@@ -46,7 +59,9 @@ def mosaic(tiles: list[np.ndarray]) -> np.ndarray:
 
 
 class MosaicWriter:
-    """Writes mosaics to a video file; the size is fixed by the number of streams."""
+    """Writes mosaics to a video file at a fixed frame rate, in step with the run's clock: the video lasts as long as
+    the run (a mosaic is repeated while no new batch comes, dropped when batches come faster than ``fps``). The size
+    is fixed by the number of streams."""
 
     def __init__(self, path: str | Path, streams: int, fps: float = 15.0) -> None:
         cols = math.ceil(math.sqrt(streams))
@@ -56,10 +71,17 @@ class MosaicWriter:
         self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
         if not self._writer.isOpened():
             raise ConfigError(f"cannot write video {path}: use a .mp4 or .avi path in a writable directory")
+        self.fps, self.frames = fps, 0
 
-    def write(self, tiles: list[np.ndarray]) -> None:
-        """Append one mosaic frame of ``tiles`` (one per stream)."""
-        self._writer.write(mosaic(tiles))
+    def write(self, tiles: list[np.ndarray], at: float) -> None:
+        """Show the mosaic of ``tiles`` (one per stream) from ``at`` seconds into the run: the video gets as many
+        frames of it as bring its length up to ``at`` (none if it is already there)."""
+        due = math.floor(at * self.fps) + 1
+        if due > self.frames:
+            image = mosaic(tiles)
+            for _ in range(due - self.frames):
+                self._writer.write(image)
+            self.frames = due
 
     def close(self) -> None:
         """Finish the video file."""
