@@ -85,6 +85,60 @@ def atomic_dir(target: str | Path, overwrite: bool = True, marker: str | None = 
         raise
 
 
+@contextmanager
+def atomic_entries(folder: str | Path) -> Iterator[Path]:
+    """Yield an empty staging directory; entries the block writes there then replace those of ``folder``, all or none.
+
+    The staging directory lies beside ``folder`` (same filesystem, never inside it: a server that loads every
+    folder of ``folder``, like Triton, never sees a partial or backup entry). On success each staged entry replaces
+    the one of that name (a symlink is replaced, its target kept); on any failure, Ctrl-C included, ``folder`` keeps
+    exactly what it had, and a ``folder`` this call created is removed. Callers validate before entering.
+    """
+    folder = Path(folder)
+    created = not os.path.lexists(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        real = folder.resolve()
+        _remove_stale_partials(real)
+        stage = Path(tempfile.mkdtemp(prefix=f".{real.name}.partial-{os.getpid()}-", dir=real.parent))
+    except OSError as e:
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise ConfigError(f"cannot write into {folder} ({e.strerror or e}): choose a writable folder") from e
+    try:
+        if os.stat(stage).st_dev != os.stat(real).st_dev:
+            raise ConfigError(f"{real} is a mount point: its entries cannot be swapped in atomically from "
+                              f"{real.parent}; write into a folder inside it, or one that is not a mount point")
+        (stage / "new").mkdir()
+        yield stage / "new"
+        _swap_in(stage / "new", real, stage / "old")
+    except BaseException:
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # old entries: a replaced symlink is unlinked, its target kept
+
+
+def _swap_in(new: Path, folder: Path, old: Path) -> None:
+    """Rename each entry of ``new`` into ``folder``, moving the one it replaces into ``old``; undone on failure."""
+    old.mkdir()
+    done: list[str] = []
+    try:
+        for name in sorted(os.listdir(new)):
+            done.append(name)
+            if os.path.lexists(folder / name):
+                os.rename(folder / name, old / name)
+            os.rename(new / name, folder / name)
+    except BaseException:
+        for name in reversed(done):
+            if not os.path.lexists(new / name):
+                os.rename(folder / name, new / name)
+            if os.path.lexists(old / name):
+                os.rename(old / name, folder / name)
+        raise
+
+
 def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..runtime.scheduler import POLICIES
-from ..serving.triton.repo import PLATFORMS, ExportOptions, export_repository
+from ..serving.triton.repo import LIMITS, PLATFORMS, ExportOptions, export_repository
 
 
 def add_parser(sub) -> None:
@@ -19,11 +19,15 @@ def add_parser(sub) -> None:
                    help="default scheduling policy (requests may override it with the parameter 'policy')")
     p.add_argument("--budget-ms", type=float, help="default inference budget per batch (request parameter "
                                                    "'budget_ms' overrides it)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime threads of the packing model (default: its choice)")
+    p.add_argument("--threads", type=int, help=f"ONNX Runtime threads of the packing model, {_range('threads')} "
+                                               "(default: its choice)")
     p.add_argument("--queue-delay-us", type=int, default=2000,
-                   help="how long Triton's dynamic batcher waits to fill a batch (default: 2000 us)")
-    p.add_argument("--max-batch-frames", type=int, help="frames per execution (default: 8 x capacity)")
-    p.add_argument("--instances", type=int, default=1, help="packing model instances (default: 1)")
+                   help=f"how long Triton's dynamic batcher waits to fill a batch, {_range('queue_delay_us')} us "
+                        "(default: 2000)")
+    p.add_argument("--max-batch-frames", type=int,
+                   help=f"frames per execution, {_range('max_batch_frames')} (default: 8 x capacity)")
+    p.add_argument("--instances", type=int, default=1,
+                   help=f"packing model instances, {_range('instances')} (default: 1)")
     p.add_argument("--reference-bundle", action="store_true",
                    help="name the bundle by its absolute path instead of copying it into the repository")
     p.add_argument("--engine-models", action="store_true",
@@ -34,6 +38,11 @@ def add_parser(sub) -> None:
                         "tensorrt, onnxruntime, or python (ONNX Runtime in Triton's Python backend)")
     p.add_argument("--force", action="store_true", help="replace models of the same names in the repository")
     p.set_defaults(run=run)
+
+
+def _range(option: str) -> str:
+    low, high, _ = LIMITS[option]
+    return f"{low}..{high}"
 
 
 def run(args) -> int:

@@ -14,15 +14,23 @@ other Triton models called through BLS (:class:`~edge_mimo.serving.triton.bls.Tr
 from __future__ import annotations
 
 import json
+import math
+import re
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import BundleError, ConfigError, EdgeMimoError, FrameError
+from ...errors import ConfigError, EdgeMimoError, FrameError
+from ...runtime.runtime import MAX_THREADS
+from ...runtime.scheduler import POLICIES
 from ..packing import Request, check_policy, infer_requests, parse_budget
 
 INPUT = "image"
+MODEL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a file in the model's 1/: no path, not . or ..
+PARAMETER_FIX = "correct it in the model's config.pbtxt, or export the model again (edge-mimo export-triton --force)"
 # (output name, Triton data type, numpy dtype, StreamResult field); probabilities are [K], the others [1].
 OUTPUTS = (
     ("class_index", "TYPE_INT64", np.int64, "class_index"),
@@ -50,19 +58,72 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: dict, version_dir: Path) -> "Settings":
-        """Read ``config["parameters"]``; ``bundle`` is relative to the model's version folder unless absolute."""
+        """Read ``config["parameters"]``; ``bundle`` is relative to the model's version folder unless absolute.
+
+        A value that is not what ``export-triton`` writes (hand-edited) raises one ConfigError naming it.
+        """
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        policy = params.get("policy") or "throughput"
-        budget = parse_budget(params.get("budget_ms") or None, "the model's config parameters")
-        check_policy(policy, budget)
-        threads = params.get("threads") or None
-        if threads is not None and not threads.isdigit():
-            raise ConfigError(f"config parameter threads={threads!r} is not a whole number: give 0 (ONNX Runtime's "
-                              "choice) or a thread count")
-        engines = json.loads(params["engine_models"]) if params.get("engine_models") else None
-        return cls(version_dir / params.get("bundle", "bundle"), version_dir.parent.parent, policy, budget,
-                   int(threads) if threads else None,
-                   {int(n): entry for n, entry in engines.items()} if engines else None)
+        return cls(version_dir / (_parameter(params, "bundle", _bundle) or "bundle"), version_dir.parent.parent,
+                   _parameter(params, "policy", _policy) or "throughput", _parameter(params, "budget_ms", _budget),
+                   _parameter(params, "threads", _threads), _parameter(params, "engine_models", _engine_models))
+
+
+def _parameter(params: dict[str, str], key: str, parse):
+    """``parse(params[key])``, None when absent or empty; its ValueError becomes one ConfigError naming the key."""
+    value = params.get(key) or ""
+    try:
+        return parse(value) if value else None
+    except ValueError as e:
+        raise ConfigError(f"config parameter {key}={reprlib.repr(value)} {e}: {PARAMETER_FIX}") from None
+
+
+def _bundle(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("is not a path")
+    return value
+
+
+def _policy(value: str) -> str:
+    if value not in POLICIES:
+        raise ValueError(f"is not a policy (one of {', '.join(POLICIES)})")
+    return value
+
+
+def _budget(value: str) -> float:
+    try:
+        budget = float(value)
+    except ValueError:
+        budget = math.nan
+    if not (math.isfinite(budget) and budget > 0):
+        raise ValueError("is not a number of milliseconds > 0")
+    return budget
+
+
+def _threads(value: str) -> int:
+    if not (value.isascii() and value.isdigit() and int(value) <= MAX_THREADS):
+        raise ValueError(f"is not a whole number in 0..{MAX_THREADS} (0: ONNX Runtime's choice)")
+    return int(value)
+
+
+def _engine_models(value: str) -> dict[int, dict]:
+    """width -> {"model": name, "files": {file name: bundle artifact}, "max_batch": int}, as export-triton writes."""
+    try:
+        engines = json.loads(value)
+    except ValueError:
+        engines = None
+    if not (isinstance(engines, dict) and engines and all(
+            n.isascii() and n.isdigit() and _is_engine_entry(e) for n, e in engines.items())):
+        raise ValueError('is not the JSON export-triton writes ({"<width>": {"model": ..., "files": {...}, '
+                         '"max_batch": ...}, ...})')
+    return {int(n): entry for n, entry in engines.items()}
+
+
+def _is_engine_entry(entry) -> bool:
+    return (isinstance(entry, dict) and set(entry) == {"model", "files", "max_batch"}
+            and isinstance(entry["model"], str) and MODEL_NAME.fullmatch(entry["model"]) is not None
+            and isinstance(entry["files"], dict) and len(entry["files"]) > 0
+            and all(isinstance(a, str) and FILE_NAME.fullmatch(f) for f, a in entry["files"].items())
+            and type(entry["max_batch"]) is int and entry["max_batch"] >= 1)
 
 
 def parse_request(frames: np.ndarray | None, parameters: str, defaults: Settings) -> list[Request]:
@@ -143,11 +204,11 @@ class TritonPythonModel:
         """Load the bundle named by the config (sha256-checked; a damaged bundle fails the model's load)."""
         config = json.loads(args["model_config"])
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.settings = Settings.from_config(config, version_dir)
         try:
+            self.settings = Settings.from_config(config, version_dir)
             self.runtime = open_runtime(self.settings)
-        except BundleError as e:
-            raise BundleError(f"model {args['model_name']!r}: {e}") from None
+        except EdgeMimoError as e:
+            raise type(e)(f"model {args['model_name']!r}: {e}") from None
 
     def execute(self, requests: list) -> list:
         """One response per request, in order; a bad request gets an error response, the others results."""

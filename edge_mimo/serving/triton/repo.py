@@ -14,25 +14,32 @@ TensorRT and ONNX Runtime backends, such as the one the tests start).
 from __future__ import annotations
 
 import logging
-import re
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...atomic import atomic_dir
+from ...atomic import atomic_entries, check_replaceable
 from ...bundle.manifest import Manifest, verify_artifacts
 from ...bundle.names import INPUT_NAME, OUTPUT_NAME
 from ...errors import ConfigError
-from ...runtime.runtime import MAX_GROUPS_PER_RUN
+from ...runtime.runtime import MAX_GROUPS_PER_RUN, MAX_THREADS
 from ..packing import check_policy
-from .backend import INPUT, OUTPUTS
+from .backend import INPUT, MODEL_NAME, OUTPUTS
 from .pbtxt import Enum, string_parameters, to_pbtxt
 
 log = logging.getLogger(__name__)
 
 PLATFORMS = ("auto", "tensorrt", "onnxruntime", "python")
-MODEL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CONFIG = "config.pbtxt"
+# The sane range of each numeric option (docs/serving.md): beyond it Triton refuses the config, or the export or the
+# server runs out of memory. option -> (lowest, highest, what it counts).
+LIMITS: dict[str, tuple[int, int, str]] = {
+    "instances": (1, 64, "packing model instances, each a Python process holding the bundle"),
+    "queue_delay_us": (0, 1_000_000, "microseconds the dynamic batcher waits; longer only delays the answers"),
+    "threads": (0, MAX_THREADS, "ONNX Runtime threads per instance, 0: its choice"),
+    "max_batch_frames": (1, 1024, "frames Triton hands to one execution"),
+}
 PACKING_MODEL_PY = '''"""Triton Python-backend adapter of an edge-mimo packing model (`edge-mimo export-triton`).
 
 Needs edge-mimo in the server's Python environment (`pip install edge-mimo`, numpy < 2 for Triton 2.51's stub).
@@ -64,22 +71,27 @@ class ExportOptions:
 
 
 def export_repository(bundle: str | Path, repo: str | Path, options: ExportOptions = ExportOptions()) -> list[Path]:
-    """Write the packing model (and engine models) for ``bundle`` into the repository ``repo``; their folders."""
+    """Write the packing model (and engine models) for ``bundle`` into the repository ``repo``; their folders.
+
+    All or nothing: every check runs before anything is written, the models are written in a staging folder beside
+    ``repo`` and swapped in together; a failure (Ctrl-C included) leaves ``repo`` as it was.
+    """
+    _check(options)
     bundle, repo = Path(bundle).resolve(), Path(repo)
     manifest = Manifest.load(bundle)
     verify_artifacts(bundle, manifest)
-    _check(options)
-    written = []
-    engines: dict[str, dict] = {}
+    platform, widths = "", {}
     if options.engine_models:
         platform = engine_platform(manifest, options.platform)
-        for n in sorted(manifest.widths):
-            model = f"{options.name}_width{n}"
-            files, max_batch = _write_engine_model(bundle, manifest, n, platform, repo / model, options.overwrite)
+        widths = {n: f"{options.name}_width{n}" for n in sorted(manifest.widths)}
+    _check_targets(repo, [*widths.values(), options.name], options.overwrite)
+    engines: dict[str, dict] = {}
+    with atomic_entries(repo) as stage:
+        for n, model in widths.items():
+            files, max_batch = _write_engine_model(bundle, manifest, n, platform, stage / model)
             engines[str(n)] = {"model": model, "files": files, "max_batch": max_batch}
-            written.append(repo / model)
-    written.append(_write_packing_model(bundle, manifest, repo / options.name, options, engines))
-    return written
+        _write_packing_model(bundle, manifest, stage / options.name, options, engines)
+    return [repo / model for model in (*widths.values(), options.name)]
 
 
 def _check(options: ExportOptions) -> None:
@@ -88,11 +100,25 @@ def _check(options: ExportOptions) -> None:
         raise ConfigError(f"engine platform {options.platform!r} is unknown: choose one of {', '.join(PLATFORMS)}")
     if not MODEL_NAME.fullmatch(options.name):
         raise ConfigError(f"model name {options.name!r} must be letters, digits, '_' or '-': e.g. edge_mimo")
-    frames = options.max_batch_frames
-    if options.queue_delay_us < 0 or options.instances < 1 or (frames is not None and frames < 1):
-        raise ConfigError(f"queue delay {options.queue_delay_us} us, {options.instances} instance(s), "
-                          f"{frames} frames per batch: give a delay >= 0, >= 1 instance and >= 1 "
-                          "frame")
+    for option, (low, high, what) in LIMITS.items():
+        value = getattr(options, option)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+            raise ConfigError(f"--{option.replace('_', '-')} {value!r} is out of range: give a whole number in "
+                              f"{low}..{high} ({what})")
+
+
+def _check_targets(repo: Path, models: list[str], overwrite: bool) -> None:
+    """Refuse, before anything is written, a repository that is not a folder and model folders that exist
+    without ``overwrite`` or that are not models (no config.pbtxt)."""
+    if os.path.lexists(repo) and not repo.is_dir():
+        raise ConfigError(f"{repo} is not a folder: give a model repository folder (new or existing) with -o")
+    for model in models:
+        target = repo / model
+        if os.path.lexists(target):
+            if not overwrite:
+                raise ConfigError(f"{target} exists: pass --force to replace it, or choose another repository or "
+                                  "--name")
+            check_replaceable(target, CONFIG)
 
 
 def engine_platform(manifest: Manifest, platform: str = "auto") -> str:
@@ -106,14 +132,9 @@ def engine_platform(manifest: Manifest, platform: str = "auto") -> str:
     return platform
 
 
-def _model_dir(target: Path, overwrite: bool):
-    if target.exists() and not overwrite:
-        raise ConfigError(f"{target} exists: pass --force to replace it, or choose another repository or --name")
-    return atomic_dir(target, marker=CONFIG)
-
-
 def _write_packing_model(bundle: Path, manifest: Manifest, target: Path, options: ExportOptions,
-                         engines: dict[str, dict]) -> Path:
+                         engines: dict[str, dict]) -> None:
+    """The packing model's folder ``target`` (its name is the model's)."""
     capacity = manifest.model.capacity
     max_batch = options.max_batch_frames or 8 * capacity
     preferred = [k for k in range(capacity, max_batch + 1, capacity)]
@@ -136,19 +157,18 @@ def _write_packing_model(bundle: Path, manifest: Manifest, target: Path, options
                              "max_queue_delay_microseconds": options.queue_delay_us},
         "parameters": string_parameters(params),
     }
-    with _model_dir(target, options.overwrite) as tmp:
-        (tmp / "1").mkdir()
-        (tmp / "1" / "model.py").write_text(PACKING_MODEL_PY)
-        if options.copy_bundle:
-            shutil.copytree(bundle, tmp / "1" / "bundle")
-            verify_artifacts(tmp / "1" / "bundle", manifest)
-        (tmp / CONFIG).write_text(to_pbtxt(config), encoding="utf-8")
-    return target
+    (target / "1").mkdir(parents=True)
+    (target / "1" / "model.py").write_text(PACKING_MODEL_PY)
+    if options.copy_bundle:
+        shutil.copytree(bundle, target / "1" / "bundle")
+        verify_artifacts(target / "1" / "bundle", manifest)
+    (target / CONFIG).write_text(to_pbtxt(config), encoding="utf-8")
 
 
-def _write_engine_model(bundle: Path, manifest: Manifest, n: int, platform: str, target: Path,
-                        overwrite: bool) -> tuple[dict[str, str], int]:
-    """One width's model folder; returns ({file in 1/: its bundle artifact}, max batch) for the sha256 check."""
+def _write_engine_model(bundle: Path, manifest: Manifest, n: int, platform: str,
+                        target: Path) -> tuple[dict[str, str], int]:
+    """One width's model folder ``target``; returns ({file in 1/: its bundle artifact}, max batch) for the sha256
+    check."""
     m, inp = manifest.model, manifest.input
     arts = manifest.artifacts[n]
     config: dict = {"name": target.name}
@@ -179,11 +199,10 @@ def _write_engine_model(bundle: Path, manifest: Manifest, n: int, platform: str,
                     "dims": [m.capacity // n, n, m.num_classes]}],
         "instance_group": [{"count": 1, "kind": Enum("KIND_GPU" if platform == "tensorrt" else "KIND_CPU")}],
     })
-    with _model_dir(target, overwrite) as tmp:
-        (tmp / "1").mkdir()
-        for name, artifact in files.items():
-            shutil.copy2(bundle / artifact, tmp / "1" / name)
-        if platform == "python":
-            (tmp / "1" / "model.py").write_text(ENGINE_MODEL_PY)
-        (tmp / CONFIG).write_text(to_pbtxt(config), encoding="utf-8")
+    (target / "1").mkdir(parents=True)
+    for name, artifact in files.items():
+        shutil.copy2(bundle / artifact, target / "1" / name)
+    if platform == "python":
+        (target / "1" / "model.py").write_text(ENGINE_MODEL_PY)
+    (target / CONFIG).write_text(to_pbtxt(config), encoding="utf-8")
     return files, max_batch

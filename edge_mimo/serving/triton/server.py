@@ -3,8 +3,9 @@
 The wheel ships a ``tritonserver`` binary (2.51), the Python backend and one Python-backend stub per Python
 version. :class:`LocalTriton` lays out a backend directory with the stub of the server environment's Python,
 starts the server on free loopback ports with that environment first on ``PATH`` (the stub imports numpy and
-edge_mimo from it), waits until it is ready and stops it on exit. Used by the tests and the serving benchmark;
-in production run NVIDIA's Triton container instead (docs/serving.md).
+edge_mimo from it), waits until it is ready and stops it on exit. The server and its stubs die with the process
+that started them, even when it is killed (SIGKILL: no exit handler runs). Used by the tests and the serving
+benchmark; in production run NVIDIA's Triton container instead (docs/serving.md).
 
 The server environment must hold numpy < 2 (the 2.51 stub returns empty outputs under numpy 2), OpenCV 4.x,
 onnxruntime and edge_mimo: ``scripts/setup.sh`` makes it as ``.venv-triton``.
@@ -28,6 +29,11 @@ from ...errors import BackendUnavailableError
 
 MIN_GLIBC = (2, 35)
 MACHINES = ("x86_64", "aarch64")
+# Runs in the child before it becomes tritonserver: Linux's parent-death signal (prctl(2) PR_SET_PDEATHSIG, kept
+# across execve) kills the server when the thread that started it dies, even by SIGKILL; its Python-backend stubs
+# then exit on their own (they watch their parent). Exits if that parent is already gone. argv: parent pid, command.
+LAUNCHER = ("import ctypes, os, signal, sys; ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL); "
+            "os.getppid() == int(sys.argv[1]) or sys.exit(1); os.execv(sys.argv[2], sys.argv[2:])")
 SETUP_FIX = "run `bash scripts/setup.sh` (it makes .venv-triton), or pass the python of an environment with " \
             "nvidia-pytriton, numpy<2, opencv-python-headless<5, onnxruntime and edge-mimo"
 
@@ -78,7 +84,8 @@ class LocalTriton:
 
     ``python``: the interpreter of the server environment (default: ``.venv-triton`` beside this checkout's
     ``.venv``, i.e. next to ``sys.prefix``). Ports are picked free unless given. ``log``: a file for the
-    server's output (default: a temporary file, shown in errors).
+    server's output (default: a temporary file, shown in errors). The server lives as long as the thread that
+    called :meth:`start` (Linux's parent-death signal): start it from a thread that outlives it, e.g. the main one.
     """
 
     def __init__(self, repository: str | Path, python: str | Path | None = None, http_port: int | None = None,
@@ -140,7 +147,8 @@ class LocalTriton:
                f"--metrics-port={self.metrics_port}", "--allow-gpu-metrics=false", "--allow-cpu-metrics=false",
                "--exit-on-error=true", "--strict-readiness=true", "--exit-timeout-secs=10"]
         with open(self._log_path, "wb") as log:
-            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+            self.process = subprocess.Popen([sys.executable, "-I", "-S", "-c", LAUNCHER, str(os.getpid()), *cmd],
+                                            stdout=log, stderr=subprocess.STDOUT, env=env,
                                             start_new_session=True)
         self._wait_ready()
         return self
