@@ -117,6 +117,21 @@ def test_the_external_data_scan_reads_real_graphs_and_refuses_garbage(cpu_bundle
             external_tensors(garbage)
 
 
+def test_a_hashed_graph_the_scan_cannot_read_is_refused_not_passed_on(bundle):
+    """Fail closed: a graph whose bytes match the manifest but are no protobuf the external-data scan can walk is
+    refused by verify and load, not handed to a backend whose parser might accept it (and its file references)."""
+    graph = bundle / "fp32" / "width1.onnx"
+    graph.write_bytes(graph.read_bytes() + b"\x0f")  # a stray byte after the model: wire type 7 does not exist
+    doc = json.loads((bundle / MANIFEST_FILE).read_text())
+    doc["files"]["fp32/width1.onnx"] = doc["artifacts"]["1"]["fp32"]["sha256"] = sha256_file(graph)
+    (bundle / MANIFEST_FILE).write_text(json.dumps(doc))
+    one_line_error(cli("verify", bundle), "no ONNX graph", "fp32/width1.onnx")
+    from edge_mimo import Runtime
+
+    with pytest.raises(BundleIntegrityError, match="no ONNX graph"):
+        Runtime(bundle, precision="fp32")
+
+
 # -- item 6: permissions --------------------------------------------------------------------------------------------
 
 

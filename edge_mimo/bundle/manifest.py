@@ -720,8 +720,10 @@ def _check_self_contained(bundle: str | Path, rel: str, data: bytes) -> None:
     """Refuse a graph whose tensors live in external files (bytes the manifest does not hash)."""
     try:
         external = external_tensors(data)
-    except MalformedGraph:  # not protobuf as compile writes it: ONNX Runtime refuses it when the bundle loads
-        return
+    except MalformedGraph as e:  # refused, not left to a backend: one whose parser reads it anyway could follow refs
+        raise BundleIntegrityError(
+            f"{rel} in {bundle} is no ONNX graph as edge-mimo writes them ({e}), although the manifest hashes it: "
+            "recompile the bundle") from None
     if external:
         raise BundleIntegrityError(
             f"{rel} in {bundle} reads {len(external)} tensor(s) ({', '.join(external[:3])}) from external data files "
