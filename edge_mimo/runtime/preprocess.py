@@ -7,6 +7,7 @@ each over the frame; normalisation runs once, vectorised, over the whole batch. 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol, runtime_checkable
@@ -284,18 +285,26 @@ def _prepared(frame, spec: InputSpec, roi: ROI | None) -> np.ndarray:
 
 
 def prepare_batch(
-    frames: list, spec: InputSpec, rois: list[ROI | None] | None = None
+    frames: list, spec: InputSpec, rois: list[ROI | None] | None = None, map_fn: Callable = map
 ) -> tuple[np.ndarray, list[int], dict[int, FrameError]]:
     """Frames -> (uint8 [M_ok, C, H, W] of the good frames, their indices, {index: FrameError} of the bad ones).
 
     Entries may be raw images, :class:`PreparedFrame` objects, or :class:`StreamFrame` objects (``.image``, and
-    ``.prepared`` when their reader thread prepared them): what is prepared already is not prepared again."""
-    good, index, errors = [], [], {}
-    for i, frame in enumerate(frames):
+    ``.prepared`` when their reader thread prepared them): what is prepared already is not prepared again.
+    ``map_fn``: how the frames are mapped, e.g. a thread pool's ``map`` (OpenCV releases the GIL)."""
+
+    def one(i: int) -> np.ndarray | FrameError:
         try:
-            good.append(_prepared(frame, spec, rois[i] if rois else None))
-            index.append(i)
+            return _prepared(frames[i], spec, rois[i] if rois else None)
         except FrameError as e:
-            errors[i] = e
+            return e
+
+    good, index, errors = [], [], {}
+    for i, out in enumerate(map_fn(one, range(len(frames)))):
+        if isinstance(out, FrameError):
+            errors[i] = out
+        else:
+            good.append(out)
+            index.append(i)
     batch = np.stack(good) if good else np.zeros((0, *spec.tensor_shape), np.uint8)
     return batch, index, errors
