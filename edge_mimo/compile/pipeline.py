@@ -15,7 +15,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .. import __version__
 from ..atomic import atomic_dir, check_replaceable
@@ -27,6 +26,7 @@ from ..datasets import NAMED_DATASETS, ImageSet, load_dataset
 from ..engines import build_bundle_engines
 from ..models.config import FASHION_MNIST_CLASSES, TRAINING_FILE
 from ..models.default import SHIPPED_MODELS, resolve_model
+from ..progress import bar
 from ..errors import AccuracyGateError, BackendUnavailableError, ConfigError, DataError, ExportError
 from ..quantize import CalibrationCache, data_hash, quantize_width
 from ..runtime.batching import model_inputs, spec_for, width_groups
@@ -243,7 +243,7 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
     with atomic_dir(output, marker=MANIFEST_FILE) as tmp:
         (tmp / "fp32").mkdir()
         (tmp / "int8").mkdir()
-        steps = tqdm(total=3 * len(widths), desc="compile", unit="step", dynamic_ncols=True)
+        steps = bar(3 * len(widths), "compile")
         spec = spec_for(cfg)
         val_x = model_inputs(val.images, spec)  # the runtime's preprocessing, as the bundle will be fed
         for n in widths:

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes
 from ..datasets import AUGMENT_PRESETS, ImageSet
 from ..models.base import SuperposedClassifier
 from ..models.config import OPTIMIZERS
+from ..progress import bar
 from ..runtime.batching import spec_for
 from ..runtime.preprocess import Normalizer
 from .camera_augment import CameraAugment, camera_augment
@@ -313,13 +313,15 @@ def recalibrate_batchnorm(model: SuperposedClassifier, batches: _Batches, cfg: T
     with _stop_on_ctrl_c() as interrupted:  # installed before the message, so Ctrl-C after it is always caught
         logger.info("re-estimating BatchNorm statistics on %d batches (Ctrl-C keeps the average so far)",
                     cfg.bn_batches)
-        for _ in tqdm(range(cfg.bn_batches), desc="BatchNorm", unit="batch", dynamic_ncols=True):
-            if interrupted[0] and done:
-                logger.warning("BatchNorm re-estimate stopped after %d of %d batches: that average is kept",
-                               done, cfg.bn_batches)
-                break
-            model(batches.draw(random_indices=True)[0])
-            done += 1
+        with bar(cfg.bn_batches, "BatchNorm", unit="batch") as progress:
+            for _ in range(cfg.bn_batches):
+                if interrupted[0] and done:
+                    logger.warning("BatchNorm re-estimate stopped after %d of %d batches: that average is kept",
+                                   done, cfg.bn_batches)
+                    break
+                model(batches.draw(random_indices=True)[0])
+                done += 1
+                progress.update()
     for bn in bns:
         bn.momentum = 0.1
     model.eval()
@@ -405,7 +407,7 @@ def train(
             _save_checkpoint(ckpt, model, opt, sched, step, gen, batches.sampler, history, (run_loss, run_acc))
 
     start = time.time() - history.get("train_seconds", 0.0)
-    bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    steps_bar = bar(total, "train", initial=step)
     with _stop_on_ctrl_c() as interrupted:
         while step < total and not interrupted[0]:
             model.train()
