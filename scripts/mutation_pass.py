@@ -120,7 +120,7 @@ MUTATIONS = [
     ("train: BatchNorm re-estimate with momentum 0.1", "edge_mimo/train/recipe.py",
      "bn.momentum = None", "bn.momentum = 0.1", [KNOBS], OLD_TRAIN),
     ("train: BatchNorm re-estimate in eval mode", "edge_mimo/train/recipe.py",
-     "    model.train()\n    for _ in range(cfg.bn_batches):", "    model.eval()\n    for _ in range(cfg.bn_batches):",
+     "    model.train()\n    done = 0\n", "    model.eval()\n    done = 0\n",
      [KNOBS], OLD_TRAIN),
 ]
 
