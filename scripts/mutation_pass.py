@@ -21,11 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PY = str(ROOT / ".venv/bin/python")
 
-GATE, TEMP, REF = "tests/test_gate.py", "tests/test_temperature.py", "tests/test_runtime_reference.py"
-KNOBS = "tests/test_training_knobs.py"
-OLD_COMPILE = ["tests/test_compile.py::test_gate_fails_a_broken_quantization", "tests/test_hardening_compile.py"]
-OLD_RUNTIME = ["tests/test_runtime.py", "tests/test_properties.py"]
-OLD_TRAIN = ["tests/test_training.py"] + [  # the tests of the former tests/test_training_cli.py
+GATE, TEMP, REF = "tests/test_compile_gate.py", "tests/test_compile_temperature.py", "tests/test_runtime_reference.py"
+KNOBS = "tests/test_train_knobs.py"
+OLD_COMPILE = ["tests/test_compile.py::test_gate_fails_a_broken_quantization", "tests/test_quantize_calibration.py"]
+OLD_RUNTIME = ["tests/test_runtime.py", "tests/test_runtime_properties.py"]
+OLD_TRAIN = ["tests/test_train_recipe.py"] + [  # the tests of the former tests/test_training_cli.py
     f"tests/test_train_cli.py::{t}" for t in (
         "test_cli_seed_gives_identical_weights_and_another_seed_does_not", "test_runs_of_one_or_two_steps_train",
         "test_interrupted_run_resumes_to_the_uninterrupted_weights_and_history",
@@ -120,7 +120,7 @@ MUTATIONS = [
     ("train: BatchNorm re-estimate with momentum 0.1", "edge_mimo/train/recipe.py",
      "bn.momentum = None", "bn.momentum = 0.1", [KNOBS], OLD_TRAIN),
     ("train: BatchNorm re-estimate in eval mode", "edge_mimo/train/recipe.py",
-     "    model.train()\n    for _ in range(cfg.bn_batches):", "    model.eval()\n    for _ in range(cfg.bn_batches):",
+     "    model.train()\n    done = 0\n", "    model.eval()\n    done = 0\n",
      [KNOBS], OLD_TRAIN),
 ]
 

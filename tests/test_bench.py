@@ -1,5 +1,6 @@
 """``edge-mimo bench``: the harness's schema, baselines and plots (never its speed)."""
 
+import itertools
 import json
 import sys
 
@@ -9,6 +10,7 @@ import numpy as np
 from edge_mimo.camera.frames import camera_frames
 from edge_mimo.bench.run import POLICIES, ratios
 from edge_mimo.bench.timing import measure_interleaved, summary
+from edge_mimo.bundle.manifest import load_manifest
 from edge_mimo.cli.main import main
 from edge_mimo.datasets import shipped_sample
 
@@ -93,3 +95,27 @@ def test_quick_verdict_names_each_ratio_that_points_the_wrong_way(capsys):
     assert "check FAILED: INT8 faster than FP32 (width 1): x0.93" in out and out.count("check FAILED") == 1
     assert _verdict(dict(ratios, **{"int8_vs_fp32_width-1": 1.05}), sys.stdout) == 0
     assert "check passed: all 5 ratios" in capsys.readouterr().out
+
+
+# overlapping labels in the bench plot (issue 11, item 19)
+def test_bench_operating_point_labels_never_overlap(cpu_bundle, tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from edge_mimo.bench.plots import operating_points_plot
+
+    runs = [{"streams": 8, "precision": "int8", "policy": policy, "widths": widths, "fps": fps}
+            for policy, widths, fps in (("throughput", [4], 1800.0), ("balanced", [2], 1000.0),
+                                        ("robust", [1], 480.0), ("width-1", [1], 478.0))]
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
+    operating_points_plot({"runs": runs, "ratios": {"streams": 8}}, load_manifest(cpu_bundle), tmp_path / "op.png")
+    assert (tmp_path / "op.png").read_bytes()[:4] == b"\x89PNG"
+    fig = figures[0]
+    renderer = fig.canvas.get_renderer()
+    labels = [t for t in fig.axes[0].texts]
+    assert sorted(t.get_text() for t in labels) == ["balanced (n=2)", "robust (n=1)", "throughput (n=4)",
+                                                    "width-1 (n=1)"]
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    for (a, box_a), (b, box_b) in itertools.combinations(zip(labels, boxes), 2):
+        assert not box_a.overlaps(box_b), f"{a.get_text()!r} overlaps {b.get_text()!r}"
+    plt.close(fig)

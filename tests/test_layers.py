@@ -9,7 +9,7 @@ PACKAGE = Path(edge_mimo.__file__).parent
 # Bottom to top. A module may import its own area and the areas of lower layers, never a higher or equal other one.
 LAYERS = [
     {"errors"},
-    {"atomic", "metrics", "keyed_cache", "plotting"},
+    {"atomic", "metrics", "keyed_cache", "plotting", "progress"},
     {"models"},  # configs and modules; the rest only needs models.config
     {"bundle", "datasets"},
     {"engines"},

@@ -18,7 +18,7 @@ from edge_mimo.metrics import mutual_information, softmax
 from edge_mimo.runtime.results import frame_statistics
 from edge_mimo.runtime.scheduler import gather, min_replicas, plan
 
-from .test_preprocess import camera_frame
+from .test_runtime_preprocess import camera_frame
 
 # -- scheduling (no bundle needed) ---------------------------------------------------------------------------
 

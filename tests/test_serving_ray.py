@@ -23,7 +23,7 @@ from ray import serve  # noqa: E402
 from edge_mimo.errors import ConfigError, FrameError  # noqa: E402
 from edge_mimo.serving.ray_serve import ServeOptions, deploy  # noqa: E402
 
-from .test_preprocess import camera_frame  # noqa: E402
+from .test_runtime_preprocess import camera_frame  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CALLERS = 8

@@ -15,11 +15,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .. import __version__
 from ..atomic import atomic_dir, check_replaceable
-from ..bundle.manifest import (MANIFEST_FILE, GraphFile, InputInfo, Manifest, Quantization, Validation,
+from ..bundle.manifest import (MANIFEST_FILE, GraphFile, InputInfo, Manifest, Quantization, Validation, WidthAccuracy,
                                WidthArtifacts, is_bundle, sha256_file)
 from ..bundle.names import INPUT_NAME, PLOT_FILE, REPORT_FILE, graph_file
 from ..bundle.target import TargetProfile
@@ -27,8 +26,9 @@ from ..datasets import NAMED_DATASETS, ImageSet, load_dataset
 from ..engines import build_bundle_engines
 from ..models.config import FASHION_MNIST_CLASSES, TRAINING_FILE
 from ..models.default import SHIPPED_MODELS, resolve_model
+from ..progress import bar
 from ..errors import AccuracyGateError, BackendUnavailableError, ConfigError, DataError, ExportError
-from ..quantize import CalibrationCache, data_hash, quantize_width
+from ..quantize import CalibrationCache, QuantizeResult, data_hash, quantize_width
 from ..runtime.batching import model_inputs, spec_for, width_groups
 from .evaluate import onnx_frame_logits, width_report
 from .report import render, write_plot
@@ -210,20 +210,62 @@ def _widths(opts: CompileOptions, profile: TargetProfile, capacity_widths: tuple
     return sorted(wanted)
 
 
+@dataclass
+class _Data:
+    """The images a compile calibrates and validates on, and where they came from."""
+    calib_spec: str
+    calib: ImageSet
+    calib_sha: str
+    val: ImageSet
+    val_source: str
+
+
+@dataclass
+class _Graphs:
+    """What :func:`_build_graphs` wrote: per width the graph files, the accuracy report, the calibration cache's
+    status; the sha256 of every file; the last width's quantization record (the same settings for all)."""
+    artifacts: dict[int, WidthArtifacts]
+    accuracy: dict[int, WidthAccuracy]
+    files: dict[str, str]
+    cache_status: dict[int, str]
+    quant: QuantizeResult
+
+
 def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
     """Run the pipeline; returns the bundle path and its manifest. Nothing is left behind on failure."""
-    from ..export import export_width, max_abs_difference  # torch: the compile extra
-    from ..models.weights import WEIGHTS_FILE, count_macs, load_model
+    from ..models.weights import WEIGHTS_FILE, load_model  # torch: the compile extra
 
     check_options(opts)
-    profile = load_target(opts.target)
-    profile = dataclasses.replace(profile, in_graph=profile.in_graph if opts.in_graph is None else bool(opts.in_graph),
-                                  crop_factor=opts.crop_factor or profile.crop_factor)
+    profile = _target_profile(opts)
     model_dir = resolve_model(opts.model)
     model = load_model(model_dir)
-    cfg = model.config
-    widths = _widths(opts, profile, cfg.widths)
+    widths = _widths(opts, profile, model.config.widths)
     model_sha = sha256_file(model_dir / WEIGHTS_FILE)
+    data = _load_data(opts, model_dir, model.config, widths)
+    output = _output_path(opts, profile, model_dir)
+    check_replaceable(output, MANIFEST_FILE, owned=is_bundle)  # only an earlier bundle is ever replaced
+    with atomic_dir(output, marker=MANIFEST_FILE) as tmp:
+        graphs = _build_graphs(tmp, model, widths, profile, data, opts)
+        if profile.in_graph:
+            _in_graph(tmp, model, widths, profile.flavour, profile, data.calib)
+            graphs = _rehashed(tmp, graphs, profile.flavour)
+        failed = _accuracy_gate(graphs.accuracy, opts)
+        _warn_near_chance(graphs.accuracy, model.config.num_classes)
+        manifest = _manifest(opts, model, model_dir, model_sha, widths, profile, data, graphs, failed)
+        manifest = _write_bundle(tmp, manifest, f"{model.config.arch} N={model.config.capacity}, {profile.name}")
+    return output, manifest
+
+
+def _target_profile(opts: CompileOptions) -> TargetProfile:
+    """The target's profile, with ``--in-graph`` / ``--crop-factor`` applied over its ``[preprocess]`` table."""
+    profile = load_target(opts.target)
+    return dataclasses.replace(profile, in_graph=profile.in_graph if opts.in_graph is None else bool(opts.in_graph),
+                               crop_factor=opts.crop_factor or profile.crop_factor)
+
+
+def _load_data(opts: CompileOptions, model_dir: Path, cfg, widths: list[int]) -> _Data:
+    """The calibration and validation images, checked against the model; warns when validation images are
+    training images of the model."""
     calib_spec, val_spec = data_specs(opts, model_dir, cfg)
     calib, _ = _images(calib_spec, _split(calib_spec, "calib"), opts.calib_size, cfg)
     if len(calib) < max(widths):
@@ -232,92 +274,134 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
     val, val_source = _images(val_spec, _split(val_spec, "val"), opts.val_size, cfg)
     if val_spec != "shipped":  # the shipped sample is Fashion-MNIST's held-out tail, never in the train split
         _warn_if_trained_on(val, model_dir, cfg)
-    calib_sha = data_hash(calib.images)
-    flavour = profile.flavour
-    cache = CalibrationCache(opts.cache_dir) if opts.cache_dir else None
+    return _Data(calib_spec, calib, data_hash(calib.images), val, val_source)
+
+
+def _output_path(opts: CompileOptions, profile: TargetProfile, model_dir: Path) -> Path:
+    """``--output``, else ``bundles/<model>-<target>-m<m>``."""
     name = opts.model if opts.model in SHIPPED_MODELS else model_dir.name
-    output = Path(opts.output or f"bundles/{name}-{profile.name}-m{opts.m}")
-    check_replaceable(output, MANIFEST_FILE, owned=is_bundle)  # only an earlier bundle is ever replaced
+    return Path(opts.output or f"bundles/{name}-{profile.name}-m{opts.m}")
 
+
+def _build_graphs(tmp: Path, model, widths: list[int], profile: TargetProfile, data: _Data,
+                  opts: CompileOptions) -> _Graphs:
+    """Per width, into ``tmp``: export the FP32 graph (checked against PyTorch), quantize it to the target's INT8
+    flavour, and score both on the validation images."""
+    cfg, flavour = model.config, profile.flavour
+    cache = CalibrationCache(opts.cache_dir) if opts.cache_dir else None
     artifacts, accuracy, files, cache_status = {}, {}, {}, {}
-    with atomic_dir(output, marker=MANIFEST_FILE) as tmp:
-        (tmp / "fp32").mkdir()
-        (tmp / "int8").mkdir()
-        steps = tqdm(total=3 * len(widths), desc="compile", unit="step", dynamic_ncols=True)
-        spec = spec_for(cfg)
-        val_x = model_inputs(val.images, spec)  # the runtime's preprocessing, as the bundle will be fed
-        for n in widths:
-            fp32_rel, int8_rel = graph_file("fp32", n), graph_file("int8", n, flavour)
-            steps.set_postfix_str(f"export n={n}")
-            export_width(model, n, tmp / fp32_rel)
-            x = width_groups(model_inputs(calib.images[: 8 * n], spec), n)
-            diff = max_abs_difference(model, tmp / fp32_rel, x)
-            if diff > 1e-3:
-                raise ExportError(f"the width-{n} ONNX graph differs from PyTorch by {diff:.2e} (allowed 1e-3): "
-                                  "the export is broken for this model; check the torch and onnx versions")
-            steps.update()
-            steps.set_postfix_str(f"quantize n={n}")
-            quant = quantize_width(tmp / fp32_rel, tmp / int8_rel, calib.images, n, cfg.mean, cfg.std,
-                                   data_sha256=calib_sha, method=opts.calib_method or calibration_method(cfg.arch),
-                                   flavour=flavour, cache=cache)
-            cache_status[n] = quant.cache
-            steps.update()
-            steps.set_postfix_str(f"evaluate n={n}")
-            fp_logits = onnx_frame_logits(tmp / fp32_rel, val_x, n, cfg.capacity)
-            q_logits = onnx_frame_logits(tmp / int8_rel, val_x, n, cfg.capacity)
-            accuracy[n] = width_report(fp_logits, q_logits, val.labels, fp32_max_abs_diff_vs_torch=diff)
-            steps.update()
-            for rel in (fp32_rel, int8_rel):
-                files[rel] = sha256_file(tmp / rel)
-            artifacts[n] = WidthArtifacts(GraphFile(fp32_rel, files[fp32_rel]),
-                                          GraphFile(int8_rel, files[int8_rel], flavour))
-        steps.close()
-        in_graph_diff = _in_graph(tmp, model, widths, flavour, profile, calib) if profile.in_graph else None
-        if in_graph_diff is not None:
-            files.update({rel: sha256_file(tmp / rel) for n in widths
-                          for rel in (graph_file("fp32", n), graph_file("int8", n, flavour))})
-            artifacts = {n: WidthArtifacts(GraphFile(a.fp32.file, files[a.fp32.file]),
-                                           GraphFile(a.int8.file, files[a.int8.file], flavour))
-                         for n, a in artifacts.items()}
+    (tmp / "fp32").mkdir()
+    (tmp / "int8").mkdir()
+    steps = bar(3 * len(widths), "compile")
+    spec = spec_for(cfg)
+    val_x = model_inputs(data.val.images, spec)  # the runtime's preprocessing, as the bundle will be fed
+    for n in widths:
+        fp32_rel, int8_rel = graph_file("fp32", n), graph_file("int8", n, flavour)
+        steps.set_postfix_str(f"export n={n}")
+        diff = _export_checked(model, n, tmp / fp32_rel, data.calib, spec)
+        steps.update()
+        steps.set_postfix_str(f"quantize n={n}")
+        quant = quantize_width(tmp / fp32_rel, tmp / int8_rel, data.calib.images, n, cfg.mean, cfg.std,
+                               data_sha256=data.calib_sha, method=opts.calib_method or calibration_method(cfg.arch),
+                               flavour=flavour, cache=cache)
+        cache_status[n] = quant.cache
+        steps.update()
+        steps.set_postfix_str(f"evaluate n={n}")
+        fp_logits = onnx_frame_logits(tmp / fp32_rel, val_x, n, cfg.capacity)
+        q_logits = onnx_frame_logits(tmp / int8_rel, val_x, n, cfg.capacity)
+        accuracy[n] = width_report(fp_logits, q_logits, data.val.labels, fp32_max_abs_diff_vs_torch=diff)
+        steps.update()
+        for rel in (fp32_rel, int8_rel):
+            files[rel] = sha256_file(tmp / rel)
+        artifacts[n] = WidthArtifacts(GraphFile(fp32_rel, files[fp32_rel]),
+                                      GraphFile(int8_rel, files[int8_rel], flavour))
+    steps.close()
+    return _Graphs(artifacts, accuracy, files, cache_status, quant)
 
-        # drop_points is 100 * (a difference of two accuracies): 4 frames of 400 come out as 1.0000000000000009
-        # points, so a drop of exactly --max-drop is compared with a tolerance far below one frame
-        failed = {n: a.drop_points for n, a in accuracy.items() if not a.drop_points <= opts.max_drop + 1e-9}
-        if failed and not opts.allow_drop:
-            detail = ", ".join(f"width {n}: -{d:.2f} points" for n, d in failed.items())
-            raise AccuracyGateError(
-                f"INT8 lost more than {opts.max_drop} points ({detail}); no bundle written. Try another "
-                "--calib-method (entropy, percentile), more calibration data (--calib-size), or accept it "
-                "with --allow-drop / a larger --max-drop")
 
-        for n, a in accuracy.items():
-            if warning := near_chance(a.int8.accuracy, cfg.num_classes):
-                log.warning("warning: width %d: %s", n, warning)
-        manifest = Manifest(
-            edge_mimo_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            model=cfg, model_sha256=model_sha, model_source=str(model_dir),
-            input=InputInfo(channels=cfg.in_channels, height=cfg.image_size, width_px=cfg.image_size,
-                            mean=tuple(cfg.mean), std=tuple(cfg.std), color="gray" if cfg.in_channels == 1 else "rgb",
-                            **(dict(layout="B,n,H,W,C", dtype="uint8", contract="crop-uint8",
-                                    crop_factor=profile.crop_factor) if profile.in_graph else {})),
-            widths=tuple(widths), target=profile, artifacts=artifacts,
-            quantization=Quantization(
-                method=quant.method, flavour=quant.flavour, tool=quant.tool,
-                calibration_images=quant.calibration_images, per_channel=quant.per_channel,
-                symmetric_activations=quant.symmetric_activations, calibration_sha256=calib_sha,
-                calibration_source=calib_spec, cache=cache_status),
-            validation=Validation(source=val_source, images=int(len(val)), gate_max_drop=opts.max_drop,
-                                  gate_failed=tuple(sorted(failed)), allowed_drop=bool(failed and opts.allow_drop)),
-            temperature={n: a.temperature for n, a in accuracy.items()},
-            uncertainty={n: a.uncertainty for n, a in accuracy.items()},
-            accuracy=accuracy, macs_per_image={n: count_macs(model, n) // n for n in widths},
-            versions=_versions(), files=files,
-        )
-        manifest = _engines(tmp, manifest)
-        write_plot(tmp / PLOT_FILE, manifest, f"{cfg.arch} N={cfg.capacity}, {profile.name}")
-        (tmp / REPORT_FILE).write_text(render(manifest))
-        manifest.save(tmp)
-    return output, manifest
+def _export_checked(model, n: int, path: Path, calib: ImageSet, spec) -> float:
+    """Export the width-``n`` FP32 graph to ``path``; returns its largest |difference| from PyTorch on calibration
+    groups, ExportError beyond 1e-3."""
+    from ..export import export_width, max_abs_difference  # torch: the compile extra
+
+    export_width(model, n, path)
+    x = width_groups(model_inputs(calib.images[: 8 * n], spec), n)
+    diff = max_abs_difference(model, path, x)
+    if diff > 1e-3:
+        raise ExportError(f"the width-{n} ONNX graph differs from PyTorch by {diff:.2e} (allowed 1e-3): "
+                          "the export is broken for this model; check the torch and onnx versions")
+    return diff
+
+
+def _rehashed(tmp: Path, graphs: _Graphs, flavour: str) -> _Graphs:
+    """``graphs`` with the sha256 of its graph files taken again (the in-graph preprocessing rewrote them)."""
+    files = dict(graphs.files)
+    files.update({rel: sha256_file(tmp / rel) for n in graphs.artifacts
+                  for rel in (graph_file("fp32", n), graph_file("int8", n, flavour))})
+    artifacts = {n: WidthArtifacts(GraphFile(a.fp32.file, files[a.fp32.file]),
+                                   GraphFile(a.int8.file, files[a.int8.file], flavour))
+                 for n, a in graphs.artifacts.items()}
+    return dataclasses.replace(graphs, artifacts=artifacts, files=files)
+
+
+def _accuracy_gate(accuracy: dict[int, WidthAccuracy], opts: CompileOptions) -> dict[int, float]:
+    """The widths whose INT8 drop exceeds ``--max-drop`` (width -> drop in points); AccuracyGateError when there
+    are any, unless ``--allow-drop``."""
+    # drop_points is 100 * (a difference of two accuracies): 4 frames of 400 come out as 1.0000000000000009
+    # points, so a drop of exactly --max-drop is compared with a tolerance far below one frame
+    failed = {n: a.drop_points for n, a in accuracy.items() if not a.drop_points <= opts.max_drop + 1e-9}
+    if failed and not opts.allow_drop:
+        detail = ", ".join(f"width {n}: -{d:.2f} points" for n, d in failed.items())
+        raise AccuracyGateError(
+            f"INT8 lost more than {opts.max_drop} points ({detail}); no bundle written. Try another "
+            "--calib-method (entropy, percentile), more calibration data (--calib-size), or accept it "
+            "with --allow-drop / a larger --max-drop")
+    return failed
+
+
+def _warn_near_chance(accuracy: dict[int, WidthAccuracy], classes: int) -> None:
+    """Warn for each width whose INT8 accuracy is near chance."""
+    for n, a in accuracy.items():
+        if warning := near_chance(a.int8.accuracy, classes):
+            log.warning("warning: width %d: %s", n, warning)
+
+
+def _manifest(opts: CompileOptions, model, model_dir: Path, model_sha: str, widths: list[int],
+              profile: TargetProfile, data: _Data, graphs: _Graphs, failed: dict[int, float]) -> Manifest:
+    """The bundle's manifest: what was compiled, from what, how, and how accurate it is."""
+    from ..models.weights import count_macs  # torch: the compile extra
+
+    cfg, quant, accuracy = model.config, graphs.quant, graphs.accuracy
+    return Manifest(
+        edge_mimo_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        model=cfg, model_sha256=model_sha, model_source=str(model_dir),
+        input=InputInfo(channels=cfg.in_channels, height=cfg.image_size, width_px=cfg.image_size,
+                        mean=tuple(cfg.mean), std=tuple(cfg.std), color="gray" if cfg.in_channels == 1 else "rgb",
+                        **(dict(layout="B,n,H,W,C", dtype="uint8", contract="crop-uint8",
+                                crop_factor=profile.crop_factor) if profile.in_graph else {})),
+        widths=tuple(widths), target=profile, artifacts=graphs.artifacts,
+        quantization=Quantization(
+            method=quant.method, flavour=quant.flavour, tool=quant.tool,
+            calibration_images=quant.calibration_images, per_channel=quant.per_channel,
+            symmetric_activations=quant.symmetric_activations, calibration_sha256=data.calib_sha,
+            calibration_source=data.calib_spec, cache=graphs.cache_status),
+        validation=Validation(source=data.val_source, images=int(len(data.val)), gate_max_drop=opts.max_drop,
+                              gate_failed=tuple(sorted(failed)), allowed_drop=bool(failed and opts.allow_drop)),
+        temperature={n: a.temperature for n, a in accuracy.items()},
+        uncertainty={n: a.uncertainty for n, a in accuracy.items()},
+        accuracy=accuracy, macs_per_image={n: count_macs(model, n) // n for n in widths},
+        versions=_versions(), files=graphs.files,
+    )
+
+
+def _write_bundle(tmp: Path, manifest: Manifest, title: str) -> Manifest:
+    """TensorRT plans when this machine can build them, the plot, ``report.md`` and the manifest, into ``tmp``;
+    returns the manifest as saved."""
+    manifest = _engines(tmp, manifest)
+    write_plot(tmp / PLOT_FILE, manifest, title)
+    (tmp / REPORT_FILE).write_text(render(manifest))
+    manifest.save(tmp)
+    return manifest
 
 
 def _in_graph(tmp: Path, model, widths: list[int], flavour: str, profile: TargetProfile,
@@ -330,7 +414,7 @@ def _in_graph(tmp: Path, model, widths: list[int], flavour: str, profile: Target
 
     The accuracy gate has run on the same quantized model: for dataset images (upscaled by the factor) the
     prepended operators compute the numpy path's input exactly, so its figures hold; the camera suite measures
-    the difference on real crops (tests/test_ingraph_preprocess.py, BENCHMARKS.md)."""
+    the difference on real crops (tests/test_compile_ingraph.py, BENCHMARKS.md)."""
     from ..camera.frames import camera_frames
     from ..export.ingraph import prepend_preprocessing
     from ..runtime.ingraph import CropSpec

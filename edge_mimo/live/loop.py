@@ -74,13 +74,7 @@ def run(runtime: Runtime, mux: StreamMux, on_result: OnResult, *, policy: str = 
     ``until_ended=False``: keep running when no source is left (sources may still be added), until ``duration``,
     ``max_results`` or ``stop``.
     """
-    _check("gather_ms", gather_ms)
-    _check("max_age", max_age, strict=True)
-    _check("period", period, strict=True)
-    _check("duration", duration, strict=True)
-    _check("poll", poll, strict=True)
-    if max_results is not None and not (isinstance(max_results, int) and max_results >= 1):
-        raise ConfigError(f"max_results must be a whole number >= 1, got {max_results!r}: leave it out for no limit")
+    _check_limits(gather_ms, max_age, period, duration, poll, max_results)
     if prepare_in_readers:
         mux.set_prepare(lambda name, image: runtime.prepare(image, rois.get(name) if rois else None))
     stop = stop or threading.Event()
@@ -89,36 +83,18 @@ def run(runtime: Runtime, mux: StreamMux, on_result: OnResult, *, policy: str = 
         start = time.monotonic()
         next_step = start
         results_count = steps = 0
-        reason = "stopped"
-        while not stop.is_set():
+        while True:
             now = time.monotonic()
-            if duration is not None and now - start >= duration:
-                reason = "duration"
-                break
-            if max_results is not None and results_count >= max_results:
-                reason = "max_results"
-                break
-            if until_ended and not mux.active:
-                reason = "ended"
+            if reason := _stop_reason(stop, now - start, duration, results_count, max_results,
+                                      until_ended and not mux.active):
                 break
             wait = poll if duration is None else max(0.0, min(poll, start + duration - now))
             batch = mux.read(timeout=wait, max_age=max_age, gather=gather_ms / 1e3)
             if batch:
-                results = runtime.infer_many(batch, policy=policy, budget_ms=budget_ms, width=width,
-                                             rois={n: rois[n] for n in batch if n in rois} if rois else None)
-                current = mux.sources  # streams removed while their frames were classified get no result
-                results = {n: r for n, r in results.items() if current.get(n) is not None}
-                batch = {n: batch[n] for n in results}
-                for name, result in results.items():
-                    on_result(batch[name], result)
+                batch, results = _classify(runtime, mux, batch, policy, budget_ms, width, rois)
+                _deliver(batch, results, on_result, on_batch, metrics)
                 results_count += len(results)
                 steps += 1
-                if on_batch is not None and results:
-                    on_batch(batch, results)
-                if metrics is not None and results:
-                    for name, result in results.items():
-                        metrics.observe(batch[name], result)
-                    metrics.observe_batch(results)
             if on_step is not None:
                 on_step()
             if metrics is not None:
@@ -130,3 +106,53 @@ def run(runtime: Runtime, mux: StreamMux, on_result: OnResult, *, policy: str = 
         if prepare_in_readers:
             mux.set_prepare(None)
     return Summary(results_count, steps, time.monotonic() - start, reason)
+
+
+def _check_limits(gather_ms: float, max_age: float | None, period: float | None, duration: float | None,
+                  poll: float, max_results: int | None) -> None:
+    """Refuse limits that are not finite numbers in range (ConfigError)."""
+    _check("gather_ms", gather_ms)
+    _check("max_age", max_age, strict=True)
+    _check("period", period, strict=True)
+    _check("duration", duration, strict=True)
+    _check("poll", poll, strict=True)
+    if max_results is not None and not (isinstance(max_results, int) and max_results >= 1):
+        raise ConfigError(f"max_results must be a whole number >= 1, got {max_results!r}: leave it out for no limit")
+
+
+def _stop_reason(stop: threading.Event, elapsed: float, duration: float | None, results: int,
+                 max_results: int | None, ended: bool) -> str | None:
+    """Why the loop stops now (a :attr:`Summary.reason`), or None to go on."""
+    if stop.is_set():
+        return "stopped"
+    if duration is not None and elapsed >= duration:
+        return "duration"
+    if max_results is not None and results >= max_results:
+        return "max_results"
+    return "ended" if ended else None
+
+
+def _classify(runtime: Runtime, mux: StreamMux, batch: dict[str, Frame], policy: str, budget_ms: float | None,
+              width: int | None, rois: Mapping[str, tuple[int, int, int, int]] | None
+              ) -> tuple[dict[str, Frame], dict[str, StreamResult]]:
+    """One :meth:`Runtime.infer_many` call on ``batch``; returns the frames and results of the streams still in the
+    mux (a stream removed while its frame was classified gets no result)."""
+    results = runtime.infer_many(batch, policy=policy, budget_ms=budget_ms, width=width,
+                                 rois={n: rois[n] for n in batch if n in rois} if rois else None)
+    current = mux.sources
+    results = {n: r for n, r in results.items() if current.get(n) is not None}
+    return {n: batch[n] for n in results}, results
+
+
+def _deliver(batch: dict[str, Frame], results: dict[str, StreamResult], on_result: OnResult,
+             on_batch: OnBatch | None, metrics: LiveMetrics | None) -> None:
+    """Hand the results to ``on_result`` one by one, then to ``on_batch``, then to the metrics (so that what they
+    count was already handed on)."""
+    for name, result in results.items():
+        on_result(batch[name], result)
+    if on_batch is not None and results:
+        on_batch(batch, results)
+    if metrics is not None and results:
+        for name, result in results.items():
+            metrics.observe(batch[name], result)
+        metrics.observe_batch(results)

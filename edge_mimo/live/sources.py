@@ -3,10 +3,10 @@ streams added or removed as it changes (``edge-mimo run --source``, ``--sources-
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,6 +15,7 @@ from ..errors import ConfigError, StreamError
 from ..streams import StreamMux
 from ..streams.source import MAX_URI, redact
 
+log = logging.getLogger(__name__)
 MAX_SOURCES_BYTES = 1 << 20
 NAMED = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")  # name=uri (a URL's own '=' comes after ':' or '/')
 
@@ -114,7 +115,7 @@ class SourcesFile:
     def apply(self, mux: StreamMux) -> None:
         """If the file changed and then stayed the same for one check (not caught half-written), or SIGHUP came,
         add, remove or replace streams so that the mux matches it. A file that cannot be read or parsed changes
-        nothing: the error goes to stderr and the streams run on."""
+        nothing: the error is logged as a warning and the streams run on."""
         now = time.monotonic()
         if not self.hangup.is_set() and now < self._next_check:
             return
@@ -128,18 +129,18 @@ class SourcesFile:
         try:
             wanted = self.wanted(read_sources_file(self.path))
         except ConfigError as e:
-            print(f"sources file not applied, streams unchanged: {e}", file=sys.stderr)
+            log.warning("sources file not applied, streams unchanged: %s", e)
             return
         for name, uri in self.current.items():
             if wanted.get(name) != uri:
                 mux.remove(name)
-                print(f"{name}: removed", file=sys.stderr)
+                log.info("%s: removed", name)
         for name, uri in wanted.items():
             if self.current.get(name) != uri:
                 try:
                     mux.add(name, uri)
                 except (ConfigError, StreamError) as e:  # e.g. a pipeline this OpenCV cannot run
-                    print(f"{name}: not added: {e}", file=sys.stderr)
+                    log.warning("%s: not added: %s", name, e)
                     continue
-                print(f"{name}: added ({redact(uri)})", file=sys.stderr)
+                log.info("%s: added (%s)", name, redact(uri))
         self.current = {n: u for n, u in wanted.items() if n in mux.sources}

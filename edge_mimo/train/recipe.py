@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes
 from ..datasets import AUGMENT_PRESETS, ImageSet
 from ..models.base import SuperposedClassifier
 from ..models.config import OPTIMIZERS
+from ..progress import bar
 from ..runtime.batching import spec_for
 from ..runtime.preprocess import Normalizer
 from .camera_augment import CameraAugment, camera_augment
@@ -313,30 +313,155 @@ def recalibrate_batchnorm(model: SuperposedClassifier, batches: _Batches, cfg: T
     with _stop_on_ctrl_c() as interrupted:  # installed before the message, so Ctrl-C after it is always caught
         logger.info("re-estimating BatchNorm statistics on %d batches (Ctrl-C keeps the average so far)",
                     cfg.bn_batches)
-        for _ in tqdm(range(cfg.bn_batches), desc="BatchNorm", unit="batch", dynamic_ncols=True):
-            if interrupted[0] and done:
-                logger.warning("BatchNorm re-estimate stopped after %d of %d batches: that average is kept",
-                               done, cfg.bn_batches)
-                break
-            model(batches.draw(random_indices=True)[0])
-            done += 1
+        with bar(cfg.bn_batches, "BatchNorm", unit="batch") as progress:
+            for _ in range(cfg.bn_batches):
+                if interrupted[0] and done:
+                    logger.warning("BatchNorm re-estimate stopped after %d of %d batches: that average is kept",
+                                   done, cfg.bn_batches)
+                    break
+                model(batches.draw(random_indices=True)[0])
+                done += 1
+                progress.update()
     for bn in bns:
         bn.momentum = 0.1
     model.eval()
 
 
-def _save_checkpoint(path: Path, model, opt, sched, step: int, gen: torch.Generator, sampler: SlotSampler,
-                     history: dict, running: tuple[float, float]) -> None:
+@dataclass
+class _State:
+    """Where a run is, as its checkpoint carries it beside the weights, optimizer and generators."""
+    step: int
+    history: dict
+    run_loss: float = 0.0
+    run_acc: float = 0.0
+
+
+def _save_checkpoint(path: Path, model, opt, sched, gen: torch.Generator, sampler: SlotSampler,
+                     state: _State) -> None:
     buf = io.BytesIO()
     torch.save(
         {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "step": step, "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "perm": sampler.perm, "pos": sampler.pos, "history": json.dumps(history), "running": list(running),
+            "step": state.step, "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "perm": sampler.perm, "pos": sampler.pos, "history": json.dumps(state.history),
+            "running": [state.run_loss, state.run_acc],
         },
         buf,
     )
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _resume(path: Path, model, opt, sched, gen: torch.Generator, sampler: SlotSampler,
+            device: torch.device) -> _State:
+    """Load a checkpoint into the model, optimizer, scheduler, generators and sampler; returns its state."""
+    saved = torch.load(path, weights_only=True, map_location=device)
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    sched.load_state_dict(saved["scheduler"])
+    gen.set_state(saved["generator"])
+    torch.set_rng_state(saved["torch_rng"])
+    sampler.perm, sampler.pos = saved["perm"].cpu(), saved["pos"]
+    run_loss, run_acc = saved["running"]
+    return _State(saved["step"], json.loads(saved["history"]), run_loss, run_acc)
+
+
+def _seed_and_place(model: SuperposedClassifier, cfg: TrainConfig) -> tuple[torch.Generator, torch.device]:
+    """Seed torch, move the model to the training device; returns the recipe's generator and the device."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return gen, device
+
+
+def _fix_keys(model: SuperposedClassifier, cfg: TrainConfig) -> None:
+    """``learn_keys=False``: fix the binding keys at seeded random unitary values."""
+    binding = getattr(model, "binding", None)
+    if not hasattr(binding, "fix_unitary"):
+        raise ValueError(f"learn_keys=False needs a model with binding keys (MIMOConv), not {model.config.arch}")
+    binding.fix_unitary(torch.Generator().manual_seed(cfg.seed))
+
+
+def _optimizer(model: SuperposedClassifier, cfg: TrainConfig, total: int):
+    """The optimizer (weight decay on weights, not on biases, norms or keys) and its one-cycle schedule."""
+    params_decay = [p for name, p in model.named_parameters() if p.dim() > 1 and "keys" not in name]
+    params_other = [p for name, p in model.named_parameters() if p.dim() <= 1 or "keys" in name]
+    groups = [{"params": params_decay, "weight_decay": cfg.weight_decay}, {"params": params_other, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
+    else:
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(total))
+
+
+def _step_loss(model: SuperposedClassifier, targets: _SoftTargets, cfg: TrainConfig, x: torch.Tensor,
+               y: torch.Tensor, idx: torch.Tensor, step: int, gen: torch.Generator) -> tuple[torch.Tensor,
+                                                                                            torch.Tensor]:
+    """The forward pass and loss of one batch (mixup, distillation and regularisers included): (logits, loss)."""
+    if cfg.mixup > 0:
+        lam = float(np.random.default_rng(cfg.seed + step).beta(cfg.mixup, cfg.mixup))
+        perm = torch.randperm(cfg.batch, generator=gen).to(x.device)
+        x = lam * x + (1 - lam) * x[perm]
+        logits = model(x).float()
+        loss = lam * slot_loss(model, logits, y) + (1 - lam) * slot_loss(model, logits, y[perm])
+    else:
+        lam, perm = 1.0, None
+        logits = model(x).float()
+        loss = slot_loss(model, logits, y)
+    loss = targets.loss(loss, logits, x, idx, lam, perm)
+    loss = loss + model.regularizer()
+    if cfg.isometry:
+        loss = loss + cfg.isometry * isometry_penalty(model)
+    return logits, loss
+
+
+def _train_step(model: SuperposedClassifier, batches: _Batches, targets: _SoftTargets, cfg: TrainConfig, opt,
+                sched, gen: torch.Generator, device: torch.device, step: int,
+                total: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimisation step on a fresh batch; returns its labels, logits and loss."""
+    model.train()
+    x, y, idx = batches.draw(progress=step / total)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits, loss = _step_loss(model, targets, cfg, x, y, idx, step, gen)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    sched.step()
+    return y, logits, loss
+
+
+def _track(state: _State, y: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor, progress) -> None:
+    """Fold the step's loss and accuracy into the running figures shown on the bar; FloatingPointError when the
+    loss is no longer finite (the run diverged)."""
+    acc = (logits.argmax(-1) == y[:, None, :]).float().mean().item()
+    if not math.isfinite(value := loss.item()):
+        progress.close()
+        raise FloatingPointError(f"training diverged: the loss is {value} at step {state.step}; nothing is "
+                                 "saved. Lower --lr (or check the data)")
+    state.run_loss = 0.8 * state.run_loss + 0.2 * value if state.step > 1 else value
+    state.run_acc = 0.8 * state.run_acc + 0.2 * acc if state.step > 1 else acc
+    progress.set_postfix(loss=f"{state.run_loss:.3f}", acc=f"{state.run_acc:.3f}", n=y.shape[1])
+
+
+def _end_epoch(state: _State, model: SuperposedClassifier, val: ImageSet | None, cfg: TrainConfig,
+               steps_per_epoch: int, total: int, start: float) -> None:
+    """Record the epoch in the history, with the validation accuracy per width when it is due."""
+    history = state.history
+    history["train_seconds"] = time.time() - start
+    entry = {"step": state.step, "epoch": state.step / steps_per_epoch, "loss": state.run_loss,
+             "train_acc": state.run_acc, "seconds": history["train_seconds"]}
+    epoch = round(entry["epoch"])
+    if val is not None and (state.step == total or (cfg.eval_every and epoch % cfg.eval_every == 0)):
+        entry["val"] = {str(k): v for k, v in evaluate(model, val.images, val.labels).items()}
+        logger.info(f"epoch {epoch}: loss {state.run_loss:.4f}, " + ", ".join(
+            f"n={k} acc {v['accuracy']:.4f}" for k, v in entry["val"].items()))
+    history["epochs"].append(entry)
 
 
 def train(
@@ -357,112 +482,46 @@ def train(
     continues the same batches, learning rate, running loss and history, so its weights equal an
     uninterrupted run's.
     """
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    model.to(device)
-    cuda = device.type == "cuda"
-    if cuda:
-        model.to(memory_format=torch.channels_last)
+    gen, device = _seed_and_place(model, cfg)
     batches = _Batches(data, model, cfg, device, gen)
     targets = _SoftTargets(model, cfg, teacher, len(data), device)
     if not cfg.learn_keys:
-        binding = getattr(model, "binding", None)
-        if not hasattr(binding, "fix_unitary"):
-            raise ValueError(f"learn_keys=False needs a model with binding keys (MIMOConv), not {model.config.arch}")
-        binding.fix_unitary(torch.Generator().manual_seed(cfg.seed))
+        _fix_keys(model, cfg)
     steps_per_epoch = math.ceil(len(data) / (cfg.batch * model.config.capacity))
     total = cfg.epochs * steps_per_epoch
-
-    params_decay = [p for name, p in model.named_parameters() if p.dim() > 1 and "keys" not in name]
-    params_other = [p for name, p in model.named_parameters() if p.dim() <= 1 or "keys" in name]
-    groups = [{"params": params_decay, "weight_decay": cfg.weight_decay}, {"params": params_other, "weight_decay": 0.0}]
-    if cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
-    else:
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(total))
-    step = 0
-    history = {"config": asdict(cfg), "epochs": []}
-    run_loss, run_acc = 0.0, 0.0
+    opt, sched = _optimizer(model, cfg, total)
+    state = _State(0, {"config": asdict(cfg), "epochs": []})
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and ckpt.exists():
-        state = torch.load(ckpt, weights_only=True, map_location=device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        batches.sampler.perm, batches.sampler.pos, step = state["perm"].cpu(), state["pos"], state["step"]
-        history = json.loads(state["history"])
-        run_loss, run_acc = state["running"]
-        logger.info("resumed from %s at step %d/%d", ckpt, step, total)
+        state = _resume(ckpt, model, opt, sched, gen, batches.sampler, device)
+        logger.info("resumed from %s at step %d/%d", ckpt, state.step, total)
 
     def save() -> None:
         if ckpt:
-            _save_checkpoint(ckpt, model, opt, sched, step, gen, batches.sampler, history, (run_loss, run_acc))
+            _save_checkpoint(ckpt, model, opt, sched, gen, batches.sampler, state)
 
-    start = time.time() - history.get("train_seconds", 0.0)
-    bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    start = time.time() - state.history.get("train_seconds", 0.0)
+    progress = bar(total, "train", initial=state.step)
     with _stop_on_ctrl_c() as interrupted:
-        while step < total and not interrupted[0]:
-            model.train()
-            x, y, idx = batches.draw(progress=step / total)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                if cfg.mixup > 0:
-                    lam = float(np.random.default_rng(cfg.seed + step).beta(cfg.mixup, cfg.mixup))
-                    perm = torch.randperm(cfg.batch, generator=gen).to(device)
-                    x = lam * x + (1 - lam) * x[perm]
-                    logits = model(x).float()
-                    loss = lam * slot_loss(model, logits, y) + (1 - lam) * slot_loss(model, logits, y[perm])
-                else:
-                    lam, perm = 1.0, None
-                    logits = model(x).float()
-                    loss = slot_loss(model, logits, y)
-                loss = targets.loss(loss, logits, x, idx, lam, perm)
-                loss = loss + model.regularizer()
-                if cfg.isometry:
-                    loss = loss + cfg.isometry * isometry_penalty(model)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            step += 1
-            end_of_epoch = step % steps_per_epoch == 0 or step == total
-            if step % 10 == 0 or step == 1 or end_of_epoch:  # reading values back waits for the GPU: not every step
-                acc = (logits.argmax(-1) == y[:, None, :]).float().mean().item()
-                if not math.isfinite(value := loss.item()):
-                    bar.close()
-                    raise FloatingPointError(f"training diverged: the loss is {value} at step {step}; nothing is "
-                                             "saved. Lower --lr (or check the data)")
-                run_loss = 0.8 * run_loss + 0.2 * value if step > 1 else value
-                run_acc = 0.8 * run_acc + 0.2 * acc if step > 1 else acc
-                bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.3f}", n=x.shape[1])
-            bar.update()
+        while state.step < total and not interrupted[0]:
+            y, logits, loss = _train_step(model, batches, targets, cfg, opt, sched, gen, device, state.step, total)
+            state.step += 1
+            end_of_epoch = state.step % steps_per_epoch == 0 or state.step == total
+            if state.step % 10 == 0 or state.step == 1 or end_of_epoch:  # reading values back waits for the GPU
+                _track(state, y, logits, loss, progress)
+            progress.update()
             if end_of_epoch:
-                history["train_seconds"] = time.time() - start
-                entry = {"step": step, "epoch": step / steps_per_epoch, "loss": run_loss, "train_acc": run_acc,
-                         "seconds": history["train_seconds"]}
-                epoch = round(entry["epoch"])
-                if val is not None and (step == total or (cfg.eval_every and epoch % cfg.eval_every == 0)):
-                    entry["val"] = {str(k): v for k, v in evaluate(model, val.images, val.labels).items()}
-                    logger.info(f"epoch {epoch}: loss {run_loss:.4f}, " + ", ".join(
-                        f"n={k} acc {v['accuracy']:.4f}" for k, v in entry["val"].items()))
-                history["epochs"].append(entry)
-            if end_of_epoch or step % cfg.checkpoint_every == 0:
+                _end_epoch(state, model, val, cfg, steps_per_epoch, total, start)
+            if end_of_epoch or state.step % cfg.checkpoint_every == 0:
                 save()
-    bar.close()
-    if step < total:
+    progress.close()
+    if state.step < total:
         save()
-        logger.warning(f"interrupted at step {step}/{total}" + (
+        logger.warning(f"interrupted at step {state.step}/{total}" + (
             f": checkpoint {ckpt} written, run the same command to resume" if ckpt
             else " (no --checkpoint: the work is lost)"))
         raise KeyboardInterrupt
     recalibrate_batchnorm(model, batches, cfg)
     model.to(memory_format=torch.contiguous_format)
-    history["seconds"] = time.time() - start
-    return history
+    state.history["seconds"] = time.time() - start
+    return state.history

@@ -12,8 +12,8 @@ import pytest
 from edge_mimo.streams import StreamMux, VideoSource
 
 from .support.mjpeg_server import LoopbackCamera
-from .test_faults_frames import bad_frames
-from .test_preprocess import camera_frame
+from .test_runtime_bad_frames import bad_frames
+from .test_runtime_preprocess import camera_frame
 from .test_streams import started_since, write_video
 
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -9,7 +9,7 @@ import pytest
 from edge_mimo.errors import ConfigError, FrameError
 from edge_mimo.streams import Frame
 
-from .test_preprocess import camera_frame
+from .test_runtime_preprocess import camera_frame
 
 
 class NotAnImage:

@@ -10,8 +10,8 @@ import pytest
 from edge_mimo.errors import BackendUnavailableError, ConfigError, FrameError
 from edge_mimo.streams import StreamMux
 
-from .test_faults_streams import reader_threads
-from .test_preprocess import camera_frame
+from .test_streams_camera_faults import reader_threads
+from .test_runtime_preprocess import camera_frame
 from .test_streams import write_video
 
 

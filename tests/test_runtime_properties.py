@@ -18,7 +18,7 @@ from edge_mimo.runtime.batching import frame_logits, width_groups
 from edge_mimo.runtime.preprocess import InputSpec, check_roi, prepare_batch, prepare_frame
 
 from .conftest import manifest_json
-from .test_preprocess import camera_frame
+from .test_runtime_preprocess import camera_frame
 
 GRAY = InputSpec(1, 28, 28, "gray", (0.286,), (0.353,))
 SPECS = [GRAY, InputSpec(3, 32, 32, "rgb", (0.5,) * 3, (0.25,) * 3),

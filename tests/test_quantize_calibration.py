@@ -1,5 +1,5 @@
-"""Compile-side faults of issue 11: a calibration-cache entry replaced by a file (item 6), calibration methods that
-were the same under other names (item 13), overlapping labels in the bench plot (item 19)."""
+"""Calibration faults of issue 11: a calibration-cache entry replaced by a file (item 6), calibration methods that
+were the same under other names (item 13)."""
 
 import itertools
 
@@ -9,7 +9,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import numpy_helper  # noqa: E402
 
-from edge_mimo.bundle.manifest import load_manifest, sha256_file  # noqa: E402
+from edge_mimo.bundle.manifest import sha256_file  # noqa: E402
 from edge_mimo.datasets import shipped_sample  # noqa: E402
 from edge_mimo.quantize import CalibrationCache, data_hash, quantize_width  # noqa: E402
 
@@ -87,26 +87,3 @@ def test_cache_entries_of_the_old_entropy_settings_are_not_reused(cpu_bundle, ca
                           method="entropy", flavour="cpu", cache=cache)
     assert info.cache == "miss"
     assert (tmp_path / "e.onnx").read_bytes() != (tmp_path / "m.onnx").read_bytes()
-
-
-def test_bench_operating_point_labels_never_overlap(cpu_bundle, tmp_path, monkeypatch):
-    import matplotlib.pyplot as plt
-
-    from edge_mimo.bench.plots import operating_points_plot
-
-    runs = [{"streams": 8, "precision": "int8", "policy": policy, "widths": widths, "fps": fps}
-            for policy, widths, fps in (("throughput", [4], 1800.0), ("balanced", [2], 1000.0),
-                                        ("robust", [1], 480.0), ("width-1", [1], 478.0))]
-    figures = []
-    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
-    operating_points_plot({"runs": runs, "ratios": {"streams": 8}}, load_manifest(cpu_bundle), tmp_path / "op.png")
-    assert (tmp_path / "op.png").read_bytes()[:4] == b"\x89PNG"
-    fig = figures[0]
-    renderer = fig.canvas.get_renderer()
-    labels = [t for t in fig.axes[0].texts]
-    assert sorted(t.get_text() for t in labels) == ["balanced (n=2)", "robust (n=1)", "throughput (n=4)",
-                                                    "width-1 (n=1)"]
-    boxes = [t.get_window_extent(renderer) for t in labels]
-    for (a, box_a), (b, box_b) in itertools.combinations(zip(labels, boxes), 2):
-        assert not box_a.overlaps(box_b), f"{a.get_text()!r} overlaps {b.get_text()!r}"
-    plt.close(fig)

@@ -1,10 +1,14 @@
-"""Runtime arguments that were read leniently or crashed with foreign exceptions (issue 11, items 15 and 17)."""
+"""Runtime arguments and prepared frames that were read leniently, misread, accepted into a later crash, crashed with
+foreign exceptions or failed a whole call (issue 11, items 15 and 17; issue 21, item 12)."""
 
 import numpy as np
 import pytest
 
+from edge_mimo import Runtime
 from edge_mimo.errors import ConfigError, FrameError
-from edge_mimo.runtime.preprocess import check_roi
+from edge_mimo.runtime.preprocess import PreparedFrame, check_roi
+from edge_mimo.serving.packing import check_policy
+
 
 FRAME = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
 
@@ -71,3 +75,59 @@ def test_threads_that_are_no_whole_number_are_a_config_error(cpu_bundle, threads
 
     with pytest.raises(ConfigError, match="threads must be a whole number"):
         Runtime(cpu_bundle, threads=threads, warmup=False)
+
+
+# -- issue 21, item 12 --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [True, False, np.bool_(True), float("nan"), 0, -1, "5"])
+def test_a_budget_that_is_no_positive_number_is_refused(cpu_runtime, budget):
+    with pytest.raises(ConfigError, match="budget_ms"):
+        cpu_runtime.plan(4, budget_ms=budget)
+    with pytest.raises(ConfigError, match="budget_ms"):
+        check_policy("throughput", budget)
+
+
+@pytest.mark.parametrize("budget", [np.float32(5), np.int64(5), 5, 2.5])
+def test_numpy_numbers_are_budgets_like_python_ones(cpu_runtime, budget):
+    assert cpu_runtime.plan(4, budget_ms=budget).cost == cpu_runtime.plan(4, budget_ms=float(budget)).cost
+    check_policy("throughput", budget)
+
+
+@pytest.mark.parametrize("threads", [1_000_000, 1025, -1, True, 2.0])
+def test_absurd_thread_counts_are_refused_before_onnx_runtime_sees_them(cpu_bundle, threads):
+    with pytest.raises(ConfigError, match="threads"):
+        Runtime(cpu_bundle, threads=threads)
+
+
+def test_a_damaged_prepared_frame_fails_alone(cpu_runtime):
+    frame = np.full((28, 28), 120, np.uint8)
+    good = cpu_runtime.prepare(frame)
+    spec = cpu_runtime.spec
+    bad = [PreparedFrame(None, spec), PreparedFrame(np.zeros((3, 5, 5), np.uint8), spec),
+           PreparedFrame(np.full(good.tensor.shape, np.nan, np.float32), spec),
+           PreparedFrame(good.tensor.astype(np.uint16) * 200, spec), PreparedFrame("pixels", spec)]
+    results = cpu_runtime.infer_many([good, *bad, good])
+    assert results[0].ok and results[-1].ok
+    assert all(not r.ok and "prepared frame" in str(r.error) for r in results[1:-1]), results
+
+
+def test_prepare_never_returns_a_view_of_the_callers_buffer(cpu_runtime):
+    buffer = np.full((28, 28), 200, np.uint8)  # already at model size
+    prepared = cpu_runtime.prepare(buffer)
+    before = cpu_runtime.infer_many([prepared])[0]
+    buffer[:] = 0  # the camera reuses its buffer
+    assert not np.shares_memory(prepared.tensor, buffer)
+    after = cpu_runtime.infer_many([prepared])[0]
+    assert (before.class_name, before.confidence) == (after.class_name, after.confidence)
+
+
+@pytest.mark.parametrize("dtype", [">u2", ">f4", ">f8"])
+def test_big_endian_frames_are_classified_like_native_ones(cpu_runtime, dtype):
+    rng = np.random.default_rng(0)
+    native = rng.random((40, 40)).astype(np.dtype(dtype).newbyteorder("="))
+    if native.dtype.kind == "u":
+        native = (native * 65535).astype(np.uint16)
+    swapped = native.astype(dtype)
+    a, b = (cpu_runtime.infer_many([f], width=1)[0] for f in (native, swapped))
+    assert a.ok and b.ok and (a.class_name, a.confidence) == (b.class_name, b.confidence)
