@@ -9,7 +9,8 @@ import pytest
 
 @pytest.mark.parametrize("options", [["--num-cpus", "inf"], ["--num-cpus", "nan"], ["--num-cpus", "1e9"],
                                      ["--port", "70000"], ["--port", "-1"], ["--threads", "-1"],
-                                     ["--threads", "1000000"], ["--host", "no-such-host.invalid"]])
+                                     ["--threads", "1000000"], ["--host", "no-such-host.invalid"],
+                                     ["--max-pixels", "0"], ["--max-body-mb", "inf"], ["--body-timeout-s", "0"]])
 def test_bad_serve_options_are_one_line_before_ray_starts(cpu_bundle, options):
     proc = subprocess.run([sys.executable, "-m", "edge_mimo.cli.main", "serve", str(cpu_bundle), *options],
                           capture_output=True, text=True, timeout=120)
@@ -24,3 +25,4 @@ def test_a_port_in_use_is_refused_before_ray_starts(cpu_bundle):
         proc = subprocess.run([sys.executable, "-m", "edge_mimo.cli.main", "serve", str(cpu_bundle), "--port",
                                str(port)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "cannot listen" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+

@@ -13,6 +13,7 @@ from ray import serve
 from ..engines import BACKENDS
 from ..errors import ConfigError
 from ..runtime import POLICIES
+from ..serving.packing import DEFAULT_MAX_PIXELS
 from ..serving.ray_serve import APP_NAME, ROUTE, ServeOptions, build_app
 
 
@@ -34,6 +35,13 @@ def add_parser(sub) -> None:
                    help="how long a batch's first call waits for others (default 5)")
     p.add_argument("--policy", default="throughput", choices=POLICIES, help="policy of calls that name none")
     p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--max-body-mb", type=float, default=16.0,
+                   help="largest HTTP body accepted, in MiB (default 16; larger: 413)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"most pixels of an image, read from its header before decoding (default {DEFAULT_MAX_PIXELS}"
+                        " = 4096x4096; more: 400)")
+    p.add_argument("--body-timeout-s", type=float, default=10.0,
+                   help="seconds a client may take to send its body (default 10; slower: 408)")
     p.set_defaults(run=run)
 
 
@@ -53,7 +61,9 @@ def run(args) -> int:
     """Deploy, print the route, wait for Ctrl-C / SIGTERM, then shut down what this command started."""
     options = ServeOptions(replicas=args.replicas, min_replicas=args.min_replicas, max_replicas=args.max_replicas,
                            num_cpus=args.num_cpus, threads=args.threads, max_batch_size=args.max_batch_size,
-                           batch_wait_ms=args.batch_wait_ms, policy=args.policy, backend=args.backend)
+                           batch_wait_ms=args.batch_wait_ms, policy=args.policy, backend=args.backend,
+                           max_body_mb=args.max_body_mb, max_pixels=args.max_pixels,
+                           body_timeout_s=args.body_timeout_s)
     app = build_app(args.bundle, options)  # a bad bundle or option fails here, before Ray starts
     check_listen(args.host, args.port)
     # "local": a Ray of our own, even where RAY_ADDRESS names a cluster (whose Serve we would shut down on exit)
