@@ -1,10 +1,11 @@
-"""Issue 21, item 7 against a real `edge-mimo serve` (default options, loopback): image headers checked before
-decoding, decompression bombs and oversized bodies refused, stalled uploads timed out without starving other
-clients."""
+"""Issue 21, items 7 and 4 against a real `edge-mimo serve` (default options, loopback): image headers checked
+before decoding, decompression bombs and oversized bodies refused, stalled uploads timed out without starving
+other clients; and Ray's own servers bound to loopback."""
 
 import json
 import re
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -157,3 +158,31 @@ def test_stalled_uploads_time_out_without_starving_other_clients(server):
     finally:
         for s in stalled:
             s.close()
+
+
+def listening(pid: int) -> list[tuple[str, str]]:
+    """(address, process name) of every TCP socket listening in the process tree of ``pid``."""
+    pids, todo = {pid}, [pid]
+    while todo:
+        kids = subprocess.run(["pgrep", "-P", str(todo.pop())], capture_output=True, text=True).stdout.split()
+        todo += map(int, kids)
+        pids |= set(map(int, kids))
+    out = []
+    for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines():
+        for name, owner in re.findall(r'\("([^"]+)",pid=(\d+)', line):
+            if int(owner) in pids:
+                out.append((line.split()[3], name))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("ss") and shutil.which("pgrep")), reason="needs ss and pgrep")
+def test_rays_own_servers_listen_on_loopback_only(server):
+    """Only Ray Serve's inter-deployment gRPC server (one per replica, bound to [::] by Ray itself) is left."""
+    _, proc = server
+    sockets = listening(proc.pid)
+    assert len(sockets) > 5, sockets  # GCS, raylet, workers, agents: seen at all
+    loopback = re.compile(r"^(127\.[\d.]+|\[::1\]|\[::ffff:127\.[\d.]+\]):\d+$")
+    exposed = [(addr, name) for addr, name in sockets if not loopback.match(addr)]
+    assert all(name.startswith("ray::ServeRepli") for _, name in exposed) and len(exposed) <= 2, exposed
+    assert not any(addr.endswith(":8265") for addr, _ in sockets)  # no dashboard

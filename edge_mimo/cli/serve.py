@@ -1,25 +1,38 @@
-"""``edge-mimo serve``: a bundle behind Ray Serve (HTTP and Ray handles) until Ctrl-C or SIGTERM."""
+"""``edge-mimo serve``: a bundle behind Ray Serve (HTTP and Ray handles) until Ctrl-C or SIGTERM.
+
+Ray is imported only in :func:`run`, after the environment that keeps a local Ray on loopback is set.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import ipaddress
 import logging
+import os
 import signal
 import socket
 import threading
 
-import ray
-from ray import serve
-
 from ..engines import BACKENDS
-from ..errors import ConfigError
+from ..engines.device import device_identity
+from ..errors import BackendUnavailableError, ConfigError
 from ..runtime import POLICIES
 from ..serving.packing import DEFAULT_MAX_PIXELS
-from ..serving.ray_serve import APP_NAME, ROUTE, ServeOptions, build_app
+
+if importlib.util.find_spec("ray") is None:  # the CLI then lists this command as needing Ray, as if imported here
+    raise ModuleNotFoundError("No module named 'ray'", name="ray")
+
+EXPOSURE = ("What listens where: with a loopback --host and no --address, Ray's own servers (GCS, raylet, object "
+            "manager, workers, agents, HTTP proxy) listen on 127.0.0.1 only and the dashboard is off; Ray Serve "
+            "still opens one inter-deployment gRPC port per replica (random ports, two with one replica) on every "
+            "interface, which Ray 2.60 offers no option to bind: firewall the machine on an untrusted network. "
+            "With any other --host, or with --address, Ray's servers listen on every interface.")
 
 
 def add_parser(sub) -> None:
     """Register ``edge-mimo serve``."""
-    p = sub.add_parser("serve", help="serve a bundle over HTTP with Ray Serve; calls are packed into shared passes")
+    p = sub.add_parser("serve", help="serve a bundle over HTTP with Ray Serve; calls are packed into shared passes",
+                       epilog=EXPOSURE)
     p.add_argument("bundle", help="bundle directory written by `edge-mimo compile` (on every node of the cluster)")
     p.add_argument("--address", help="join this Ray cluster (e.g. ray://head:10001 or auto); default: a local one")
     p.add_argument("--host", default="127.0.0.1", help="HTTP address (default: loopback only; 0.0.0.0: every interface)")
@@ -57,14 +70,40 @@ def check_listen(host: str, port: int) -> None:
                           "address of this machine") from None
 
 
+def check_backend(backend: str, address: str | None) -> None:
+    """ConfigError naming the fix when a local Ray is asked for TensorRT that this machine lacks."""
+    if backend == "tensorrt" and not address:
+        try:
+            device_identity()
+        except BackendUnavailableError as e:
+            raise ConfigError(f"--backend tensorrt: {e}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface (localhost, 127.x, ::1)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def run(args) -> int:
     """Deploy, print the route, wait for Ctrl-C / SIGTERM, then shut down what this command started."""
+    if not args.address and is_loopback(args.host):
+        # Ray then takes 127.0.0.1 as the node address and binds its servers there (read when ray is imported)
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+    from ray import serve
+
+    from ..serving.ray_serve import APP_NAME, ROUTE, ServeOptions, build_app
+
     options = ServeOptions(replicas=args.replicas, min_replicas=args.min_replicas, max_replicas=args.max_replicas,
                            num_cpus=args.num_cpus, threads=args.threads, max_batch_size=args.max_batch_size,
                            batch_wait_ms=args.batch_wait_ms, policy=args.policy, backend=args.backend,
                            max_body_mb=args.max_body_mb, max_pixels=args.max_pixels,
                            body_timeout_s=args.body_timeout_s)
     app = build_app(args.bundle, options)  # a bad bundle or option fails here, before Ray starts
+    check_backend(args.backend, args.address)
     check_listen(args.host, args.port)
     # "local": a Ray of our own, even where RAY_ADDRESS names a cluster (whose Serve we would shut down on exit)
     ray.init(address=args.address or "local", include_dashboard=False, logging_level=logging.WARNING,
