@@ -63,7 +63,7 @@ def test_an_image_header_claiming_60000x60000_is_refused_before_decoding(kind):
 def test_a_png_bomb_is_refused_without_allocating_it():
     """In a fresh process, so its peak memory is this decode's: 8000x8000 would take 183 MiB as BGR."""
     code = ("import resource, sys\nfrom edge_mimo.serving.packing import decode_image\n"
-            "from tests.test_hardening_round3_http import png_bomb\nbomb = png_bomb(8000, 8000)\n"
+            "from tests.test_serving_http_limits import png_bomb\nbomb = png_bomb(8000, 8000)\n"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "try:\n    decode_image(bomb)\n    print('decoded')\nexcept ValueError as e:\n    print(e)\n"
             "print(len(bomb), (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
