@@ -14,13 +14,13 @@ import threading
 import time
 
 from .. import live
+from ..bundle.manifest import RESIZE_MODES
 from ..engines import BACKENDS, PRECISIONS
 from ..errors import ConfigError
 from ..live.mosaic import MosaicWriter, draw_tile
 from ..live.sources import SourcesFile, parse_sources
 from ..live.stats import Stats
 from ..runtime import POLICIES, Runtime
-from ..runtime.preprocess import RESIZE_MODES
 from ..streams import StreamMux
 
 

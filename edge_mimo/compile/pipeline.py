@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..atomic import atomic_dir, check_replaceable
-from ..bundle.manifest import (MANIFEST_FILE, GraphFile, InputInfo, Manifest, Quantization, Validation,
+from ..bundle.manifest import (MANIFEST_FILE, GraphFile, Manifest, Quantization, Validation,
                                WidthArtifacts, is_bundle, sha256_file)
 from ..bundle.names import INPUT_NAME, PLOT_FILE, REPORT_FILE, graph_file
 from ..bundle.target import TargetProfile
@@ -296,10 +296,7 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
         manifest = Manifest(
             edge_mimo_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             model=cfg, model_sha256=model_sha, model_source=str(model_dir),
-            input=InputInfo(channels=cfg.in_channels, height=cfg.image_size, width_px=cfg.image_size,
-                            mean=tuple(cfg.mean), std=tuple(cfg.std), color="gray" if cfg.in_channels == 1 else "rgb",
-                            **(dict(layout="B,n,H,W,C", dtype="uint8", contract="crop-uint8",
-                                    crop_factor=profile.crop_factor) if profile.in_graph else {})),
+            input=spec.with_crop(profile.crop_factor) if profile.in_graph else spec,
             widths=tuple(widths), target=profile, artifacts=artifacts,
             quantization=Quantization(
                 method=quant.method, flavour=quant.flavour, tool=quant.tool,
@@ -333,14 +330,14 @@ def _in_graph(tmp: Path, model, widths: list[int], flavour: str, profile: Target
     the difference on real crops (tests/test_ingraph_preprocess.py, BENCHMARKS.md)."""
     from ..camera.frames import camera_frames
     from ..export.ingraph import prepend_preprocessing
-    from ..runtime.ingraph import CropSpec
     from ..runtime.preprocess import Normalizer, prepare_batch
     import onnxruntime as ort
 
     cfg = model.config
     spec = spec_for(cfg)
-    crop = CropSpec(spec, profile.crop_factor)
-    frames = camera_frames(calib.images[:16], size=(crop.width_px + crop.width_px // 3, crop.height))
+    crop = spec.with_crop(profile.crop_factor)
+    crop_h, crop_w = crop.crop
+    frames = camera_frames(calib.images[:16], size=(crop_w + crop_w // 3, crop_h))
     x_numpy = Normalizer(spec)(prepare_batch(frames, spec)[0])
     x_crop = prepare_batch(frames, crop)[0]
     opts = ort.SessionOptions()

@@ -1,6 +1,7 @@
 """The lean runtime (no torch): preprocessing, scheduling superposed passes, per-stream results."""
 
-from .preprocess import InputSpec, PreparedFrame, prepare_batch, prepare_frame
+from ..bundle.manifest import InputSpec
+from .preprocess import PreparedFrame, prepare_batch, prepare_frame
 from .results import StreamResult, Timing
 from .runtime import Runtime
 from .scheduler import POLICIES, Group, Plan, plan

@@ -1,8 +1,9 @@
-"""The one path from images to per-frame logits: preprocessing, normalisation, packing into superposed
-groups and reading replicas back, exactly as :meth:`Runtime.infer_many` does it.
+"""The reference image-to-logits path: preprocessing, normalisation, packing into superposed groups and reading
+replicas back, exactly as :meth:`Runtime.infer_many` does it, for any callable that runs one width.
 
 INT8 calibration, the compile gate (accuracy, temperature, uncertainty threshold), training evaluation and the
-runtime all go through these functions, so every reported figure is a figure of the shipped path.
+runtime all go through these functions, so every reported figure is a figure of the shipped path. A change to
+how images become logits is made here (and in :mod:`.preprocess`), never in a copy.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .preprocess import InputSpec, Normalizer, prepare_batch
+from ..bundle.manifest import InputSpec
+from .preprocess import Normalizer, prepare_batch
 from .scheduler import Plan, gather, plan
 
 RunWidth = Callable[[int, np.ndarray], np.ndarray]  # (width n, inputs [G, n, C, H, W]) -> logits [G, N/n, n, K]
