@@ -133,12 +133,13 @@ def test_compile_output_under_a_file_is_a_config_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, match", [
-    (["--max-frames", "0"], "--max-frames must be a finite number >= 1"),
+    (["--max-frames", "0"], "--max-frames must be a whole number >= 1"),
     (["--gather-ms", "inf"], "--gather-ms must be a finite number"),
     (["--gather-ms", "nan"], "--gather-ms"),
     (["--duration", "-1"], "--duration must be a finite number > 0"),
     (["--stats-every", "inf"], "--stats-every"),
     (["--video-fps", "0"], "--video-fps"),
+    (["--budget-ms", "inf"], "budget_ms must be a number > 0 and finite"),  # as the servers refuse it
 ])
 def test_run_limits_that_would_mean_unlimited_or_crash_are_refused(cpu_bundle, capsys, extra, match):
     err = cli_error(capsys, "run", str(cpu_bundle), "--source", "missing.mp4", *extra)

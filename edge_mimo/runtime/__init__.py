@@ -4,7 +4,7 @@ from ..bundle.manifest import InputSpec
 from .preprocess import PreparedFrame, prepare_batch, prepare_frame
 from .results import StreamResult, Timing
 from .runtime import Runtime
-from .scheduler import POLICIES, Group, Plan, plan
+from .scheduler import POLICIES, Group, InferOptions, Plan, plan
 
 __all__ = ["Runtime", "StreamResult", "Timing", "InputSpec", "PreparedFrame", "prepare_frame", "prepare_batch",
-           "POLICIES", "Group", "Plan", "plan"]
+           "POLICIES", "Group", "InferOptions", "Plan", "plan"]

@@ -18,7 +18,7 @@ from .batching import pack
 from . import preprocess
 from .preprocess import Normalizer, PreparedFrame, check_roi, prepare_batch
 from .results import StreamResult, Timing, frame_statistics
-from .scheduler import POLICIES, Plan, gather, min_replicas, plan
+from .scheduler import InferOptions, Plan, gather, is_integer, min_replicas, plan
 
 MAX_GROUPS_PER_RUN = 64  # bounds the memory of one backend call on very large frame lists
 
@@ -26,12 +26,12 @@ MAX_GROUPS_PER_RUN = 64  # bounds the memory of one backend call on very large f
 MAX_THREADS = 1024  # more intra-op threads than any machine has cores: ONNX Runtime fails to create them
 
 
-def _integer(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _real(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+def check_threads(threads: object) -> int | None:
+    """ONNX Runtime intra-op threads as an int (None or 0: its choice); ConfigError outside 0..MAX_THREADS."""
+    if threads is not None and not (is_integer(threads) and 0 <= threads <= MAX_THREADS):
+        raise ConfigError(f"threads must be a whole number in 0..{MAX_THREADS} (0 or None: ONNX Runtime's choice), "
+                          f"got {threads!r}")
+    return None if threads is None else int(threads)
 
 
 def _streams(frames) -> tuple[list, list]:
@@ -74,10 +74,7 @@ class Runtime:
             raise ConfigError(f"backend {backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
         if precision not in PRECISIONS:
             raise ConfigError(f"precision {precision!r} is unknown: choose one of {', '.join(PRECISIONS)}")
-        if threads is not None and not (_integer(threads) and 0 <= threads <= MAX_THREADS):
-            raise ConfigError(f"threads must be a whole number in 0..{MAX_THREADS} (0 or None: ONNX Runtime's choice), "
-                              f"got {threads!r}")
-        threads = None if threads is None else int(threads)
+        threads = check_threads(threads)
         self.manifest = Manifest.load(bundle)  # first: it refuses what is no bundle path (None, NUL, too long)
         self.bundle = Path(bundle)
         m = self.manifest
@@ -116,13 +113,8 @@ class Runtime:
         With ``budget_ms``, the policy's replica target is lowered step by step until the predicted inference
         time fits (never below one replica: frames are never dropped to meet a budget).
         """
-        if policy not in POLICIES:
-            raise ConfigError(f"unknown policy {policy!r}: choose one of {', '.join(POLICIES)}")
-        if budget_ms is not None and not (_real(budget_ms) and budget_ms > 0):
-            raise ConfigError(f"budget_ms must be a number > 0 (got {budget_ms!r}): give milliseconds, or None for no budget")
+        InferOptions(policy, budget_ms, width)  # checks them (the same check as the live loop and the servers)
         if width is not None:
-            if not _integer(width):
-                raise ConfigError(f"width {width!r} is not an integer: pass one of {list(self.widths)}")
             return plan(count, self.capacity, self.widths, width=int(width))
         target = min_replicas(policy, self.capacity)
         levels = sorted({self.capacity // n for n in self.widths if self.capacity // n <= target} | {1}, reverse=True)
@@ -196,7 +188,7 @@ class Runtime:
     def infer_in_calls(self, frames: Sequence, streams: int, **kwargs) -> list[StreamResult]:
         """Classify a long list of frames ``streams`` at a time, as that many cameras would deliver them (one
         :meth:`infer_many` call each, with ``kwargs``); results in order. For evaluations and studies."""
-        if not (_integer(streams) and streams >= 1):
+        if not (is_integer(streams) and streams >= 1):
             raise ConfigError(f"streams must be a whole number >= 1, got {streams!r}")
         results: list[StreamResult] = []
         for i in range(0, len(frames), streams):

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import BundleError, ConfigError, EdgeMimoError, FrameError
-from ..packing import Request, check_policy, infer_requests, parse_budget
+from ...runtime.scheduler import InferOptions
+from ..packing import Request, infer_requests, parse_budget
 
 INPUT = "image"
 # (output name, Triton data type, numpy dtype, StreamResult field); probabilities are [K], the others [1].
@@ -54,7 +55,7 @@ class Settings:
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         policy = params.get("policy") or "throughput"
         budget = parse_budget(params.get("budget_ms") or None, "the model's config parameters")
-        check_policy(policy, budget)
+        InferOptions(policy, budget)
         threads = params.get("threads") or None
         if threads is not None and not threads.isdigit():
             raise ConfigError(f"config parameter threads={threads!r} is not a whole number: give 0 (ONNX Runtime's "
@@ -77,7 +78,7 @@ def parse_request(frames: np.ndarray | None, parameters: str, defaults: Settings
                           "'budget_ms'")
     policy = params.get("policy", defaults.policy)
     budget = parse_budget(params.get("budget_ms", defaults.budget_ms), "the request parameters")
-    check_policy(policy, budget)
+    InferOptions(policy, budget)
     if frames is None or frames.ndim != 4 or len(frames) == 0:
         raise FrameError(f"the request's {INPUT!r} tensor must be uint8 [frames, height, width, 3]")
     return [Request(frame, policy, budget) for frame in frames]
