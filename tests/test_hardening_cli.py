@@ -1,6 +1,7 @@
 """The CLI and compile options (issue 11, items 3, 5, 10, 12, 15, 18): nothing deleted that is not ours, nothing
 left behind on SIGTERM, options that silently meant something else, and tracebacks instead of messages."""
 
+import dataclasses
 import json
 import math
 import os
@@ -98,20 +99,30 @@ def test_a_source_file_whose_name_contains_an_equals_sign_is_that_file(tmp_path,
 
 
 @pytest.mark.parametrize("option, value, match", [
-    ("max_drop", math.nan, "max-drop must be a finite number"),
-    ("max_drop", math.inf, "max-drop must be a finite number"),
-    ("max_drop", -1.0, "max-drop"),
+    ("max_drop_points", math.nan, "max-drop .max_drop_points. must be a finite number"),
+    ("max_drop_points", math.inf, "max-drop .max_drop_points. must be a finite number"),
+    ("max_drop_points", -1.0, "max-drop"),
+    ("max_drop_points", True, "max-drop"),
     ("widths", [1, 1], "names a width twice"),
-    ("calib_size", -5, "calib-size must be an integer >= 0"),
-    ("calib_size", 0, "calib-size must be at least 1"),
-    ("val_size", -1, "val-size must be an integer >= 0"),
-    ("m", 0, "--m must be an integer >= 1"),
+    ("widths", [2, 0], "must be positive integers"),
+    ("calibration_size", -5, "calib-size .calibration_size. must be an integer >= 0"),
+    ("calibration_size", 0, "calib-size .calibration_size. must be at least 1"),
+    ("calibration_method", "median", "calib-method 'median' is unknown"),
+    ("validation_size", -1, "val-size .validation_size. must be an integer >= 0"),
+    ("max_width", 0, "--m .max_width. must be an integer >= 1"),
+    ("crop_factor", 65, "crop-factor must be an integer in 1..64"),
 ])
-def test_compile_options_that_would_do_something_else_are_refused(option, value, match):
-    from edge_mimo.compile.pipeline import check_options
-
+def test_compile_options_that_would_do_something_else_cannot_be_made(option, value, match):
+    """CompileOptions checks itself when made: an invalid one never exists, whoever makes it (CLI or Python)."""
     with pytest.raises(ConfigError, match=match):
-        check_options(CompileOptions(**{option: value}))
+        CompileOptions(**{option: value})
+
+
+def test_compile_options_are_frozen_and_hold_widths_as_a_tuple():
+    opts = CompileOptions(widths=[1, 2])
+    assert opts.widths == (1, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.max_drop_points = math.nan
 
 
 def test_max_drop_nan_from_the_command_line_writes_nothing(tmp_path, capsys):
