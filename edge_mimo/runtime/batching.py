@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..bundle.manifest import InputSpec
+from ..errors import DataError
 from .preprocess import Normalizer, prepare_batch
 from .scheduler import Plan, gather, plan
 
@@ -26,7 +27,7 @@ def model_inputs(images: np.ndarray, spec: InputSpec) -> np.ndarray:
     batch, _, errors = prepare_batch(frames, spec)
     if errors:
         index, error = next(iter(errors.items()))
-        raise ValueError(f"image {index} of the dataset cannot be used: {error}")
+        raise DataError(f"image {index} of the dataset cannot be used: {error}")
     return Normalizer(spec)(batch)
 
 
@@ -47,7 +48,7 @@ def pack(x: np.ndarray, plan_: Plan) -> dict[int, np.ndarray]:
 def _width_plan(count: int, width: int, capacity: int) -> Plan:
     """The runtime's forced-width plan for ``count`` frames (refused for none)."""
     if count == 0:
-        raise ValueError("no images to pack: give at least one")
+        raise DataError("no images to pack: give at least one")
     return plan(count, capacity, (width,), width=width)
 
 
