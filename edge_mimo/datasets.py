@@ -136,7 +136,7 @@ def image_folder_input(spec: str, sample: int = 50) -> tuple[int, int]:
         colour = colour or not (np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2]))
     if not sides:
         raise NotFoundError(f"no readable images under {folder}/<class>/: expected image files "
-                                f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+                            f"({', '.join(sorted(IMAGE_SUFFIXES))})")
     return (3 if colour else 1), int(min(MAX_AUTO_SIZE, np.median(sides)))
 
 

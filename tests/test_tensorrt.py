@@ -47,8 +47,8 @@ def test_build_engines_without_tensorrt_names_the_fix(tmp_path):
     from edge_mimo.errors import BackendUnavailableError
     from edge_mimo.engines import build_bundle_engines
 
-    bundle, _ = compile_bundle(CompileOptions(target="jetson-orin", widths=[4], calibration_size=32, validation_size=64,
-                                              output=tmp_path / "b", cache_dir=None))
+    bundle, _ = compile_bundle(CompileOptions(target="jetson-orin", widths=[4], calibration_size=32,
+                                              validation_size=64, output=tmp_path / "b", cache_dir=None))
     with pytest.raises(BackendUnavailableError, match="TensorRT is not installed.*pip install tensorrt cuda-python"):
         build_bundle_engines(bundle)
 
@@ -206,8 +206,8 @@ def test_first_load_builds_into_the_plan_cache_and_leaves_the_bundle_alone(tmp_p
     from edge_mimo.compile.pipeline import CompileOptions, compile_bundle
     from edge_mimo.engines import TensorRTBackend
 
-    bundle, _ = compile_bundle(CompileOptions(target="desktop-ampere", widths=[4], calibration_size=64, validation_size=128,
-                                              output=tmp_path / "b", cache_dir=None))
+    bundle, _ = compile_bundle(CompileOptions(target="desktop-ampere", widths=[4], calibration_size=64,
+                                              validation_size=128, output=tmp_path / "b", cache_dir=None))
     manifest = json.loads((bundle / "manifest.json").read_text())  # as if compiled on a machine without a GPU
     for n in manifest["widths"]:
         manifest["artifacts"][str(n)]["engines"] = []

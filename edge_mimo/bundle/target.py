@@ -111,7 +111,8 @@ class TargetProfile:
         c.known(pre, ("in_graph", "crop_factor"), " in [preprocess]")
         in_graph, factor = pre.get("in_graph", False), pre.get("crop_factor", 17)
         c.need(isinstance(in_graph, bool), "[preprocess] in_graph must be true or false")
-        c.need(_int(factor) and 1 <= factor <= MAX_CROP_FACTOR, f"[preprocess] crop_factor must be an integer in 1..{MAX_CROP_FACTOR}")
+        c.need(_int(factor) and 1 <= factor <= MAX_CROP_FACTOR,
+               f"[preprocess] crop_factor must be an integer in 1..{MAX_CROP_FACTOR}")
         trt = None
         if data["backend"] == "tensorrt":
             c.need(data["flavour"] == "tensorrt", "a TensorRT target needs flavour = \"tensorrt\" (symmetric Q/DQ)")

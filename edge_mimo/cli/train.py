@@ -219,8 +219,8 @@ def run(args) -> int:
     elif start is not None:
         if dataclasses.replace(start.config, mean=config.mean, std=config.std) != config:
             raise ConfigError(f"--init {args.init} is a different model ({start.config}) from the one these "
-                             f"arguments describe ({config}): pass the same architecture options, or --new-head "
-                             "to keep its body and train a new head for these classes")
+                              f"arguments describe ({config}): pass the same architecture options, or --new-head "
+                              "to keep its body and train a new head for these classes")
         model, config = start, start.config
     optimizer = args.optimizer or ("adamw" if config.arch == "mimoformer" else "sgd")
     lr, decay = OPTIMIZERS[optimizer]

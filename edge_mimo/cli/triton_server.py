@@ -38,7 +38,7 @@ def run(args) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be a port number 1..65535, got {getattr(args, name)}")
     if not (args.repository / "").is_dir():
         raise NotFoundError(f"{args.repository} is not a folder: write a model repository with "
-                                "`edge-mimo export-triton BUNDLE -o REPO`")
+                            "`edge-mimo export-triton BUNDLE -o REPO`")
     server = LocalTriton(args.repository, python=args.python, http_port=args.http_port, grpc_port=args.grpc_port,
                          metrics_port=args.metrics_port, log=args.log)
     with server:

@@ -158,7 +158,7 @@ def data_specs(opts: CompileOptions, model_dir: Path, config) -> tuple[str, str]
             f"it has no {TRAINING_FILE} naming its training data"
         raise DataError(f"cannot tell which images to calibrate and validate {model_dir} on ({where}): pass "
                         "--calib and --val, e.g. --calib ROOT/train --val ROOT/test (image folders of its classes)")
-    return (own if opts.calibration_set == AUTO else opts.calibration_set), (own if opts.validation_set == AUTO else opts.validation_set)
+    return tuple(own if spec == AUTO else spec for spec in (opts.calibration_set, opts.validation_set))
 
 
 def _split(spec: str, purpose: str) -> str:
@@ -280,7 +280,8 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
             steps.update()
             steps.set_postfix_str(f"quantize n={n}")
             quant = quantize_width(tmp / fp32_rel, tmp / int8_rel, calib.images, n, cfg.mean, cfg.std,
-                                   data_sha256=calib_sha, method=opts.calibration_method or calibration_method(cfg.arch),
+                                   data_sha256=calib_sha,
+                                   method=opts.calibration_method or calibration_method(cfg.arch),
                                    flavour=flavour, cache=cache)
             cache_status[n] = quant.cache
             steps.update()

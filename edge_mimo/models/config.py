@@ -61,7 +61,7 @@ class ModelConfig:
             raise ConfigError(f"embedding {self.embedding!r} is unknown: choose 'linear' or 'conv'")
         if self.arch == "mimoformer" and (self.image_size % self.patch_size or self.embed_dim % self.heads):
             raise ConfigError(f"MIMOFormer needs patch_size dividing image_size ({self.patch_size}, {self.image_size}) "
-                             f"and heads dividing embed_dim ({self.heads}, {self.embed_dim})")
+                              f"and heads dividing embed_dim ({self.heads}, {self.embed_dim})")
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise ConfigError("mean and std need one value per input channel")
         if self.class_names and len(self.class_names) != self.num_classes:

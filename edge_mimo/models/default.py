@@ -19,5 +19,5 @@ def resolve_model(spec: str | Path) -> Path:
     path = SHIPPED_MODELS.get(str(spec), Path(spec))
     if not (path / CONFIG_FILE).is_file():
         raise NotFoundError(f"{path} is not a model directory (no {CONFIG_FILE}): pass one written by "
-                                f"`edge-mimo train`, or one of the shipped models: {', '.join(SHIPPED_MODELS)}")
+                            f"`edge-mimo train`, or one of the shipped models: {', '.join(SHIPPED_MODELS)}")
     return path

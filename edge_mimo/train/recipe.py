@@ -90,7 +90,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a weight in [0, 1] (isometry: >= 0), got {value}")
         if self.distill + self.self_distill > 1:
             raise ConfigError(f"distill + self_distill must be <= 1 (the rest weighs the labels), got "
-                             f"{self.distill} + {self.self_distill}")
+                              f"{self.distill} + {self.self_distill}")
         if not (math.isfinite(self.distill_temperature) and self.distill_temperature > 0):
             raise ConfigError(f"distill_temperature must be > 0, got {self.distill_temperature}")
 
