@@ -125,6 +125,30 @@ def test_compile_options_are_frozen_and_hold_widths_as_a_tuple():
         opts.max_drop_points = math.nan
 
 
+def test_the_cli_reports_the_projects_errors_and_lets_a_bug_show_as_a_bug(monkeypatch, tmp_path, capsys):
+    """Exit 2 with one line for an EdgeMimoError (models and datasets raise those, a missing folder included);
+    any other exception (a ValueError of a bug) is not dressed up as a user error: it propagates."""
+    from edge_mimo.cli import targets
+    from edge_mimo.datasets import load_dataset
+    from edge_mimo.errors import EdgeMimoError, NotFoundError
+    from edge_mimo.models.config import ModelConfig
+
+    with pytest.raises(NotFoundError) as missing:
+        load_dataset(str(tmp_path / "nowhere"), "train")
+    assert isinstance(missing.value, FileNotFoundError)  # as before, for Python callers
+    with pytest.raises(ConfigError):
+        ModelConfig(arch="resnet")
+    assert "is not a model directory" in cli_error(capsys, "info", str(tmp_path / "nowhere"))
+
+    def bug(args):
+        raise ValueError("an internal mistake")
+
+    monkeypatch.setattr(targets, "run", bug)
+    with pytest.raises(ValueError, match="internal mistake") as raised:
+        main(["targets"])
+    assert not isinstance(raised.value, EdgeMimoError)
+
+
 def test_max_drop_nan_from_the_command_line_writes_nothing(tmp_path, capsys):
     out = tmp_path / "bundle"
     err = cli_error(capsys, "compile", "--max-drop", "nan", "--calib-size", "16", "--no-cache", "-o", str(out))
