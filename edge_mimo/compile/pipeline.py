@@ -158,7 +158,8 @@ def data_specs(opts: CompileOptions, model_dir: Path, config) -> tuple[str, str]
             f"it has no {TRAINING_FILE} naming its training data"
         raise DataError(f"cannot tell which images to calibrate and validate {model_dir} on ({where}): pass "
                         "--calib and --val, e.g. --calib ROOT/train --val ROOT/test (image folders of its classes)")
-    return tuple(own if spec == AUTO else spec for spec in (opts.calibration_set, opts.validation_set))
+    return (own if opts.calibration_set == AUTO else opts.calibration_set,
+            own if opts.validation_set == AUTO else opts.validation_set)
 
 
 def _split(spec: str, purpose: str) -> str:
