@@ -11,7 +11,7 @@ Compile one (needs the ``compile`` extra: torch, onnx)::
 
     from edge_mimo import CompileOptions, compile_bundle
 
-    bundle, manifest = compile_bundle(CompileOptions(target="cpu", m=4))
+    bundle, manifest = compile_bundle(CompileOptions(target="cpu", max_width=4))
 """
 
 from importlib import import_module

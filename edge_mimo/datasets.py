@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .models.config import FASHION_MNIST_CLASSES
+from .errors import DataError, NotFoundError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 VALIDATION_HOLDOUT = 3000  # the last images of the Fashion-MNIST training split, never trained on
@@ -45,12 +46,12 @@ def read_idx(path: str | Path) -> np.ndarray:
     path = Path(path)
     raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: header says {shape}, found {data.size} values")
+        raise DataError(f"{path} is truncated: header says {shape}, found {data.size} values")
     return data.reshape(shape)
 
 
@@ -61,7 +62,7 @@ def load_fashion_mnist(split: str, root: str | Path = FASHION_MNIST_DIR) -> Imag
     files = [root / f"{prefix}-{kind}-idx{d}-ubyte.gz" for kind, d in (("images", 3), ("labels", 1))]
     for f in files:
         if not f.exists() and not f.with_suffix("").exists():
-            raise FileNotFoundError(
+            raise NotFoundError(
                 f"{f} not found: install Fashion-MNIST with `apt-get install -y dataset-fashion-mnist` "
                 "or pass --data-root"
             )
@@ -73,7 +74,7 @@ def load_fashion_mnist(split: str, root: str | Path = FASHION_MNIST_DIR) -> Imag
         return data.subset(slice(len(data) - VALIDATION_HOLDOUT, None))
     if split in ("test", "full-train"):
         return data
-    raise ValueError(f"unknown Fashion-MNIST split {split!r}: use train, val, test or full-train")
+    raise DataError(f"unknown Fashion-MNIST split {split!r}: use train, val, test or full-train")
 
 
 def image_folder_classes(root: str | Path) -> dict[str, list[Path]]:
@@ -98,15 +99,15 @@ def load_image_folder(root: str | Path, size: int, channels: int) -> ImageSet:
                                             root, ", ".join(empty))
     classes = sorted(name for name, files in folders.items() if files)
     if not folders:
-        raise FileNotFoundError(f"{root} has no class folders: expected {root}/<class>/<image files>")
+        raise NotFoundError(f"{root} has no class folders: expected {root}/<class>/<image files>")
     if not classes:
-        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the class folders of {root}")
+        raise NotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the class folders of {root}")
     images, labels = [], []
     for label, name in enumerate(classes):
         for f in folders[name]:
             img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
             if img is None:
-                raise ValueError(f"{f} could not be decoded as an image: remove or replace it")
+                raise DataError(f"{f} could not be decoded as an image: remove or replace it")
             img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
             img = img[None] if channels == 1 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)
             images.append(img)
@@ -134,8 +135,8 @@ def image_folder_input(spec: str, sample: int = 50) -> tuple[int, int]:
         sides.append(min(img.shape[:2]))
         colour = colour or not (np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2]))
     if not sides:
-        raise FileNotFoundError(f"no readable images under {folder}/<class>/: expected image files "
-                                f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise NotFoundError(f"no readable images under {folder}/<class>/: expected image files "
+                            f"({', '.join(sorted(IMAGE_SUFFIXES))})")
     return (3 if colour else 1), int(min(MAX_AUTO_SIZE, np.median(sides)))
 
 
@@ -149,7 +150,7 @@ def load_cifar10(root: str | Path, split: str) -> ImageSet:
     images, labels = [], []
     for name in names:
         if not (root / name).exists():
-            raise FileNotFoundError(f"{root / name} not found: point --data-root at the cifar-10-batches-py folder")
+            raise NotFoundError(f"{root / name} not found: point --data-root at the cifar-10-batches-py folder")
         with open(root / name, "rb") as f:
             batch = pickle.load(f, encoding="bytes")
         images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
@@ -172,7 +173,7 @@ SHIPPED_SAMPLES = {
 def shipped_sample(name: str) -> ImageSet:
     """A sample shipped with edge-mimo (see calibration/make_samples.py): one of :data:`SHIPPED_SAMPLES`."""
     if name not in SHIPPED_SAMPLES:
-        raise FileNotFoundError(f"no shipped sample {name!r}: choose one of {', '.join(SHIPPED_SAMPLES)}")
+        raise NotFoundError(f"no shipped sample {name!r}: choose one of {', '.join(SHIPPED_SAMPLES)}")
     ref = resources.files("edge_mimo.calibration") / SHIPPED_SAMPLES[name]
     with ref.open("rb") as f, np.load(f) as z:
         meta = json.loads(str(z["meta"]))

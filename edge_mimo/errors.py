@@ -13,6 +13,10 @@ class DataError(EdgeMimoError, ValueError):
     """A dataset, calibration set or validation set that cannot be used."""
 
 
+class NotFoundError(EdgeMimoError, FileNotFoundError):
+    """A file or folder the user named (a model directory, a dataset, a model repository) that is not there."""
+
+
 class BundleError(EdgeMimoError):
     """A bundle that cannot be loaded."""
 

@@ -109,7 +109,7 @@ def test_suite_renders_every_condition_deterministically():
 def test_rendered_scenes_reach_the_model_with_their_background():
     """Not a paste over the crop: the model input has the scene's level around the object and is not the
     dataset's image again."""
-    from edge_mimo.runtime.preprocess import InputSpec
+    from edge_mimo.bundle import InputSpec
 
     spec = InputSpec(1, 28, 28, "gray", (0.286,), (0.353,))
     images = shipped_sample("validation").images[:20]

@@ -31,7 +31,7 @@ def test_set_bundle(tmp_path_factory):
     from edge_mimo.compile.pipeline import CompileOptions, compile_bundle
 
     out = tmp_path_factory.mktemp("test-set") / "cpu"
-    compile_bundle(CompileOptions(val="fashion-mnist", output=out))
+    compile_bundle(CompileOptions(validation_set="fashion-mnist", output=out))
     return manifest_json(out)
 
 

@@ -1,6 +1,7 @@
 """The CLI and compile options (issue 11, items 3, 5, 10, 12, 15, 18): nothing deleted that is not ours, nothing
 left behind on SIGTERM, options that silently meant something else, and tracebacks instead of messages."""
 
+import dataclasses
 import json
 import math
 import os
@@ -98,20 +99,54 @@ def test_a_source_file_whose_name_contains_an_equals_sign_is_that_file(tmp_path,
 
 
 @pytest.mark.parametrize("option, value, match", [
-    ("max_drop", math.nan, "max-drop must be a finite number"),
-    ("max_drop", math.inf, "max-drop must be a finite number"),
-    ("max_drop", -1.0, "max-drop"),
+    ("max_drop_points", math.nan, "max-drop .max_drop_points. must be a finite number"),
+    ("max_drop_points", math.inf, "max-drop .max_drop_points. must be a finite number"),
+    ("max_drop_points", -1.0, "max-drop"),
+    ("max_drop_points", True, "max-drop"),
     ("widths", [1, 1], "names a width twice"),
-    ("calib_size", -5, "calib-size must be an integer >= 0"),
-    ("calib_size", 0, "calib-size must be at least 1"),
-    ("val_size", -1, "val-size must be an integer >= 0"),
-    ("m", 0, "--m must be an integer >= 1"),
+    ("widths", [2, 0], "must be positive integers"),
+    ("calibration_size", -5, "calib-size .calibration_size. must be an integer >= 0"),
+    ("calibration_size", 0, "calib-size .calibration_size. must be at least 1"),
+    ("calibration_method", "median", "calib-method 'median' is unknown"),
+    ("validation_size", -1, "val-size .validation_size. must be an integer >= 0"),
+    ("max_width", 0, "--m .max_width. must be an integer >= 1"),
+    ("crop_factor", 65, "crop-factor must be an integer in 1..64"),
 ])
-def test_compile_options_that_would_do_something_else_are_refused(option, value, match):
-    from edge_mimo.compile.pipeline import check_options
-
+def test_compile_options_that_would_do_something_else_cannot_be_made(option, value, match):
+    """CompileOptions checks itself when made: an invalid one never exists, whoever makes it (CLI or Python)."""
     with pytest.raises(ConfigError, match=match):
-        check_options(CompileOptions(**{option: value}))
+        CompileOptions(**{option: value})
+
+
+def test_compile_options_are_frozen_and_hold_widths_as_a_tuple():
+    opts = CompileOptions(widths=[1, 2])
+    assert opts.widths == (1, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.max_drop_points = math.nan
+
+
+def test_the_cli_reports_the_projects_errors_and_lets_a_bug_show_as_a_bug(monkeypatch, tmp_path, capsys):
+    """Exit 2 with one line for an EdgeMimoError (models and datasets raise those, a missing folder included);
+    any other exception (a ValueError of a bug) is not dressed up as a user error: it propagates."""
+    from edge_mimo.cli import targets
+    from edge_mimo.datasets import load_dataset
+    from edge_mimo.errors import EdgeMimoError, NotFoundError
+    from edge_mimo.models.config import ModelConfig
+
+    with pytest.raises(NotFoundError) as missing:
+        load_dataset(str(tmp_path / "nowhere"), "train")
+    assert isinstance(missing.value, FileNotFoundError)  # as before, for Python callers
+    with pytest.raises(ConfigError):
+        ModelConfig(arch="resnet")
+    assert "is not a model directory" in cli_error(capsys, "info", str(tmp_path / "nowhere"))
+
+    def bug(args):
+        raise ValueError("an internal mistake")
+
+    monkeypatch.setattr(targets, "run", bug)
+    with pytest.raises(ValueError, match="internal mistake") as raised:
+        main(["targets"])
+    assert not isinstance(raised.value, EdgeMimoError)
 
 
 def test_max_drop_nan_from_the_command_line_writes_nothing(tmp_path, capsys):
@@ -133,12 +168,13 @@ def test_compile_output_under_a_file_is_a_config_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, match", [
-    (["--max-frames", "0"], "--max-frames must be a finite number >= 1"),
+    (["--max-frames", "0"], "--max-frames must be a whole number >= 1"),
     (["--gather-ms", "inf"], "--gather-ms must be a finite number"),
     (["--gather-ms", "nan"], "--gather-ms"),
     (["--duration", "-1"], "--duration must be a finite number > 0"),
     (["--stats-every", "inf"], "--stats-every"),
     (["--video-fps", "0"], "--video-fps"),
+    (["--budget-ms", "inf"], "budget_ms must be a number > 0 and finite"),  # as the servers refuse it
 ])
 def test_run_limits_that_would_mean_unlimited_or_crash_are_refused(cpu_bundle, capsys, extra, match):
     err = cli_error(capsys, "run", str(cpu_bundle), "--source", "missing.mp4", *extra)

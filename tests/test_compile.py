@@ -186,7 +186,7 @@ def test_session_bundle_meets_the_documented_bars_on_the_shipped_validation_set(
 
 def small_compile(tmp_path, **kw):
     kw = {"cache_dir": tmp_path / "cache", **kw}
-    opts = CompileOptions(calib_size=256, val_size=400, output=tmp_path / "bundle", **kw)
+    opts = CompileOptions(calibration_size=256, validation_size=400, output=tmp_path / "bundle", **kw)
     return compile_bundle(opts)
 
 
@@ -219,8 +219,8 @@ def test_session_bundle_missed_the_cache_and_a_recompile_hits_it(cpu_bundle, cal
         graph = manifest["artifacts"][n]["fp32"]["sha256"]
         fields = CalibrationCache.key_fields(graph, q["calibration_sha256"], int(n), q["method"], q["flavour"], q["tool"])
         assert cache.lookup(fields) is not None, n
-    again, _ = compile_bundle(CompileOptions(calib_size=manifest["quantization"]["calibration_images"],
-                                             val_size=200, widths=[1], output=tmp_path / "b"))
+    again, _ = compile_bundle(CompileOptions(calibration_size=manifest["quantization"]["calibration_images"],
+                                             validation_size=200, widths=[1], output=tmp_path / "b"))
     assert manifest_json(again)["quantization"]["cache"] == {"1": "hit"}
     rel = manifest["artifacts"]["1"]["int8"]["file"]
     assert (again / rel).read_bytes() == (cpu_bundle / rel).read_bytes()

@@ -60,7 +60,7 @@ def compile_with_drops(tmp_path, monkeypatch, tiny, wrong: dict[int, int], **kw)
 
     EVALUATED.clear()
     monkeypatch.setattr(pipeline, "onnx_frame_logits", logits)
-    opts = CompileOptions(model=str(model_dir), widths=WIDTHS, calib_size=64, val_size=VAL,
+    opts = CompileOptions(model=str(model_dir), widths=WIDTHS, calibration_size=64, validation_size=VAL,
                           output=tmp_path / "bundle", cache_dir=cache, **kw)
     try:
         return compile_bundle(opts)
@@ -100,7 +100,7 @@ def test_allow_drop_writes_the_bundle_and_records_only_the_failing_width(tmp_pat
 
 
 def test_a_larger_max_drop_lets_the_same_drop_through(tmp_path, monkeypatch, tiny):
-    bundle, manifest = compile_with_drops(tmp_path, monkeypatch, tiny, {4: 8}, max_drop=2.5)
+    bundle, manifest = compile_with_drops(tmp_path, monkeypatch, tiny, {4: 8}, max_drop_points=2.5)
     assert manifest.validation.gate_failed == () and not manifest.validation.allowed_drop
 
 
@@ -122,7 +122,7 @@ def test_an_export_that_differs_from_pytorch_is_refused_naming_the_width(tmp_pat
         return path
 
     monkeypatch.setattr(export, "export_width", broken_export)
-    opts = CompileOptions(model=str(model_dir), widths=WIDTHS, calib_size=64, val_size=VAL,
+    opts = CompileOptions(model=str(model_dir), widths=WIDTHS, calibration_size=64, validation_size=VAL,
                           output=tmp_path / "bundle", cache_dir=cache)
     with pytest.raises(ExportError, match="width-2 ONNX graph differs from PyTorch"):
         compile_bundle(opts)

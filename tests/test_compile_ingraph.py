@@ -23,7 +23,7 @@ from edge_mimo.datasets import shipped_sample
 from edge_mimo.errors import BundleError, BundleIntegrityError, BundleVersionError
 from edge_mimo.export.ingraph import preprocessing_graph
 from edge_mimo.runtime.batching import spec_for, width_groups
-from edge_mimo.runtime.ingraph import CropSpec, fit_crop
+from edge_mimo.runtime.ingraph import fit_crop, prepare_crop
 from edge_mimo.runtime.preprocess import Normalizer, prepare_batch
 
 COMMON = ["--model", "default", "--calib-size", "64", "--val-size", "200"]
@@ -55,7 +55,7 @@ def test_preprocessing_ops_equal_the_numpy_path(frames):
     """The prepended operators alone turn the uint8 crop into the numpy path's normalised input, within the
     numpy path's own uint8 roundings (colour conversion, then area resize: at most one grey level)."""
     spec = spec_for(_Config())
-    crop = CropSpec(spec, 17)
+    crop = spec.with_crop(17)
     want = Normalizer(spec)(prepare_batch(frames, spec)[0])
     x = prepare_batch(frames, crop)[0]
     assert x.dtype == np.uint8 and x.shape == (16, 476, 476, 3)
@@ -89,7 +89,7 @@ def test_graph_equals_numpy_path(bundles, frames, precision, width):
     assert inp.type == "tensor(uint8)" and inp.shape[1:] == [width, 476, 476, 3]
     spec = spec_for(m.model)
     x_np = width_groups(Normalizer(spec)(prepare_batch(frames, spec)[0]), width)
-    x_in = width_groups(prepare_batch(frames, CropSpec(spec, m.input.crop_factor))[0], width)
+    x_in = width_groups(prepare_batch(frames, m.input)[0], width)
     want = s_np.run(None, {INPUT_NAME: x_np})[0]
     got = s_in.run(None, {INPUT_NAME: x_in})[0]
     assert np.abs(got - want).max() <= (0.25 if precision == "fp32" else 1.0)
@@ -172,16 +172,16 @@ def test_contract_mismatches_are_refused_clearly(bundles, tmp_path):
 
 def test_fit_crop_rules():
     """Exact size: as is; larger by < factor: the centred window (a view); else area resize / bilinear."""
-    crop = CropSpec(spec_for(_Config()), 17)
+    crop = spec_for(_Config()).with_crop(17)
     img = np.arange(480 * 480, dtype=np.uint32).astype(np.uint8).reshape(480, 480)
     assert fit_crop(img[:476, :476], crop).base is not None
     trimmed = fit_crop(img, crop)
     assert trimmed.shape == (476, 476) and np.shares_memory(trimmed, img) and trimmed[0, 0] == img[2, 2]
     assert fit_crop(np.zeros((720, 1280, 3), np.uint8), crop).shape == (476, 476, 3)
     assert fit_crop(np.zeros((100, 100), np.uint8), crop).shape == (476, 476)
-    grey = crop.prepare(np.full((480, 640), 77, np.uint8))
+    grey = prepare_crop(np.full((480, 640), 77, np.uint8), crop)
     assert grey.shape == (476, 476, 3) and (grey == 77).all()
-    bgra = crop.prepare(np.full((480, 640, 4), 9, np.uint8))
+    bgra = prepare_crop(np.full((480, 640, 4), 9, np.uint8), crop)
     assert bgra.shape == (476, 476, 3)
 
 

@@ -47,8 +47,8 @@ def test_build_engines_without_tensorrt_names_the_fix(tmp_path):
     from edge_mimo.errors import BackendUnavailableError
     from edge_mimo.engines import build_bundle_engines
 
-    bundle, _ = compile_bundle(CompileOptions(target="jetson-orin", widths=[4], calib_size=32, val_size=64,
-                                              output=tmp_path / "b", cache_dir=None))
+    bundle, _ = compile_bundle(CompileOptions(target="jetson-orin", widths=[4], calibration_size=32,
+                                              validation_size=64, output=tmp_path / "b", cache_dir=None))
     with pytest.raises(BackendUnavailableError, match="TensorRT is not installed.*pip install tensorrt cuda-python"):
         build_bundle_engines(bundle)
 
@@ -183,7 +183,7 @@ def test_build_plans_for_every_width_and_run_them(tmp_path):
     from edge_mimo.compile.pipeline import CompileOptions, compile_bundle
     from edge_mimo.datasets import shipped_sample
 
-    bundle, _ = compile_bundle(CompileOptions(target="desktop-ampere", calib_size=128, val_size=256,
+    bundle, _ = compile_bundle(CompileOptions(target="desktop-ampere", calibration_size=128, validation_size=256,
                                               output=tmp_path / "b", cache_dir=None))
     manifest, built = build_bundle_engines(bundle)
     assert len(built) == 3 and all((bundle / e.file).stat().st_size > 0 for e in built)
@@ -206,8 +206,8 @@ def test_first_load_builds_into_the_plan_cache_and_leaves_the_bundle_alone(tmp_p
     from edge_mimo.compile.pipeline import CompileOptions, compile_bundle
     from edge_mimo.engines import TensorRTBackend
 
-    bundle, _ = compile_bundle(CompileOptions(target="desktop-ampere", widths=[4], calib_size=64, val_size=128,
-                                              output=tmp_path / "b", cache_dir=None))
+    bundle, _ = compile_bundle(CompileOptions(target="desktop-ampere", widths=[4], calibration_size=64,
+                                              validation_size=128, output=tmp_path / "b", cache_dir=None))
     manifest = json.loads((bundle / "manifest.json").read_text())  # as if compiled on a machine without a GPU
     for n in manifest["widths"]:
         manifest["artifacts"][str(n)]["engines"] = []

@@ -7,7 +7,8 @@ import pytest
 from edge_mimo import Runtime
 from edge_mimo.errors import ConfigError, FrameError
 from edge_mimo.runtime.preprocess import PreparedFrame, check_roi
-from edge_mimo.serving.packing import check_policy
+from edge_mimo.runtime import InferOptions
+from edge_mimo.serving.packing import Request, infer_requests
 
 
 FRAME = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
@@ -80,18 +81,29 @@ def test_threads_that_are_no_whole_number_are_a_config_error(cpu_bundle, threads
 # -- issue 21, item 12 --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("budget", [True, False, np.bool_(True), float("nan"), 0, -1, "5"])
-def test_a_budget_that_is_no_positive_number_is_refused(cpu_runtime, budget):
-    with pytest.raises(ConfigError, match="budget_ms"):
+@pytest.mark.parametrize("budget", [True, False, np.bool_(True), float("nan"), float("inf"), np.float32("inf"),
+                                    float("-inf"), 0, -1, "5"])
+def test_a_budget_that_is_no_positive_finite_number_is_refused_alike_by_runtime_and_servers(cpu_runtime, budget):
+    """One check (InferOptions): a budget the runtime refuses, the servers refuse too, with the same message."""
+    with pytest.raises(ConfigError, match="budget_ms must be a number > 0") as by_runtime:
         cpu_runtime.plan(4, budget_ms=budget)
-    with pytest.raises(ConfigError, match="budget_ms"):
-        check_policy("throughput", budget)
+    with pytest.raises(ConfigError) as by_type:
+        InferOptions(budget_ms=budget)
+    served = infer_requests(cpu_runtime, [Request(np.zeros((28, 28), np.uint8), budget_ms=budget)])[0]
+    assert str(by_runtime.value) == str(by_type.value) == str(served.error)
 
 
 @pytest.mark.parametrize("budget", [np.float32(5), np.int64(5), 5, 2.5])
 def test_numpy_numbers_are_budgets_like_python_ones(cpu_runtime, budget):
     assert cpu_runtime.plan(4, budget_ms=budget).cost == cpu_runtime.plan(4, budget_ms=float(budget)).cost
-    check_policy("throughput", budget)
+    assert infer_requests(cpu_runtime, [Request(np.zeros((28, 28), np.uint8), budget_ms=budget)])[0].ok
+
+
+def test_a_policy_is_checked_once_alike_everywhere(cpu_runtime):
+    with pytest.raises(ConfigError, match="unknown policy 'fast'") as by_runtime:
+        cpu_runtime.infer_many([np.zeros((28, 28), np.uint8)], policy="fast")
+    served = infer_requests(cpu_runtime, [Request(np.zeros((28, 28), np.uint8), policy="fast")])[0]
+    assert str(served.error) == str(by_runtime.value)
 
 
 @pytest.mark.parametrize("threads", [1_000_000, 1025, -1, True, 2.0])

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge_mimo.bundle import InputSpec
 from edge_mimo.datasets import shipped_sample
 from edge_mimo.errors import ConfigError, FrameError
-from edge_mimo.runtime.preprocess import (InputSpec, Normalizer, check_frame, fit_frame, prepare_batch,
+from edge_mimo.runtime.preprocess import (Normalizer, check_frame, fit_frame, prepare_batch,
                                           prepare_frame)
 
 GRAY = InputSpec(1, 28, 28, "gray", (0.286,), (0.353,))

@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from edge_mimo.bundle import InputSpec
 from edge_mimo.bundle.manifest import MANIFEST_FILE, SCHEMA_VERSION, load_manifest
 from edge_mimo.errors import BundleError, ConfigError, FrameError
 from edge_mimo.runtime.batching import frame_logits, width_groups
-from edge_mimo.runtime.preprocess import InputSpec, check_roi, prepare_batch, prepare_frame
+from edge_mimo.runtime.preprocess import check_roi, prepare_batch, prepare_frame
 
 from .conftest import manifest_json
 from .test_runtime_preprocess import camera_frame

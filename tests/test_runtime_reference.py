@@ -66,8 +66,9 @@ def table_bundle(tmp_path_factory):
     saved = export.export_width
     export.export_width = ExportOnce(saved, root)
     try:
-        bundle, _ = compile_bundle(CompileOptions(model=str(tiny_model_dir(root)), widths=[1, 2, 4], calib_size=32,
-                                                  val_size=64, allow_drop=True, output=root / "bundle",
+        bundle, _ = compile_bundle(CompileOptions(model=str(tiny_model_dir(root)), widths=[1, 2, 4],
+                                                  calibration_size=32, validation_size=64, allow_drop=True,
+                                                  output=root / "bundle",
                                                   cache_dir=root / "cache"))
     finally:
         export.export_width = saved

@@ -130,6 +130,17 @@ def test_options_are_checked_before_deploying(cpu_bundle):
     assert options.deployment_options()["autoscaling_config"]["max_replicas"] == 3
 
 
+@pytest.mark.parametrize("threads", [1025, -1, True, 2.0])
+def test_thread_counts_are_refused_alike_by_the_server_and_the_runtime(cpu_bundle, threads):
+    from edge_mimo import Runtime
+
+    with pytest.raises(ConfigError, match="threads must be a whole number") as by_server:
+        ServeOptions(threads=threads).check(4)
+    with pytest.raises(ConfigError) as by_runtime:
+        Runtime(cpu_bundle, threads=threads)
+    assert str(by_server.value) == str(by_runtime.value)
+
+
 def test_handle_callers_get_their_own_frames_packed_into_shared_passes(served, frames, cpu_runtime):
     handle, _, _ = served
     results = concurrently(lambda f: handle.classify.remote(f).result(timeout_s=60), frames)

@@ -106,7 +106,7 @@ def run_bench(bundle: str | Path, streams: list[int], repeats: int = 20, threads
                 rows[("int8", f"in-graph:{policy}")] = {
                     "streams": m, "precision": "int8", "policy": f"in-graph:{policy}", "passes": planned.cost,
                     "widths": sorted({g.width for g in planned.groups}), "bundle": str(graph_rt.bundle),
-                    "graph_input": list(graph_rt.feed_spec.tensor_shape)}
+                    "graph_input": list(graph_rt.spec.tensor_shape)}
         for name, run in runners.items():
             precision = "fp32" if "eager" in name else "int8"
             cases[(precision, name)] = lambda run=run: run(normalize(prepare_batch(frames, spec, None)[0]))

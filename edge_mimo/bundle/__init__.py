@@ -3,6 +3,7 @@
 from .manifest import (
     MANIFEST_FILE,
     SCHEMA_VERSION,
+    InputSpec,
     Manifest,
     artifact_path,
     is_bundle,
@@ -12,5 +13,5 @@ from .manifest import (
 )
 from .target import TargetProfile
 
-__all__ = ["MANIFEST_FILE", "SCHEMA_VERSION", "Manifest", "TargetProfile", "artifact_path", "is_bundle",
+__all__ = ["MANIFEST_FILE", "SCHEMA_VERSION", "InputSpec", "Manifest", "TargetProfile", "artifact_path", "is_bundle",
            "load_manifest", "sha256_file", "verify_artifacts"]

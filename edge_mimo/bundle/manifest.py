@@ -49,7 +49,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -195,20 +195,45 @@ class WidthArtifacts:
 
 
 @dataclass(frozen=True)
-class InputInfo:
-    """What the graphs take: ``channels`` x ``height`` x ``width_px`` pixels, colour, normalisation, resize mode."""
+class InputSpec:
+    """The input contract: what the model eats and what its graphs take. One type for the manifest's ``input``,
+    the runtime's preprocessing and compile (checked here, whoever builds it; :meth:`from_dict` also checks a
+    manifest's ranges).
+
+    The model eats ``channels`` x ``height`` x ``width_px`` pixels in ``color`` order, normalised with ``mean`` /
+    ``std`` (0..1 units), after the ``resize`` mode has fitted the frame. ``contract`` "normalised": the graphs
+    take that float32 tensor [B, n, C, H, W] (the runtime resizes, converts and normalises); "crop-uint8" (in-graph
+    preprocessing): they take the uint8 BGR crop of ``crop_factor`` x the model's size [B, n, S_h, S_w, 3].
+    (``width`` means the superposition width everywhere in edge-mimo; a size in pixels is ``width_px``.)
+    """
 
     channels: int
     height: int
     width_px: int
+    color: str  # "gray" | "rgb"
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    color: str = "gray"
     resize: str = "center-crop"
-    layout: str = "B,n,C,H,W"
-    dtype: str = "float32"
     contract: str = "normalised"
-    crop_factor: int | None = None  # crop-uint8: the graphs take factor x (height, width_px) uint8 BGR pixels
+    crop_factor: int | None = None  # crop-uint8 only
+
+    def __post_init__(self) -> None:
+        if not (_int(self.channels) and self.channels in (1, 3) and _count(self.height) and _count(self.width_px)):
+            raise ConfigError(f"input {self.channels} x {self.height} x {self.width_px} pixels: channels must be "
+                              "1 or 3, height and width_px positive integers; fix the manifest")
+        if self.color not in ("gray", "rgb"):
+            raise ConfigError(f"input colour {self.color!r} is not supported: use 'gray' or 'rgb'")
+        if (self.color == "gray") != (self.channels == 1):
+            raise ConfigError(f"input colour {self.color!r} does not fit {self.channels} channels: fix the manifest")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"resize mode {self.resize!r} is unknown: choose one of {', '.join(RESIZE_MODES)}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels or not all(v > 0 for v in self.std):
+            raise ConfigError("input mean and std need one value per channel, std > 0: fix the manifest")
+        if self.contract not in CONTRACTS:
+            raise ConfigError(f"input contract {self.contract!r} is unknown: choose one of {', '.join(CONTRACTS)}")
+        if not (_count(self.crop_factor) if self.in_graph else self.crop_factor is None):
+            raise ConfigError(f"crop_factor {self.crop_factor!r}: the crop-uint8 contract needs a positive integer, "
+                              "the normalised one none")
 
     @property
     def in_graph(self) -> bool:
@@ -220,9 +245,28 @@ class InputInfo:
         """(S_h, S_w): the crop the graphs take (crop-uint8), else None."""
         return (self.crop_factor * self.height, self.crop_factor * self.width_px) if self.in_graph else None
 
+    @property
+    def layout(self) -> str:
+        """The graphs' input layout."""
+        return "B,n,H,W,C" if self.in_graph else "B,n,C,H,W"
+
+    @property
+    def dtype(self) -> str:
+        """The graphs' input element type."""
+        return "uint8" if self.in_graph else "float32"
+
+    @property
+    def tensor_shape(self) -> tuple[int, int, int]:
+        """The shape of one prepared frame, as the graphs take it: (C, H, W), or (S_h, S_w, 3) for crop-uint8."""
+        return (*self.crop, 3) if self.in_graph else (self.channels, self.height, self.width_px)
+
+    def with_crop(self, factor: int) -> "InputSpec":
+        """This input as in-graph graphs take it: the crop-uint8 contract, ``factor`` x the model's size."""
+        return replace(self, contract="crop-uint8", crop_factor=factor)
+
     @classmethod
-    def from_dict(cls, d: object, schema_version: int = SCHEMA_VERSION) -> "InputInfo":
-        """Validate an ``input`` section; schema 1 named the pixel width ``width``."""
+    def from_dict(cls, d: object, schema_version: int = SCHEMA_VERSION) -> "InputSpec":
+        """Validate a manifest's ``input`` section; schema 1 named the pixel width ``width``."""
         channels = d.get("channels") if isinstance(d, dict) else None
         width_key = "width" if schema_version < 2 else "width_px"
         _need(_int(channels) and channels in (1, 3) and _count(d.get("height")) and _count(d.get(width_key))
@@ -252,9 +296,8 @@ class InputInfo:
                   and d.get("crop") == [factor * d["height"], factor * d[width_key]],
                   "'input' with contract crop-uint8 needs schema 3, layout B,n,H,W,C, dtype uint8, a positive "
                   "crop_factor and crop = crop_factor x [height, width_px]")
-        return cls(channels, d["height"], d[width_key], tuple(map(float, d["mean"])), tuple(map(float, d["std"])),
-                   color, resize, *(("B,n,H,W,C", "uint8") if factor else ()), contract=contract,
-                   crop_factor=factor)
+        return cls(channels, d["height"], d[width_key], color, tuple(map(float, d["mean"])),
+                   tuple(map(float, d["std"])), resize, contract, factor)
 
     def to_dict(self) -> dict:
         """The JSON form (schema 2: the pixel width as ``width_px``)."""
@@ -430,7 +473,7 @@ class Manifest:
     """A bundle's ``manifest.json``, typed (see the module docstring). Widths are ``int`` keys here."""
 
     model: ModelConfig
-    input: InputInfo
+    input: InputSpec
     widths: tuple[int, ...]
     artifacts: dict[int, WidthArtifacts]
     files: dict[str, str]
@@ -527,7 +570,7 @@ class Manifest:
             for art in (artifacts[n].fp32, artifacts[n].int8, *artifacts[n].engines):
                 _need(art is None or files.get(art.file) == art.sha256,
                       f"'artifacts.{n}' names {art and art.file!r}, which 'files' does not list with the same sha256")
-        inp = InputInfo.from_dict(m["input"], version)
+        inp = InputSpec.from_dict(m["input"], version)
         _need(inp.channels == model.in_channels or "in_channels" not in m["model"],
               "'input.channels' and 'model.in_channels' disagree")
         target = m.get("target")

@@ -21,6 +21,7 @@ BACKENDS = ("onnxruntime", "tensorrt")
 FLAVOURS = ("cpu", "tensorrt")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEFAULT_WIDTHS = (1, 2, 4)
+MAX_CROP_FACTOR = 64  # the largest in-graph crop: factor x the model's size (64: 1792 pixels for 28)
 
 
 def _int(v) -> bool:
@@ -110,7 +111,8 @@ class TargetProfile:
         c.known(pre, ("in_graph", "crop_factor"), " in [preprocess]")
         in_graph, factor = pre.get("in_graph", False), pre.get("crop_factor", 17)
         c.need(isinstance(in_graph, bool), "[preprocess] in_graph must be true or false")
-        c.need(_int(factor) and 1 <= factor <= 64, "[preprocess] crop_factor must be an integer in 1..64")
+        c.need(_int(factor) and 1 <= factor <= MAX_CROP_FACTOR,
+               f"[preprocess] crop_factor must be an integer in 1..{MAX_CROP_FACTOR}")
         trt = None
         if data["backend"] == "tensorrt":
             c.need(data["flavour"] == "tensorrt", "a TensorRT target needs flavour = \"tensorrt\" (symmetric Q/DQ)")

@@ -47,13 +47,11 @@ def run(args) -> int:
     from ..compile.pipeline import CompileOptions, compile_bundle  # the compile extra
 
     opts = CompileOptions(
-        model=args.model, target=args.target, m=args.m, widths=args.widths, calib=args.calib,
-        calib_size=args.calib_size, calib_method=args.calib_method, val=args.val, val_size=args.val_size,
-        max_drop=args.max_drop, allow_drop=args.allow_drop, output=args.output,
-        in_graph=args.in_graph, crop_factor=args.crop_factor,
+        model=args.model, target=args.target, max_width=args.m, widths=args.widths, calibration_set=args.calib,
+        calibration_size=args.calib_size, calibration_method=args.calib_method, validation_set=args.val,
+        validation_size=args.val_size, max_drop_points=args.max_drop, allow_drop=args.allow_drop, output=args.output,
+        in_graph=args.in_graph, crop_factor=args.crop_factor, **({"cache_dir": None} if args.no_cache else {}),
     )
-    if args.no_cache:
-        opts.cache_dir = None
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         bundle, manifest = compile_bundle(opts)  # with --json, stdout holds the JSON only (ORT's calibrators print)
     if args.json:

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..camera.scenes import CONDITIONS
 from ..camera.suite import markdown_table, run_suite, suite_plot
 from ..datasets import load_fashion_mnist, shipped_sample
+from ..errors import ConfigError
 from ..runtime import Runtime
 from ..runtime.scheduler import POLICIES
 
@@ -44,7 +45,7 @@ def _names(text: str, known, what: str) -> list[str] | None:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise ValueError(f"unknown {what} {', '.join(unknown) or repr(text)}: choose from {', '.join(known)}")
+        raise ConfigError(f"unknown {what} {', '.join(unknown) or repr(text)}: choose from {', '.join(known)}")
     return names
 
 
@@ -53,9 +54,9 @@ def run(args) -> int:
     conditions = _names(args.conditions, CONDITIONS, "condition")
     policies = _names(args.policies, POLICIES, "policy")
     if args.streams < 1 or args.limit < 0 or args.ood_limit < 0:
-        raise ValueError("--streams must be >= 1, --limit and --ood-limit >= 0")
+        raise ConfigError("--streams must be >= 1, --limit and --ood-limit >= 0")
     if args.output and args.output.exists() and not args.output.is_dir():
-        raise ValueError(f"-o {args.output} is a file: -o names a folder for camera_suite.json / .md / .png")
+        raise ConfigError(f"-o {args.output} is a file: -o names a folder for camera_suite.json / .md / .png")
     data = load_fashion_mnist("test") if args.data == "fashion-mnist" else shipped_sample("validation")
     if args.limit:
         data = data.subset(slice(0, args.limit))

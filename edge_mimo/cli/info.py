@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..bundle.manifest import Manifest, is_bundle
+from ..errors import ConfigError
 from ..models.config import TRAINING_FILE
 from ..models.default import resolve_model
 
@@ -27,7 +28,10 @@ def describe(model_dir: Path) -> dict:
     model = load_model(model_dir)
     cfg = model.config
     training = model_dir / TRAINING_FILE
-    recorded = json.loads(training.read_text()).get("test", {}) if training.exists() else {}
+    try:
+        recorded = json.loads(training.read_text()).get("test", {}) if training.exists() else {}
+    except ValueError as e:  # not JSON, not UTF-8
+        raise ConfigError(f"{training} cannot be read ({e}): remove it or train the model again") from None
     return {
         "path": str(model_dir),
         "arch": cfg.arch,

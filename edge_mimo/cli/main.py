@@ -97,7 +97,8 @@ def _terminated(signum: int, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one ``edge-mimo`` sub-command; returns the exit status (2 with a one-line message for user errors)."""
+    """Run one ``edge-mimo`` sub-command; returns the exit status (2 with a one-line message for user errors: the
+    project's own errors, :class:`EdgeMimoError`; anything else is a bug and shows as one, with its traceback)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     configure_logging(getattr(args, "json", False))
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         return args.run(args) or 0
-    except (EdgeMimoError, FileNotFoundError, ValueError) as e:
+    except EdgeMimoError as e:
         print(f"edge-mimo {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:

@@ -6,7 +6,6 @@ Parses the options and prints; the live loop and its parts (sources file, stats,
 from __future__ import annotations
 
 import json
-import math
 import re
 import signal
 import sys
@@ -14,13 +13,14 @@ import threading
 import time
 
 from .. import live
+from ..bundle.manifest import RESIZE_MODES
 from ..engines import BACKENDS, PRECISIONS
 from ..errors import ConfigError
+from ..live.loop import check_limit
 from ..live.mosaic import MosaicWriter, draw_tile, tile_lines
 from ..live.sources import SourcesFile, parse_sources
 from ..live.stats import Stats
-from ..runtime import POLICIES, Runtime
-from ..runtime.preprocess import RESIZE_MODES
+from ..runtime import POLICIES, InferOptions, Runtime
 from ..streams import StreamMux
 
 
@@ -77,17 +77,14 @@ def parse_rois(specs: list[str], names) -> dict[str, tuple[int, ...]]:
 
 
 def check_limits(args) -> None:
-    """Numbers that must be finite and in range (``inf`` or ``nan`` would mean something else than asked)."""
-    for option, value, lowest, strict in (("--max-frames", args.max_frames, 1, False),
-                                          ("--duration", args.duration, 0, True),
-                                          ("--max-age", args.max_age, 0, True),
+    """The numeric options, before anything opens (the live loop's checks: :func:`edge_mimo.live.loop.check_limit`)."""
+    for option, value, lowest, strict in (("--duration", args.duration, 0, True), ("--max-age", args.max_age, 0, True),
                                           ("--gather-ms", args.gather_ms, 0, False),
                                           ("--stats-every", args.stats_every, 0, False),
                                           ("--video-fps", args.video_fps, 0, True)):
-        if value is not None and not (math.isfinite(value) and (value > lowest if strict else value >= lowest)):
-            raise ConfigError(f"{option} must be a finite number {'>' if strict else '>='} {lowest}, got {value}: "
-                              + ("leave it out for no limit" if option in ("--max-frames", "--duration")
-                                 else "give a finite number"))
+        check_limit(option, value, lowest, strict, optional=option in ("--duration", "--max-age"))
+    check_limit("--max-frames", args.max_frames, 1, whole=True)
+    InferOptions(args.policy, args.budget_ms, args.width)
 
 
 def run(args) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 from ..atomic import check_replaceable
 from ..datasets import (AUGMENT_PRESETS, FOLDER_HOLDOUT_SHARE, NAMED_DATASETS, holds_out_test_images,
                         image_folder_input, load_dataset, load_fashion_mnist)
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, NotFoundError
 from ..models.config import ARCHITECTURES, OPTIMIZERS, TRAINING_FILE, ModelConfig
 from ..models.default import resolve_model
 
@@ -80,22 +80,18 @@ def add_parser(sub) -> None:
 
 
 def _check_args(args) -> None:
-    """Refuse options that cannot train (before loading anything)."""
-    for name in ("epochs", "steps", "batch"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    """Refuse options that cannot train (before loading anything); the recipe's own are TrainConfig's checks."""
+    from ..train import TrainConfig
+
+    recipe = dict(epochs=args.epochs, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay,
+                  single_prob=args.single_prob, mixup=args.mixup, augment=args.augment)
+    TrainConfig(**{k: v for k, v in recipe.items() if v is not None})
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
     if args.image_size is not None and not 8 <= args.image_size <= 512:
         raise ConfigError(f"--image-size must be between 8 and 512 pixels, got {args.image_size}")
     if args.limit < 0:
         raise ConfigError(f"--limit must be >= 0 (0: all images), got {args.limit}")
-    for name in ("lr", "weight_decay", "mixup", "single_prob"):
-        value = getattr(args, name)
-        if value is not None and not (math.isfinite(value) and value >= 0) or name == "lr" and value == 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0"
-                              f"{' (and > 0)' if name == 'lr' else ''}, got {value}")
-    if args.single_prob > 1:
-        raise ConfigError(f"--single-prob is a share of steps, 0..1: got {args.single_prob}")
     if args.new_head and not args.init:
         raise ConfigError("--new-head fine-tunes the model given with --init: add --init MODEL (e.g. --init default)")
 
@@ -143,7 +139,7 @@ def _load_init(path: Path):
 
     try:
         return load_model(resolve_model(path))
-    except FileNotFoundError:
+    except NotFoundError:
         raise
     except Exception as e:  # a truncated or foreign safetensors / config file
         raise DataError(f"--init {path} cannot be loaded ({type(e).__name__}: {str(e)[:200]}): pass a model "
@@ -222,9 +218,9 @@ def run(args) -> int:
               f"new: {', '.join(sorted(set(own) - set(kept)))}")
     elif start is not None:
         if dataclasses.replace(start.config, mean=config.mean, std=config.std) != config:
-            raise ValueError(f"--init {args.init} is a different model ({start.config}) from the one these "
-                             f"arguments describe ({config}): pass the same architecture options, or --new-head "
-                             "to keep its body and train a new head for these classes")
+            raise ConfigError(f"--init {args.init} is a different model ({start.config}) from the one these "
+                              f"arguments describe ({config}): pass the same architecture options, or --new-head "
+                              "to keep its body and train a new head for these classes")
         model, config = start, start.config
     optimizer = args.optimizer or ("adamw" if config.arch == "mimoformer" else "sgd")
     lr, decay = OPTIMIZERS[optimizer]

@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from ..errors import ConfigError, NotFoundError
+
 
 def add_parser(sub) -> None:
     """Register ``edge-mimo triton-server``."""
@@ -33,10 +35,10 @@ def run(args) -> int:
 
     for name in ("http_port", "grpc_port", "metrics_port"):
         if not 1 <= getattr(args, name) <= 65535:
-            raise ValueError(f"--{name.replace('_', '-')} must be a port number 1..65535, got {getattr(args, name)}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be a port number 1..65535, got {getattr(args, name)}")
     if not (args.repository / "").is_dir():
-        raise FileNotFoundError(f"{args.repository} is not a folder: write a model repository with "
-                                "`edge-mimo export-triton BUNDLE -o REPO`")
+        raise NotFoundError(f"{args.repository} is not a folder: write a model repository with "
+                            "`edge-mimo export-triton BUNDLE -o REPO`")
     server = LocalTriton(args.repository, python=args.python, http_port=args.http_port, grpc_port=args.grpc_port,
                          metrics_port=args.metrics_port, log=args.log)
     with server:

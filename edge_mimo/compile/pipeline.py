@@ -18,17 +18,17 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_dir, check_replaceable
-from ..bundle.manifest import (MANIFEST_FILE, GraphFile, InputInfo, Manifest, Quantization, Validation, WidthAccuracy,
+from ..bundle.manifest import (MANIFEST_FILE, GraphFile, Manifest, Quantization, Validation, WidthAccuracy,
                                WidthArtifacts, is_bundle, sha256_file)
 from ..bundle.names import INPUT_NAME, PLOT_FILE, REPORT_FILE, graph_file
-from ..bundle.target import TargetProfile
+from ..bundle.target import MAX_CROP_FACTOR, TargetProfile
 from ..datasets import NAMED_DATASETS, ImageSet, load_dataset
 from ..engines import build_bundle_engines
 from ..models.config import FASHION_MNIST_CLASSES, TRAINING_FILE
 from ..models.default import SHIPPED_MODELS, resolve_model
 from ..progress import bar
 from ..errors import AccuracyGateError, BackendUnavailableError, ConfigError, DataError, ExportError
-from ..quantize import CalibrationCache, QuantizeResult, data_hash, quantize_width
+from ..quantize import METHODS, CalibrationCache, QuantizeResult, data_hash, quantize_width
 from ..runtime.batching import model_inputs, spec_for, width_groups
 from .evaluate import onnx_frame_logits, width_report
 from .report import render, write_plot
@@ -44,24 +44,65 @@ def default_cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "edge-mimo") / "calibration"
 
 
-@dataclass
+def _whole(value: object, lowest: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lowest
+
+
+@dataclass(frozen=True)
 class CompileOptions:
-    """What :func:`compile_bundle` builds; the fields mirror ``edge-mimo compile``'s options."""
+    """What :func:`compile_bundle` builds, checked when made (ConfigError naming the ``edge-mimo compile`` option
+    and the fix); the fields mirror that command's options.
+
+    ``max_width`` (--m): the largest superposition width built from the target's widths, unless ``widths`` names
+    them. ``calibration_set`` / ``validation_set`` (--calib / --val): 'auto' (the model's own data), 'shipped',
+    'fashion-mnist[:ROOT]', 'cifar10:ROOT' or an image folder; ``calibration_size`` images calibrate,
+    ``validation_size`` validate (0: all). ``calibration_method``: None for the model family's default
+    (:func:`calibration_method`). ``max_drop_points``: the accuracy gate (INT8 vs FP32, points), ignored with
+    ``allow_drop``. ``cache_dir``: the calibration cache (None: none). ``in_graph`` / ``crop_factor``: None for
+    the target profile's [preprocess] values.
+    """
+
     model: str = "default"
     target: str = "cpu"
-    m: int = 4
-    widths: list[int] | None = None
-    calib: str = AUTO
-    calib_size: int = 512
-    calib_method: str | None = None  # None: the model family's default (see calibration_method)
-    val: str = AUTO
-    val_size: int = 0  # 0: the whole validation set
-    max_drop: float = 1.0
+    max_width: int = 4
+    widths: tuple[int, ...] | None = None
+    calibration_set: str = AUTO
+    calibration_size: int = 512
+    calibration_method: str | None = None
+    validation_set: str = AUTO
+    validation_size: int = 0
+    max_drop_points: float = 1.0
     allow_drop: bool = False
     output: Path | None = None
     cache_dir: Path | None = field(default_factory=default_cache_dir)
-    in_graph: bool | None = None  # None: the target profile's [preprocess] in_graph
-    crop_factor: int | None = None  # None: the target profile's [preprocess] crop_factor
+    in_graph: bool | None = None
+    crop_factor: int | None = None
+
+    def __post_init__(self) -> None:
+        for flag, name, lowest in (("--m", "max_width", 1), ("--calib-size", "calibration_size", 0),
+                                   ("--val-size", "validation_size", 0)):
+            if not _whole(getattr(self, name), lowest):
+                raise ConfigError(f"{flag} ({name}) must be an integer >= {lowest}: got {getattr(self, name)!r}")
+        if self.calibration_size == 0:
+            raise ConfigError("--calib-size (calibration_size) must be at least 1: calibration needs images (512 "
+                              "is the default)")
+        if self.widths is not None:
+            if isinstance(self.widths, (str, bytes)) or not all(_whole(n, 1) for n in self.widths):
+                raise ConfigError(f"--widths {self.widths!r} must be positive integers, e.g. --widths 1 2 4")
+            if len(set(self.widths)) != len(self.widths):
+                raise ConfigError(f"--widths {list(self.widths)} names a width twice: give each width once, e.g. "
+                                  "--widths 1 2 4")
+            object.__setattr__(self, "widths", tuple(self.widths))  # a list given: frozen like the rest
+        if self.calibration_method is not None and self.calibration_method not in METHODS:
+            raise ConfigError(f"--calib-method {self.calibration_method!r} is unknown: choose one of "
+                              f"{', '.join(METHODS)}")
+        if self.crop_factor is not None and not (_whole(self.crop_factor, 1) and self.crop_factor <= MAX_CROP_FACTOR):
+            raise ConfigError(f"--crop-factor must be an integer in 1..{MAX_CROP_FACTOR}, got {self.crop_factor!r}")
+        if not (isinstance(self.max_drop_points, (int, float)) and not isinstance(self.max_drop_points, bool)
+                and math.isfinite(self.max_drop_points) and self.max_drop_points >= 0):
+            raise ConfigError(f"--max-drop (max_drop_points) must be a finite number of points >= 0, got "
+                              f"{self.max_drop_points!r}: use --allow-drop to write a bundle whatever the drop")
+
 
 # in-graph graphs vs the numpy path on camera frames: largest |logit difference| allowed (FP32 graphs; the
 # inputs differ by the numpy path's uint8 roundings only, within 1/255 of a pixel)
@@ -88,24 +129,6 @@ def _versions() -> dict:
     return out
 
 
-def check_options(opts: CompileOptions) -> None:
-    """Refuse options that would do something else than asked (before any work)."""
-    for name, value in (("m", opts.m), ("calib_size", opts.calib_size), ("val_size", opts.val_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "m" else 0):
-            raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {1 if name == 'm' else 0}: "
-                              f"got {value!r}")
-    if opts.calib_size == 0:
-        raise ConfigError("--calib-size must be at least 1: calibration needs images (512 is the default)")
-    if opts.widths is not None and len(set(opts.widths)) != len(opts.widths):
-        raise ConfigError(f"--widths {opts.widths} names a width twice: give each width once, e.g. --widths 1 2 4")
-    if opts.crop_factor is not None and not (isinstance(opts.crop_factor, int) and not isinstance(opts.crop_factor, bool)
-                                             and 1 <= opts.crop_factor <= 64):
-        raise ConfigError(f"--crop-factor must be an integer in 1..64, got {opts.crop_factor!r}")
-    if not (isinstance(opts.max_drop, (int, float)) and math.isfinite(opts.max_drop) and opts.max_drop >= 0):
-        raise ConfigError(f"--max-drop must be a finite number of points >= 0, got {opts.max_drop!r}: "
-                          "use --allow-drop to write a bundle whatever the drop")
-
-
 def _trained_on(model_dir: Path) -> dict:
     """The model's ``training.json`` (empty when it has none or it cannot be read)."""
     try:
@@ -122,8 +145,8 @@ def _is_fashion_mnist(spec: str) -> bool:
 def data_specs(opts: CompileOptions, model_dir: Path, config) -> tuple[str, str]:
     """The calibration and validation specs: ``auto`` becomes the model's own data (``training.json``), the
     shipped Fashion-MNIST samples for a Fashion-MNIST model; refused at once when neither applies."""
-    if AUTO not in (opts.calib, opts.val):
-        return opts.calib, opts.val
+    if AUTO not in (opts.calibration_set, opts.validation_set):
+        return opts.calibration_set, opts.validation_set
     dataset = _trained_on(model_dir).get("dataset")
     fashion = tuple(config.class_names) == FASHION_MNIST_CLASSES and (config.in_channels, config.image_size) == (1, 28)
     if isinstance(dataset, str) and _is_fashion_mnist(dataset) or dataset is None and fashion:
@@ -135,7 +158,7 @@ def data_specs(opts: CompileOptions, model_dir: Path, config) -> tuple[str, str]
             f"it has no {TRAINING_FILE} naming its training data"
         raise DataError(f"cannot tell which images to calibrate and validate {model_dir} on ({where}): pass "
                         "--calib and --val, e.g. --calib ROOT/train --val ROOT/test (image folders of its classes)")
-    return (own if opts.calib == AUTO else opts.calib), (own if opts.val == AUTO else opts.val)
+    return (own if opts.calibration_set == AUTO else opts.calibration_set), (own if opts.validation_set == AUTO else opts.validation_set)
 
 
 def _split(spec: str, purpose: str) -> str:
@@ -201,12 +224,12 @@ def near_chance(accuracy: float, classes: int) -> str | None:
 
 
 def _widths(opts: CompileOptions, profile: TargetProfile, capacity_widths: tuple[int, ...]) -> list[int]:
-    wanted = opts.widths or [n for n in profile.widths if n <= opts.m]
+    wanted = opts.widths or [n for n in profile.widths if n <= opts.max_width]
     bad = [n for n in wanted if n not in capacity_widths]
     if bad:
         raise ConfigError(f"widths {bad} are not divisors of the model's capacity: choose from {list(capacity_widths)}")
     if not wanted:
-        raise ConfigError(f"no width <= --m {opts.m} in the target's widths {list(profile.widths)}: raise --m")
+        raise ConfigError(f"no width <= --m {opts.max_width} in the target's widths {list(profile.widths)}: raise --m")
     return sorted(wanted)
 
 
@@ -235,7 +258,6 @@ def compile_bundle(opts: CompileOptions) -> tuple[Path, Manifest]:
     """Run the pipeline; returns the bundle path and its manifest. Nothing is left behind on failure."""
     from ..models.weights import WEIGHTS_FILE, load_model  # torch: the compile extra
 
-    check_options(opts)
     profile = _target_profile(opts)
     model_dir = resolve_model(opts.model)
     model = load_model(model_dir)
@@ -267,11 +289,11 @@ def _load_data(opts: CompileOptions, model_dir: Path, cfg, widths: list[int]) ->
     """The calibration and validation images, checked against the model; warns when validation images are
     training images of the model."""
     calib_spec, val_spec = data_specs(opts, model_dir, cfg)
-    calib, _ = _images(calib_spec, _split(calib_spec, "calib"), opts.calib_size, cfg)
+    calib, _ = _images(calib_spec, _split(calib_spec, "calib"), opts.calibration_size, cfg)
     if len(calib) < max(widths):
         raise DataError(f"{len(calib)} calibration image(s) cannot fill a width-{max(widths)} group: "
                         f"give at least {max(widths)} (ideally hundreds) with --calib / --calib-size")
-    val, val_source = _images(val_spec, _split(val_spec, "val"), opts.val_size, cfg)
+    val, val_source = _images(val_spec, _split(val_spec, "val"), opts.validation_size, cfg)
     if val_spec != "shipped":  # the shipped sample is Fashion-MNIST's held-out tail, never in the train split
         _warn_if_trained_on(val, model_dir, cfg)
     return _Data(calib_spec, calib, data_hash(calib.images), val, val_source)
@@ -280,7 +302,7 @@ def _load_data(opts: CompileOptions, model_dir: Path, cfg, widths: list[int]) ->
 def _output_path(opts: CompileOptions, profile: TargetProfile, model_dir: Path) -> Path:
     """``--output``, else ``bundles/<model>-<target>-m<m>``."""
     name = opts.model if opts.model in SHIPPED_MODELS else model_dir.name
-    return Path(opts.output or f"bundles/{name}-{profile.name}-m{opts.m}")
+    return Path(opts.output or f"bundles/{name}-{profile.name}-m{opts.max_width}")
 
 
 def _build_graphs(tmp: Path, model, widths: list[int], profile: TargetProfile, data: _Data,
@@ -302,7 +324,7 @@ def _build_graphs(tmp: Path, model, widths: list[int], profile: TargetProfile, d
         steps.update()
         steps.set_postfix_str(f"quantize n={n}")
         quant = quantize_width(tmp / fp32_rel, tmp / int8_rel, data.calib.images, n, cfg.mean, cfg.std,
-                               data_sha256=data.calib_sha, method=opts.calib_method or calibration_method(cfg.arch),
+                               data_sha256=data.calib_sha, method=opts.calibration_method or calibration_method(cfg.arch),
                                flavour=flavour, cache=cache)
         cache_status[n] = quant.cache
         steps.update()
@@ -349,11 +371,11 @@ def _accuracy_gate(accuracy: dict[int, WidthAccuracy], opts: CompileOptions) -> 
     are any, unless ``--allow-drop``."""
     # drop_points is 100 * (a difference of two accuracies): 4 frames of 400 come out as 1.0000000000000009
     # points, so a drop of exactly --max-drop is compared with a tolerance far below one frame
-    failed = {n: a.drop_points for n, a in accuracy.items() if not a.drop_points <= opts.max_drop + 1e-9}
+    failed = {n: a.drop_points for n, a in accuracy.items() if not a.drop_points <= opts.max_drop_points + 1e-9}
     if failed and not opts.allow_drop:
         detail = ", ".join(f"width {n}: -{d:.2f} points" for n, d in failed.items())
         raise AccuracyGateError(
-            f"INT8 lost more than {opts.max_drop} points ({detail}); no bundle written. Try another "
+            f"INT8 lost more than {opts.max_drop_points} points ({detail}); no bundle written. Try another "
             "--calib-method (entropy, percentile), more calibration data (--calib-size), or accept it "
             "with --allow-drop / a larger --max-drop")
     return failed
@@ -375,17 +397,14 @@ def _manifest(opts: CompileOptions, model, model_dir: Path, model_sha: str, widt
     return Manifest(
         edge_mimo_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         model=cfg, model_sha256=model_sha, model_source=str(model_dir),
-        input=InputInfo(channels=cfg.in_channels, height=cfg.image_size, width_px=cfg.image_size,
-                        mean=tuple(cfg.mean), std=tuple(cfg.std), color="gray" if cfg.in_channels == 1 else "rgb",
-                        **(dict(layout="B,n,H,W,C", dtype="uint8", contract="crop-uint8",
-                                crop_factor=profile.crop_factor) if profile.in_graph else {})),
+        input=spec_for(cfg).with_crop(profile.crop_factor) if profile.in_graph else spec_for(cfg),
         widths=tuple(widths), target=profile, artifacts=graphs.artifacts,
         quantization=Quantization(
             method=quant.method, flavour=quant.flavour, tool=quant.tool,
             calibration_images=quant.calibration_images, per_channel=quant.per_channel,
             symmetric_activations=quant.symmetric_activations, calibration_sha256=data.calib_sha,
             calibration_source=data.calib_spec, cache=graphs.cache_status),
-        validation=Validation(source=data.val_source, images=int(len(data.val)), gate_max_drop=opts.max_drop,
+        validation=Validation(source=data.val_source, images=int(len(data.val)), gate_max_drop=opts.max_drop_points,
                               gate_failed=tuple(sorted(failed)), allowed_drop=bool(failed and opts.allow_drop)),
         temperature={n: a.temperature for n, a in accuracy.items()},
         uncertainty={n: a.uncertainty for n, a in accuracy.items()},
@@ -417,14 +436,14 @@ def _in_graph(tmp: Path, model, widths: list[int], flavour: str, profile: Target
     the difference on real crops (tests/test_compile_ingraph.py, BENCHMARKS.md)."""
     from ..camera.frames import camera_frames
     from ..export.ingraph import prepend_preprocessing
-    from ..runtime.ingraph import CropSpec
     from ..runtime.preprocess import Normalizer, prepare_batch
     import onnxruntime as ort
 
     cfg = model.config
     spec = spec_for(cfg)
-    crop = CropSpec(spec, profile.crop_factor)
-    frames = camera_frames(calib.images[:16], size=(crop.width_px + crop.width_px // 3, crop.height))
+    crop = spec.with_crop(profile.crop_factor)
+    crop_h, crop_w = crop.crop
+    frames = camera_frames(calib.images[:16], size=(crop_w + crop_w // 3, crop_h))
     x_numpy = Normalizer(spec)(prepare_batch(frames, spec)[0])
     x_crop = prepare_batch(frames, crop)[0]
     opts = ort.SessionOptions()

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping
 
 from ..errors import ConfigError
-from ..runtime import Runtime, StreamResult
+from ..runtime import InferOptions, Runtime, StreamResult
+from ..runtime.scheduler import is_integer, is_real
 from ..streams import Frame, StreamMux
 
 if TYPE_CHECKING:  # prometheus_client is an optional extra
@@ -39,13 +40,18 @@ class Summary:
     reason: str  # "ended" (every source ended or failed), "duration", "max_results", "stopped"
 
 
-def _check(name: str, value, lowest: float = 0.0, strict: bool = False) -> None:
-    if value is None:
+def check_limit(name: str, value: object, lowest: float = 0.0, strict: bool = False, whole: bool = False,
+                optional: bool = True) -> None:
+    """The one check of the live loop's numbers (``run``'s arguments, ``edge-mimo run``'s options, named as the
+    caller knows them): None when ``optional``, else a finite (``whole``: integer) number > / >= ``lowest``;
+    ``inf`` or ``nan`` would mean something else than asked. ConfigError naming ``name`` otherwise."""
+    if value is None and optional:
         return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and value != float("inf")
-    if not ok or value < lowest or (strict and value == lowest):
-        raise ConfigError(f"{name} must be a finite number {'>' if strict else '>='} {lowest:g}, got {value!r}: "
-                          "leave it out (None) for no limit")
+    ok = (is_integer(value) if whole else is_real(value)) and (value > lowest if strict else value >= lowest)
+    if not ok:
+        raise ConfigError(f"{name} must be a {'whole' if whole else 'finite'} number {'>' if strict else '>='} "
+                          f"{lowest:g}, got {value!r}: " + ("leave it out for no limit" if optional else
+                                                             "give a finite number"))
 
 
 def run(runtime: Runtime, mux: StreamMux, on_result: OnResult, *, policy: str = "throughput",
@@ -74,6 +80,7 @@ def run(runtime: Runtime, mux: StreamMux, on_result: OnResult, *, policy: str = 
     ``until_ended=False``: keep running when no source is left (sources may still be added), until ``duration``,
     ``max_results`` or ``stop``.
     """
+    InferOptions(policy, budget_ms, width)  # refused before any camera opens
     _check_limits(gather_ms, max_age, period, duration, poll, max_results)
     if prepare_in_readers:
         mux.set_prepare(lambda name, image: runtime.prepare(image, rois.get(name) if rois else None))
@@ -111,13 +118,12 @@ def run(runtime: Runtime, mux: StreamMux, on_result: OnResult, *, policy: str = 
 def _check_limits(gather_ms: float, max_age: float | None, period: float | None, duration: float | None,
                   poll: float, max_results: int | None) -> None:
     """Refuse limits that are not finite numbers in range (ConfigError)."""
-    _check("gather_ms", gather_ms)
-    _check("max_age", max_age, strict=True)
-    _check("period", period, strict=True)
-    _check("duration", duration, strict=True)
-    _check("poll", poll, strict=True)
-    if max_results is not None and not (isinstance(max_results, int) and max_results >= 1):
-        raise ConfigError(f"max_results must be a whole number >= 1, got {max_results!r}: leave it out for no limit")
+    check_limit("gather_ms", gather_ms, optional=False)
+    check_limit("max_age", max_age, strict=True)
+    check_limit("period", period, strict=True)
+    check_limit("duration", duration, strict=True)
+    check_limit("poll", poll, strict=True, optional=False)
+    check_limit("max_results", max_results, 1, whole=True)
 
 
 def _stop_reason(stop: threading.Event, elapsed: float, duration: float | None, results: int,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 from .config import ModelConfig
 
 
@@ -25,9 +27,9 @@ class SuperposedClassifier(nn.Module):
         self.config = config
 
     def check_width(self, n: int) -> None:
-        """Raise ValueError unless ``n`` divides the capacity."""
+        """Raise ConfigError unless ``n`` divides the capacity."""
         if n not in self.config.widths:
-            raise ValueError(
+            raise ConfigError(
                 f"width {n} does not divide the capacity {self.config.capacity}: use one of {self.config.widths}"
             )
 
@@ -38,7 +40,7 @@ class SuperposedClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images [B, n, C, H, W] -> per-replica logits [B, N/n, n, classes]."""
         if x.dim() != 5:
-            raise ValueError(f"expected images shaped [batch, width, C, H, W], got {tuple(x.shape)}")
+            raise ConfigError(f"expected images shaped [batch, width, C, H, W], got {tuple(x.shape)}")
         n = int(x.shape[1])  # int(): constant under ONNX tracing (one graph per width), the batch stays dynamic
         self.check_width(n)
         logits = self.slot_logits(x)

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..errors import ConfigError
+
 CONFIG_FILE = "config.json"  # a model directory: this, the weights and (after training) the training record
 WEIGHTS_FILE = "model.safetensors"
 TRAINING_FILE = "training.json"
@@ -48,22 +50,22 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+            raise ConfigError(f"unknown architecture {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
         if self.capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {self.capacity}")
+            raise ConfigError(f"capacity must be >= 1, got {self.capacity}")
         if self.arch == "plain" and self.capacity != 1:
-            raise ValueError(f"a plain network takes one image per pass: capacity must be 1, got {self.capacity}")
+            raise ConfigError(f"a plain network takes one image per pass: capacity must be 1, got {self.capacity}")
         if self.arch != "mimoformer" and (self.depth - 4) % 6:
-            raise ValueError(f"WideResNet depth must be 6k+4 (10, 16, 22, 28), got {self.depth}")
+            raise ConfigError(f"WideResNet depth must be 6k+4 (10, 16, 22, 28), got {self.depth}")
         if self.embedding not in ("linear", "conv"):
-            raise ValueError(f"embedding {self.embedding!r} is unknown: choose 'linear' or 'conv'")
+            raise ConfigError(f"embedding {self.embedding!r} is unknown: choose 'linear' or 'conv'")
         if self.arch == "mimoformer" and (self.image_size % self.patch_size or self.embed_dim % self.heads):
-            raise ValueError(f"MIMOFormer needs patch_size dividing image_size ({self.patch_size}, {self.image_size}) "
-                             f"and heads dividing embed_dim ({self.heads}, {self.embed_dim})")
+            raise ConfigError(f"MIMOFormer needs patch_size dividing image_size ({self.patch_size}, {self.image_size}) "
+                              f"and heads dividing embed_dim ({self.heads}, {self.embed_dim})")
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
-            raise ValueError("mean and std need one value per input channel")
+            raise ConfigError("mean and std need one value per input channel")
         if self.class_names and len(self.class_names) != self.num_classes:
-            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+            raise ConfigError(f"{len(self.class_names)} class names for {self.num_classes} classes")
 
     @property
     def body(self) -> str:
@@ -104,11 +106,11 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        """The config of a :meth:`to_dict` dict; unknown keys raise ValueError."""
+        """The config of a :meth:`to_dict` dict; unknown keys raise ConfigError."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown model config keys {sorted(unknown)}: is this config from a newer edge-mimo?")
+            raise ConfigError(f"unknown model config keys {sorted(unknown)}: is this config from a newer edge-mimo?")
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**kwargs)
 
@@ -118,8 +120,16 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":
-        """Read a config written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a config written by :meth:`save` (ConfigError for a file that is no JSON object)."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise ConfigError(f"{path} is not a model config ({type(e).__name__}: {str(e)[:200]}): pass a model "
+                              "directory written by `edge-mimo train`") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} is not a model config (not a JSON object): pass a model directory written by "
+                              "`edge-mimo train`")
+        return cls.from_dict(data)
 
 
 FASHION_MNIST_CLASSES = (

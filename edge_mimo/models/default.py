@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import NotFoundError
+
 from .config import CONFIG_FILE
 
 _PACKAGE = Path(__file__).resolve().parent.parent
@@ -16,6 +18,6 @@ def resolve_model(spec: str | Path) -> Path:
     """'default' or 'mimoformer' -> that shipped model's directory; anything else is a model directory path."""
     path = SHIPPED_MODELS.get(str(spec), Path(spec))
     if not (path / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{path} is not a model directory (no {CONFIG_FILE}): pass one written by "
-                                f"`edge-mimo train`, or one of the shipped models: {', '.join(SHIPPED_MODELS)}")
+        raise NotFoundError(f"{path} is not a model directory (no {CONFIG_FILE}): pass one written by "
+                            f"`edge-mimo train`, or one of the shipped models: {', '.join(SHIPPED_MODELS)}")
     return path

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+
 from .base import SuperposedClassifier
 from .config import ModelConfig
 
@@ -61,7 +63,7 @@ class FavorAttention(nn.Module):
     def __init__(self, dim: int, heads: int, features: int, seed: int) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"embed_dim {dim} is not divisible by heads {heads}")
+            raise ConfigError(f"embed_dim {dim} is not divisible by heads {heads}")
         self.heads, self.head_dim = heads, dim // heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -137,7 +139,7 @@ class MIMOFormer(SuperposedClassifier):
         super().__init__(config)
         d, p = config.embed_dim, config.patch_size
         if config.image_size % p:
-            raise ValueError(f"patch_size {p} does not divide image_size {config.image_size}")
+            raise ConfigError(f"patch_size {p} does not divide image_size {config.image_size}")
         tokens = (config.image_size // p) ** 2
         self.embed = patch_embedding(config)
         self.pos = nn.Parameter(torch.randn(1, tokens, d) * 0.02)

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_dir
+from ..errors import NotFoundError
 from . import build_model
 from .base import SuperposedClassifier
 from .config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
@@ -28,7 +29,7 @@ def load_model(directory: str | Path) -> SuperposedClassifier:
     directory = Path(directory)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
-            raise FileNotFoundError(f"{directory} has no {name}: pass a model directory written by `edge-mimo train`")
+            raise NotFoundError(f"{directory} has no {name}: pass a model directory written by `edge-mimo train`")
     model = build_model(ModelConfig.load(directory / CONFIG_FILE))
     model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     return model.eval()

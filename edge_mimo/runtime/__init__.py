@@ -1,9 +1,10 @@
 """The lean runtime (no torch): preprocessing, scheduling superposed passes, per-stream results."""
 
-from .preprocess import InputSpec, PreparedFrame, prepare_batch, prepare_frame
+from ..bundle.manifest import InputSpec
+from .preprocess import PreparedFrame, prepare_batch, prepare_frame
 from .results import StreamResult, Timing
 from .runtime import Runtime
-from .scheduler import POLICIES, Group, Plan, plan
+from .scheduler import POLICIES, Group, InferOptions, Plan, plan
 
 __all__ = ["Runtime", "StreamResult", "Timing", "InputSpec", "PreparedFrame", "prepare_frame", "prepare_batch",
-           "POLICIES", "Group", "Plan", "plan"]
+           "POLICIES", "Group", "InferOptions", "Plan", "plan"]

@@ -1,8 +1,9 @@
-"""The one path from images to per-frame logits: preprocessing, normalisation, packing into superposed
-groups and reading replicas back, exactly as :meth:`Runtime.infer_many` does it.
+"""The reference image-to-logits path: preprocessing, normalisation, packing into superposed groups and reading
+replicas back, exactly as :meth:`Runtime.infer_many` does it, for any callable that runs one width.
 
 INT8 calibration, the compile gate (accuracy, temperature, uncertainty threshold), training evaluation and the
-runtime all go through these functions, so every reported figure is a figure of the shipped path.
+runtime all go through these functions, so every reported figure is a figure of the shipped path. A change to
+how images become logits is made here (and in :mod:`.preprocess`), never in a copy.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .preprocess import InputSpec, Normalizer, prepare_batch
+from ..bundle.manifest import InputSpec
+from ..errors import DataError
+from .preprocess import Normalizer, prepare_batch
 from .scheduler import Plan, gather, plan
 
 RunWidth = Callable[[int, np.ndarray], np.ndarray]  # (width n, inputs [G, n, C, H, W]) -> logits [G, N/n, n, K]
@@ -24,7 +27,7 @@ def model_inputs(images: np.ndarray, spec: InputSpec) -> np.ndarray:
     batch, _, errors = prepare_batch(frames, spec)
     if errors:
         index, error = next(iter(errors.items()))
-        raise ValueError(f"image {index} of the dataset cannot be used: {error}")
+        raise DataError(f"image {index} of the dataset cannot be used: {error}")
     return Normalizer(spec)(batch)
 
 
@@ -45,7 +48,7 @@ def pack(x: np.ndarray, plan_: Plan) -> dict[int, np.ndarray]:
 def _width_plan(count: int, width: int, capacity: int) -> Plan:
     """The runtime's forced-width plan for ``count`` frames (refused for none)."""
     if count == 0:
-        raise ValueError("no images to pack: give at least one")
+        raise DataError("no images to pack: give at least one")
     return plan(count, capacity, (width,), width=width)
 
 

@@ -18,51 +18,30 @@ Frames are uint8 BGR, grey (replicated to BGR, after the resize) or BGRA (alpha 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
-from .preprocess import ROI, InputSpec, center_window, check_frame, crop_roi
+from ..bundle.manifest import InputSpec
+from .preprocess import ROI, center_window, check_frame, crop_roi
 
 
-@dataclass(frozen=True)
-class CropSpec:
-    """What an in-graph bundle's graphs take per frame: uint8 BGR [height, width_px, 3], ``factor`` x the model's
-    size; ``model`` is the model's own :class:`InputSpec` (its resize mode decides the crop)."""
-
-    model: InputSpec
-    factor: int
-
-    @property
-    def height(self) -> int:
-        return self.factor * self.model.height
-
-    @property
-    def width_px(self) -> int:
-        return self.factor * self.model.width_px
-
-    @property
-    def tensor_shape(self) -> tuple[int, int, int]:
-        return (self.height, self.width_px, 3)
-
-    def prepare(self, frame, roi: ROI | None = None) -> np.ndarray:
-        """One frame -> uint8 BGR [S_h, S_w, 3] (raises FrameError for a bad frame)."""
-        img = check_frame(frame)
-        if roi is not None:
-            img = crop_roi(img, roi)
-        if img.ndim == 3 and img.shape[2] == 4:
-            img = img[:, :, :3]  # BGRA: drop alpha (a view)
-        img = fit_crop(img, self)
-        if img.ndim == 2:
-            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        return img
+def prepare_crop(frame, spec: InputSpec, roi: ROI | None = None) -> np.ndarray:
+    """One frame -> uint8 BGR [S_h, S_w, 3] for a crop-uint8 ``spec`` (raises FrameError for a bad frame)."""
+    img = check_frame(frame)
+    if roi is not None:
+        img = crop_roi(img, roi)
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[:, :, :3]  # BGRA: drop alpha (a view)
+    img = fit_crop(img, spec)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    return img
 
 
-def fit_crop(img: np.ndarray, cs: CropSpec) -> np.ndarray:
-    """A frame (after its region of interest) -> ``cs.height x cs.width_px`` per the module's rules."""
-    th, tw = cs.height, cs.width_px
-    mode = cs.model.resize
+def fit_crop(img: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """A frame (after its region of interest) -> the ``spec.crop`` size per the module's rules."""
+    th, tw = spec.crop
+    mode = spec.resize
     if mode == "letterbox":  # as preprocess.fit_frame, at the crop's size
         h, w = img.shape[:2]
         scale = min(tw / w, th / h)
@@ -72,11 +51,11 @@ def fit_crop(img: np.ndarray, cs: CropSpec) -> np.ndarray:
         out[y0 : y0 + nh, x0 : x0 + nw] = _resize(img, nw, nh)
         return out
     if mode == "center-crop":
-        img = center_window(img, cs.model)
+        img = center_window(img, spec)
     h, w = img.shape[:2]
     if (h, w) == (th, tw):
         return img
-    if th <= h < th + cs.factor and tw <= w < tw + cs.factor:
+    if th <= h < th + spec.crop_factor and tw <= w < tw + spec.crop_factor:
         y0, x0 = (h - th) // 2, (w - tw) // 2
         return img[y0 : y0 + th, x0 : x0 + tw]
     return _resize(img, tw, th)

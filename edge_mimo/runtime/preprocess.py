@@ -15,40 +15,10 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from ..bundle.manifest import RESIZE_MODES
+from ..bundle.manifest import InputSpec
 from ..errors import ConfigError, FrameError
+
 ROI = tuple[int, int, int, int]  # x, y, width, height in frame pixels
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the model eats: ``channels`` x ``height`` x ``width_px`` pixels, colour order, mean/std in 0..1 units.
-
-    (``width`` means the superposition width everywhere in edge-mimo; a size in pixels is ``width_px``.)
-    """
-
-    channels: int
-    height: int
-    width_px: int
-    color: str  # "gray" | "rgb"
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    resize: str = "center-crop"
-
-    def __post_init__(self) -> None:
-        if self.color not in ("gray", "rgb"):
-            raise ConfigError(f"input colour {self.color!r} is not supported: use 'gray' or 'rgb'")
-        if (self.color == "gray") != (self.channels == 1):
-            raise ConfigError(f"input colour {self.color!r} does not fit {self.channels} channels: fix the manifest")
-        if self.resize not in RESIZE_MODES:
-            raise ConfigError(f"resize mode {self.resize!r} is unknown: choose one of {', '.join(RESIZE_MODES)}")
-        if len(self.mean) != self.channels or len(self.std) != self.channels:
-            raise ConfigError("input mean and std need one value per channel: fix the manifest")
-
-    @property
-    def tensor_shape(self) -> tuple[int, int, int]:
-        """The shape of one prepared frame: (C, H, W)."""
-        return (self.channels, self.height, self.width_px)
 
 
 def check_frame(frame) -> np.ndarray:
@@ -203,10 +173,12 @@ def crop_roi(img: np.ndarray, roi: ROI) -> np.ndarray:
 
 
 def prepare_frame(frame, spec: InputSpec, roi: ROI | None = None) -> np.ndarray:
-    """One frame -> uint8 [C, H, W] in the model's colour order and size (raises FrameError). Another kind of
-    spec (an in-graph bundle's :class:`~edge_mimo.runtime.ingraph.CropSpec`) prepares the frame its own way."""
-    if not isinstance(spec, InputSpec):
-        return spec.prepare(frame, roi)
+    """One frame -> uint8 [C, H, W] in the model's colour order and size (raises FrameError); for the crop-uint8
+    contract, the uint8 BGR crop the graphs take (:func:`edge_mimo.runtime.ingraph.prepare_crop`)."""
+    if spec.in_graph:
+        from .ingraph import prepare_crop  # built on this module's frame checks
+
+        return prepare_crop(frame, spec, roi)
     img = check_frame(frame)
     if roi is not None:
         img = crop_roi(img, roi)

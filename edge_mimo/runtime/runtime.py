@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -18,10 +19,9 @@ from ..engines.base import DEFAULT_PLAN_CACHE, Backend
 from ..errors import BackendUnavailableError, BundleError, ConfigError
 from .batching import pack
 from . import preprocess
-from .ingraph import CropSpec
-from .preprocess import RESIZE_MODES, InputSpec, Normalizer, PreparedFrame, check_roi, prepare_batch
+from .preprocess import Normalizer, PreparedFrame, check_roi, prepare_batch
 from .results import StreamResult, Timing, frame_statistics
-from .scheduler import POLICIES, Plan, gather, min_replicas, plan
+from .scheduler import InferOptions, Plan, gather, is_integer, min_replicas, plan
 
 PREPARE_THREADS = 4  # frames of one call prepared at once (colour, crop, resize release the GIL)
 MAX_GROUPS_PER_RUN = 64  # bounds the memory of one backend call on very large frame lists
@@ -30,12 +30,12 @@ MAX_GROUPS_PER_RUN = 64  # bounds the memory of one backend call on very large f
 MAX_THREADS = 1024  # more intra-op threads than any machine has cores: ONNX Runtime fails to create them
 
 
-def _integer(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _real(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+def check_threads(threads: object) -> int | None:
+    """ONNX Runtime intra-op threads as an int (None or 0: its choice); ConfigError outside 0..MAX_THREADS."""
+    if threads is not None and not (is_integer(threads) and 0 <= threads <= MAX_THREADS):
+        raise ConfigError(f"threads must be a whole number in 0..{MAX_THREADS} (0 or None: ONNX Runtime's choice), "
+                          f"got {threads!r}")
+    return None if threads is None else int(threads)
 
 
 def _streams(frames) -> tuple[list, list]:
@@ -79,12 +79,7 @@ class Runtime:
             raise ConfigError(f"backend {backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
         if precision not in PRECISIONS:
             raise ConfigError(f"precision {precision!r} is unknown: choose one of {', '.join(PRECISIONS)}")
-        if resize is not None and resize not in RESIZE_MODES:
-            raise ConfigError(f"resize mode {resize!r} is unknown: choose one of {', '.join(RESIZE_MODES)}")
-        if threads is not None and not (_integer(threads) and 0 <= threads <= MAX_THREADS):
-            raise ConfigError(f"threads must be a whole number in 0..{MAX_THREADS} (0 or None: ONNX Runtime's choice), "
-                              f"got {threads!r}")
-        threads = None if threads is None else int(threads)
+        threads = check_threads(threads)
         self.manifest = Manifest.load(bundle)  # first: it refuses what is no bundle path (None, NUL, too long)
         self.bundle = Path(bundle)
         m = self.manifest
@@ -92,13 +87,11 @@ class Runtime:
         self.num_classes = m.model.num_classes
         self.class_names = m.class_names
         self.widths = tuple(sorted(m.widths))
-        self.spec = InputSpec(channels=m.input.channels, height=m.input.height, width_px=m.input.width_px,
-                              color=m.input.color, mean=m.input.mean, std=m.input.std,
-                              resize=resize or m.input.resize)
+        # the bundle's input contract (InputSpec checks the resize override); for in-graph bundles (crop-uint8)
+        # the runtime hands the graphs the uint8 crop only
+        self.spec = dataclasses.replace(m.input, resize=resize) if resize is not None else m.input
+        self.in_graph = self.spec.in_graph
         self._normalize = Normalizer(self.spec)
-        # in-graph bundles (input contract crop-uint8): the runtime hands the graphs the uint8 crop only
-        self.in_graph = m.input.in_graph
-        self.feed_spec = CropSpec(self.spec, m.input.crop_factor) if self.in_graph else self.spec
         self.temperature = {n: m.temperature.get(n, 1.0) for n in self.widths}
         self.entropy_threshold = {n: u.entropy_threshold if (u := m.uncertainty.get(n)) else np.inf
                                   for n in self.widths}
@@ -110,7 +103,7 @@ class Runtime:
         self._ms_per_group = {n: None for n in self.widths}
         if warmup:
             for n in self.widths:  # first runs are slow (allocation); also seeds the latency estimates
-                x = np.zeros((1, n, *self.feed_spec.tensor_shape), np.uint8 if self.in_graph else np.float32)
+                x = np.zeros((1, n, *self.spec.tensor_shape), np.uint8 if self.in_graph else np.float32)
                 self._backend.run(n, x)
                 self._timed_run(n, x)
 
@@ -126,13 +119,8 @@ class Runtime:
         With ``budget_ms``, the policy's replica target is lowered step by step until the predicted inference
         time fits (never below one replica: frames are never dropped to meet a budget).
         """
-        if policy not in POLICIES:
-            raise ConfigError(f"unknown policy {policy!r}: choose one of {', '.join(POLICIES)}")
-        if budget_ms is not None and not (_real(budget_ms) and budget_ms > 0):
-            raise ConfigError(f"budget_ms must be a number > 0 (got {budget_ms!r}): give milliseconds, or None for no budget")
+        InferOptions(policy, budget_ms, width)  # checks them (the same check as the live loop and the servers)
         if width is not None:
-            if not _integer(width):
-                raise ConfigError(f"width {width!r} is not an integer: pass one of {list(self.widths)}")
             return plan(count, self.capacity, self.widths, width=int(width))
         target = min_replicas(policy, self.capacity)
         levels = sorted({self.capacity // n for n in self.widths if self.capacity // n <= target} | {1}, reverse=True)
@@ -171,7 +159,7 @@ class Runtime:
         start = time.perf_counter()
         keys, images = _streams(frames)
         roi_list = self._roi_list(rois, keys, isinstance(frames, Mapping))
-        batch, good, errors = prepare_batch(images, self.feed_spec, roi_list, self._map_for(len(images)))
+        batch, good, errors = prepare_batch(images, self.spec, roi_list, self._map_for(len(images)))
         x = batch if self.in_graph else self._normalize(batch)
         t_pre = time.perf_counter()
         schedule = self.plan(len(good), policy, budget_ms, width)
@@ -207,16 +195,16 @@ class Runtime:
         :meth:`infer_many` later without preparing it again (raises FrameError for a bad frame). Thread-safe:
         cameras' reader threads call it (``StreamMux(..., prepare=...)``, :func:`edge_mimo.live.run`)."""
         roi = check_roi(roi) if roi is not None else None
-        tensor = preprocess.prepare_frame(frame, self.feed_spec, roi)
+        tensor = preprocess.prepare_frame(frame, self.spec, roi)
         image = preprocess.raw_image(frame)
         if isinstance(image, np.ndarray) and np.may_share_memory(tensor, image):
             tensor = tensor.copy()  # a frame already at model size (or an exact crop): never a view of the caller's buffer
-        return PreparedFrame(tensor, self.feed_spec, roi)
+        return PreparedFrame(tensor, self.spec, roi)
 
     def infer_in_calls(self, frames: Sequence, streams: int, **kwargs) -> list[StreamResult]:
         """Classify a long list of frames ``streams`` at a time, as that many cameras would deliver them (one
         :meth:`infer_many` call each, with ``kwargs``); results in order. For evaluations and studies."""
-        if not (_integer(streams) and streams >= 1):
+        if not (is_integer(streams) and streams >= 1):
             raise ConfigError(f"streams must be a whole number >= 1, got {streams!r}")
         results: list[StreamResult] = []
         for i in range(0, len(frames), streams):
@@ -289,7 +277,7 @@ class Runtime:
         return {
             "bundle": str(self.bundle), "backend": self.backend_name, "precision": self.precision,
             "capacity": self.capacity, "widths": list(self.widths), "input": self.spec.__dict__,
-            "in_graph": self.in_graph, "graph_input": list(self.feed_spec.tensor_shape),
+            "in_graph": self.in_graph, "graph_input": list(self.spec.tensor_shape),
             "temperature": self.temperature, "entropy_threshold": self.entropy_threshold,
             "ms_per_group": dict(self._ms_per_group),
         }

@@ -16,6 +16,7 @@ Examples on an N=4 model with widths 1, 2, 4 (throughput): 2 frames -> one width
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,38 @@ import numpy as np
 from ..errors import ConfigError
 
 POLICIES = ("throughput", "balanced", "robust")
+
+
+def is_integer(v: object) -> bool:
+    """A whole number (Python or numpy), not a bool."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def is_real(v: object) -> bool:
+    """A finite real number (Python or numpy), not a bool."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
+        and math.isfinite(v)
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    """How one :meth:`Runtime.infer_many` call schedules its frames, checked here for every caller (the runtime,
+    the live loop, the servers): ``policy`` (one of :data:`POLICIES`), ``budget_ms`` (a cap on the predicted
+    inference time: a finite number > 0, or None for none), ``width`` (force one width, or None; the bundle
+    checks that it has it)."""
+
+    policy: str = "throughput"
+    budget_ms: float | None = None
+    width: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.policy, str) and self.policy in POLICIES):
+            raise ConfigError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
+        if self.budget_ms is not None and not (is_real(self.budget_ms) and self.budget_ms > 0):
+            raise ConfigError(f"budget_ms must be a number > 0 and finite (got {self.budget_ms!r}): give "
+                              "milliseconds, or None for no budget")
+        if self.width is not None and not is_integer(self.width):
+            raise ConfigError(f"width {self.width!r} is not an integer: pass one of the bundle's widths")
 
 
 @dataclass(frozen=True)
@@ -60,14 +93,8 @@ class Plan:
 
 
 def min_replicas(policy: str, capacity: int) -> int:
-    """The replicas per frame a policy asks for."""
-    if policy == "throughput":
-        return 1
-    if policy == "balanced":
-        return min(2, capacity)
-    if policy == "robust":
-        return capacity
-    raise ConfigError(f"unknown policy {policy!r}: choose one of {', '.join(POLICIES)}")
+    """The replicas per frame a policy asks for (ConfigError for an unknown one, as :class:`InferOptions` says)."""
+    return {"throughput": 1, "balanced": min(2, capacity), "robust": capacity}[InferOptions(policy).policy]
 
 
 def plan(count: int, capacity: int, widths: list[int] | tuple[int, ...], replicas: int = 1,

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ConfigError, FrameError
 from ..runtime import Runtime, StreamResult
-from ..runtime.scheduler import POLICIES
+from ..runtime.scheduler import InferOptions
 
 
 @dataclass(frozen=True)
@@ -30,19 +30,9 @@ class Request:
     budget_ms: float | None = None
 
 
-def check_policy(policy: str, budget_ms: float | None) -> None:
-    """Raise ConfigError for an unknown policy or a budget that is not a positive number."""
-    if policy not in POLICIES:
-        raise ConfigError(f"unknown policy {policy!r}: choose one of {', '.join(POLICIES)}")
-    if budget_ms is not None and not (isinstance(budget_ms, (int, float, np.integer, np.floating))
-                                      and not isinstance(budget_ms, (bool, np.bool_)) and np.isfinite(budget_ms)
-                                      and budget_ms > 0):
-        raise ConfigError(f"budget_ms must be a number > 0 (got {budget_ms!r}): give milliseconds, or none")
-
-
 def parse_budget(value, where: str) -> float | None:
     """``budget_ms`` as servers receive it (a number, a numeric string, or None) -> float or None; ConfigError
-    naming ``where`` it came from otherwise. Range checks are :func:`check_policy`'s."""
+    naming ``where`` it came from otherwise. Range checks are :class:`InferOptions`'s."""
     if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
     try:
@@ -61,7 +51,7 @@ def infer_requests(runtime: Runtime, requests: Sequence[Request]) -> list[Stream
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, r in enumerate(requests):
         try:
-            check_policy(r.policy, r.budget_ms)
+            InferOptions(r.policy, r.budget_ms)
         except ConfigError as e:
             results[i] = StreamResult(stream=i, error=e)
             continue

@@ -35,8 +35,9 @@ from ..bundle.manifest import Manifest
 from ..engines import BACKENDS
 from ..errors import ConfigError, EdgeMimoError, FrameError
 from ..runtime import Runtime, StreamResult
-from ..runtime.runtime import MAX_THREADS
-from .packing import DEFAULT_MAX_PIXELS, Request, check_policy, decode_image, infer_requests, parse_budget
+from ..runtime.runtime import MAX_THREADS, check_threads
+from ..runtime.scheduler import InferOptions
+from .packing import DEFAULT_MAX_PIXELS, Request, decode_image, infer_requests, parse_budget
 
 APP_NAME = "edge-mimo"
 ROUTE = "/classify"
@@ -67,7 +68,7 @@ class ServeOptions:
 
     def check(self, capacity: int) -> ServeOptions:
         """These options with defaults resolved for a model of ``capacity``; ConfigError naming the fix."""
-        check_policy(self.policy, None)
+        InferOptions(self.policy)
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend {self.backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
         if (self.min_replicas is None) != (self.max_replicas is None):
@@ -80,9 +81,7 @@ class ServeOptions:
         if not (math.isfinite(self.num_cpus) and 0 < self.num_cpus <= MAX_THREADS):
             raise ConfigError(f"num_cpus must be a finite number in (0, {MAX_THREADS}] (got {self.num_cpus}): CPUs "
                               "reserved per replica")
-        if self.threads is not None and not 0 <= self.threads <= MAX_THREADS:
-            raise ConfigError(f"threads must be in 0..{MAX_THREADS} (got {self.threads}): ONNX Runtime threads per "
-                              "replica, 0 for its choice")
+        check_threads(self.threads)
         batch = self.max_batch_size or 4 * capacity
         if batch < 1 or batch % capacity:
             raise ConfigError(f"max_batch_size {batch} is not a positive multiple of the model's capacity "

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ..atomic import atomic_write_bytes
 from ..datasets import AUGMENT_PRESETS, ImageSet
+from ..errors import BackendUnavailableError, ConfigError, DataError
 from ..models.base import SuperposedClassifier
 from ..models.config import OPTIMIZERS
 from ..progress import bar
@@ -69,22 +70,29 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENT_PRESETS:
-            raise ValueError(f"augment {self.augment!r} is unknown: choose one of {', '.join(AUGMENT_PRESETS)}")
+            raise ConfigError(f"augment {self.augment!r} is unknown: choose one of {', '.join(AUGMENT_PRESETS)}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer {self.optimizer!r} is unknown: choose one of {', '.join(OPTIMIZERS)}")
+            raise ConfigError(f"optimizer {self.optimizer!r} is unknown: choose one of {', '.join(OPTIMIZERS)}")
         if self.epochs < 1 or self.batch < 1:
-            raise ValueError(f"epochs and batch must be >= 1, got {self.epochs} and {self.batch}")
+            raise ConfigError(f"epochs and batch (--epochs, --batch) must be >= 1, got {self.epochs} and {self.batch}")
+        for name in ("lr", "weight_decay", "mixup", "single_prob"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0) or name == "lr" and value == 0:
+                raise ConfigError(f"{name} (--{name.replace('_', '-')}) must be a finite number >= 0"
+                                  f"{' (and > 0)' if name == 'lr' else ''}, got {value}")
+        if self.single_prob > 1:
+            raise ConfigError(f"single_prob (--single-prob) is a share of steps, 0..1: got {self.single_prob}")
         if not 0 <= self.width_warmup <= 1:
-            raise ValueError(f"width_warmup must be a share of the steps in [0, 1], got {self.width_warmup}")
+            raise ConfigError(f"width_warmup must be a share of the steps in [0, 1], got {self.width_warmup}")
         for name in ("distill", "self_distill", "isometry"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0) or (name != "isometry" and value > 1):
-                raise ValueError(f"{name} must be a weight in [0, 1] (isometry: >= 0), got {value}")
+                raise ConfigError(f"{name} must be a weight in [0, 1] (isometry: >= 0), got {value}")
         if self.distill + self.self_distill > 1:
-            raise ValueError(f"distill + self_distill must be <= 1 (the rest weighs the labels), got "
-                             f"{self.distill} + {self.self_distill}")
+            raise ConfigError(f"distill + self_distill must be <= 1 (the rest weighs the labels), got "
+                              f"{self.distill} + {self.self_distill}")
         if not (math.isfinite(self.distill_temperature) and self.distill_temperature > 0):
-            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
+            raise ConfigError(f"distill_temperature must be > 0, got {self.distill_temperature}")
 
 
 class SlotSampler:
@@ -207,7 +215,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA GPU: use --device cpu or auto")
+        raise BackendUnavailableError("--device cuda asked for, but torch sees no CUDA GPU: use --device cpu or auto")
     return torch.device(name)
 
 
@@ -265,10 +273,10 @@ class _SoftTargets:
                  device: torch.device) -> None:
         self.model, self.cfg = model, cfg
         if cfg.distill and teacher is None:
-            raise ValueError("distill > 0 needs the teacher's logits of the training images")
+            raise DataError("distill > 0 needs the teacher's logits of the training images")
         if teacher is not None and (teacher.ndim != 2 or len(teacher) != size
                                     or teacher.shape[1] != model.config.num_classes):
-            raise ValueError(f"teacher logits shaped {teacher.shape}, expected [{size}, {model.config.num_classes}]")
+            raise DataError(f"teacher logits shaped {teacher.shape}, expected [{size}, {model.config.num_classes}]")
         t = cfg.distill_temperature
         self.teacher = (torch.softmax(torch.from_numpy(np.asarray(teacher, np.float32)) / t, -1).to(device)
                         if cfg.distill else None)
@@ -382,7 +390,7 @@ def _fix_keys(model: SuperposedClassifier, cfg: TrainConfig) -> None:
     """``learn_keys=False``: fix the binding keys at seeded random unitary values."""
     binding = getattr(model, "binding", None)
     if not hasattr(binding, "fix_unitary"):
-        raise ValueError(f"learn_keys=False needs a model with binding keys (MIMOConv), not {model.config.arch}")
+        raise ConfigError(f"learn_keys=False needs a model with binding keys (MIMOConv), not {model.config.arch}")
     binding.fix_unitary(torch.Generator().manual_seed(cfg.seed))
 
 

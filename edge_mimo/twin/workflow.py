@@ -126,7 +126,8 @@ def compile_for(model_dir: Path, target: str, out: Path) -> Path:
 
     if not is_bundle(out):
         capacity = ModelConfig.load(model_dir / CONFIG_FILE).capacity
-        compile_bundle(CompileOptions(model=str(model_dir), target=target, m=capacity, allow_drop=True, output=out))
+        compile_bundle(CompileOptions(model=str(model_dir), target=target, max_width=capacity, allow_drop=True,
+                                      output=out))
     return out
 
 

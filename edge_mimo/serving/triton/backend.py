@@ -24,8 +24,8 @@ import numpy as np
 
 from ...errors import ConfigError, EdgeMimoError, FrameError
 from ...runtime.runtime import MAX_THREADS
-from ...runtime.scheduler import POLICIES
-from ..packing import Request, check_policy, infer_requests, parse_budget
+from ...runtime.scheduler import POLICIES, InferOptions
+from ..packing import Request, infer_requests, parse_budget
 
 INPUT = "image"
 MODEL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -138,7 +138,7 @@ def parse_request(frames: np.ndarray | None, parameters: str, defaults: Settings
                           "'budget_ms'")
     policy = params.get("policy", defaults.policy)
     budget = parse_budget(params.get("budget_ms", defaults.budget_ms), "the request parameters")
-    check_policy(policy, budget)
+    InferOptions(policy, budget)
     if frames is None or frames.ndim != 4 or len(frames) == 0:
         raise FrameError(f"the request's {INPUT!r} tensor must be uint8 [frames, height, width, 3]")
     return [Request(frame, policy, budget) for frame in frames]

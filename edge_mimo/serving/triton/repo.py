@@ -24,7 +24,7 @@ from ...bundle.manifest import Manifest, verify_artifacts
 from ...bundle.names import INPUT_NAME, OUTPUT_NAME
 from ...errors import ConfigError
 from ...runtime.runtime import MAX_GROUPS_PER_RUN, MAX_THREADS
-from ..packing import check_policy
+from ...runtime.scheduler import InferOptions
 from .backend import INPUT, MODEL_NAME, OUTPUTS
 from .pbtxt import Enum, string_parameters, to_pbtxt
 
@@ -95,7 +95,7 @@ def export_repository(bundle: str | Path, repo: str | Path, options: ExportOptio
 
 
 def _check(options: ExportOptions) -> None:
-    check_policy(options.policy, options.budget_ms)
+    InferOptions(options.policy, options.budget_ms)
     if options.platform not in PLATFORMS:
         raise ConfigError(f"engine platform {options.platform!r} is unknown: choose one of {', '.join(PLATFORMS)}")
     if not MODEL_NAME.fullmatch(options.name):
