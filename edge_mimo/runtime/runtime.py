@@ -99,7 +99,9 @@ class Runtime:
         self.backend_name, self.precision = self._backend.name, self._backend.precision
         self._lock = threading.Lock()
         self._closed = False
-        self._preparers: ThreadPoolExecutor | None = None
+        # threads start on first use; none on one core
+        self._preparers = (ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="edge-mimo-prepare")
+                           if (os.cpu_count() or 1) > 1 else None)
         self._ms_per_group = {n: None for n in self.widths}
         if warmup:
             for n in self.widths:  # first runs are slow (allocation); also seeds the latency estimates
@@ -157,6 +159,8 @@ class Runtime:
         A bad frame gets a result with ``error`` set; the other frames are still classified.
         """
         start = time.perf_counter()
+        if self._closed:
+            raise BackendUnavailableError("this Runtime was closed: create a new Runtime(bundle) to infer again")
         keys, images = _streams(frames)
         roi_list = self._roi_list(rois, keys, isinstance(frames, Mapping))
         batch, good, errors = prepare_batch(images, self.spec, roi_list, self._map_for(len(images)))
@@ -183,11 +187,8 @@ class Runtime:
     def _map_for(self, count: int) -> Callable:
         """How a call prepares its frames: in parallel on a small thread pool (one thread per core, at most
         PREPARE_THREADS) when there are several and more than one core, else in the caller's thread."""
-        workers = min(PREPARE_THREADS, os.cpu_count() or 1, count)
-        if workers < 2:
+        if self._preparers is None or count < 2 or self._closed:
             return map
-        if self._preparers is None:
-            self._preparers = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="edge-mimo-prepare")
         return self._preparers.map
 
     def prepare(self, frame, roi: tuple[int, int, int, int] | None = None) -> PreparedFrame:
