@@ -30,7 +30,7 @@ OLD_TRAIN = ["tests/test_train_recipe.py"] + [  # the tests of the former tests/
         "test_cli_seed_gives_identical_weights_and_another_seed_does_not", "test_runs_of_one_or_two_steps_train",
         "test_interrupted_run_resumes_to_the_uninterrupted_weights_and_history",
         "test_image_folder_without_test_split_holds_out_images")]
-OLD_METRICS = ["tests/test_runtime.py", "tests/test_default_model.py"]
+OLD_METRICS = ["tests/test_runtime.py", "tests/test_models_default.py"]
 
 # name, file, old text, new text, new tests, old tests
 MUTATIONS = [
@@ -101,9 +101,10 @@ MUTATIONS = [
     ("train: --seed not passed to the recipe", "edge_mimo/cli/train.py",
      "seed=args.seed, threads", "seed=0, threads", [KNOBS], OLD_TRAIN),
     ("train: --single-prob not passed", "edge_mimo/cli/train.py",
-     "single_prob=args.single_prob", "single_prob=0.2", [KNOBS], OLD_TRAIN),
+     "single_prob=args.single_prob, mixup=args.mixup, augment=args.augment,\n",
+     "single_prob=0.2, mixup=args.mixup, augment=args.augment,\n", [KNOBS], OLD_TRAIN),
     ("train: --augment not passed", "edge_mimo/cli/train.py",
-     "augment=args.augment", 'augment="camera"', [KNOBS], OLD_TRAIN),
+     "augment=args.augment,\n", 'augment="camera",\n', [KNOBS], OLD_TRAIN),
     ("train: recipe generator ignores the seed", "edge_mimo/train/recipe.py",
      "gen = torch.Generator().manual_seed(cfg.seed)", "gen = torch.Generator().manual_seed(0)", [KNOBS], OLD_TRAIN),
     ("train: camera augmentation a no-op", "edge_mimo/train/recipe.py",
@@ -111,10 +112,10 @@ MUTATIONS = [
     ("train: shift augmentation a no-op", "edge_mimo/train/recipe.py",
      "return augment(x, gen)", "return x", [KNOBS], OLD_TRAIN),
     ("train: width-1 steps never run", "edge_mimo/train/recipe.py",
-     "return 1 if torch.rand((), generator=gen).item() < cfg.single_prob else capacity", "return capacity",
+     "return 1 if torch.rand((), generator=gen).item() < p1 else capacity", "return capacity",
      [KNOBS], OLD_TRAIN),
     ("train: width-1 share inverted", "edge_mimo/train/recipe.py",
-     "item() < cfg.single_prob", "item() > cfg.single_prob", [KNOBS], OLD_TRAIN),
+     "item() < p1", "item() > p1", [KNOBS], OLD_TRAIN),
     ("train: BatchNorm re-estimation skipped", "edge_mimo/train/recipe.py",
      "    recalibrate_batchnorm(model, batches, cfg)\n    model.to(", "    model.to(", [KNOBS], OLD_TRAIN),
     ("train: BatchNorm re-estimate with momentum 0.1", "edge_mimo/train/recipe.py",
