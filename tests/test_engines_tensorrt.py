@@ -58,6 +58,12 @@ def test_build_engines_without_tensorrt_names_the_fix(tmp_path):
 DEVICE = ("8.7", "10.3.0")
 
 
+def fake_graph(n: int) -> bytes:
+    """Bytes that walk as an ONNX ModelProto (ir_version 8, producer name "graph N"), as the bundle check needs."""
+    name = f"graph {n}".encode()
+    return b"\x08\x08\x12" + bytes([len(name)]) + name
+
+
 def fake_bundle(root) -> Manifest:
     """A TensorRT-target bundle of two widths whose INT8 graphs are placeholder bytes."""
     root.mkdir()
@@ -69,8 +75,8 @@ def fake_bundle(root) -> Manifest:
                       "tensorrt": {"workspace_mib": 64, "batch": {"min": 1, "opt": 1, "max": 4}}}}
     for n in doc["widths"]:
         rel = f"int8/width{n}.tensorrt.onnx"
-        (root / rel).write_bytes(f"graph {n}".encode())
-        digest = hashlib.sha256(f"graph {n}".encode()).hexdigest()
+        (root / rel).write_bytes(fake_graph(n))
+        digest = hashlib.sha256(fake_graph(n)).hexdigest()
         doc["files"][rel] = digest
         doc["artifacts"][str(n)] = {"int8": {"file": rel, "sha256": digest}, "engines": []}
     return Manifest.from_dict(doc)
@@ -102,7 +108,7 @@ def test_loading_builds_missing_plans_into_the_cache_never_into_the_bundle(tmp_p
     with caplog.at_level(logging.WARNING, logger=plans.__name__):
         found = plans_for_device(bundle, manifest, cache)
     assert fake_device == [1, 4] and snapshot(bundle) == before
-    assert all(cache.root in p.parents and p.read_bytes() == f"plan of graph {n}".encode() for n, p in found.items())
+    assert all(cache.root in p.parents and p.read_bytes() == b"plan of " + fake_graph(n) for n, p in found.items())
     assert str(cache.root) in caplog.text and "build-engines" in caplog.text  # says where they went, and the option
     assert plans_for_device(bundle, manifest, cache) == found and fake_device == [1, 4]  # reused, not rebuilt
 
@@ -133,7 +139,7 @@ def test_cached_plans_are_rebuilt_when_their_source_or_bytes_change(tmp_path, fa
     recompiled = manifest.artifacts[4]
     recompiled.int8 = dataclasses.replace(recompiled.int8, sha256="f" * 64)  # a recompiled graph is a new entry
     assert plans_for_device(bundle, manifest, cache)[4] != first[4]
-    assert fake_device == [1, 4, 1, 4] and first[1].read_bytes() == b"plan of graph 1"
+    assert fake_device == [1, 4, 1, 4] and first[1].read_bytes() == b"plan of " + fake_graph(1)
 
 
 @pytest.mark.parametrize("record", ["fifo", "list", "huge"])
