@@ -318,22 +318,8 @@ def test_runtime_is_a_context_manager_that_closes(bundle):
         assert rt.infer(np.zeros((28, 28), np.uint8)).ok
     with pytest.raises(BackendUnavailableError, match="closed"):
         rt.infer(np.zeros((28, 28), np.uint8))
-    with pytest.raises(BackendUnavailableError, match="closed"):  # several frames: the prepare pool is shut too
+    with pytest.raises(BackendUnavailableError, match="closed"):  # several frames
         rt.infer_many([np.zeros((28, 28), np.uint8)] * 4)
-
-
-def test_frames_prepared_on_the_pool_equal_frames_prepared_one_by_one(cpu_runtime):
-    """The prepare pool changes where frames are prepared, not what: a call of 6 frames (one bad) gives each frame
-    the result of that frame alone, in order, and the bad one its own error."""
-    rng = np.random.default_rng(5)
-    frames = [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(6)]
-    frames[3] = np.zeros((0, 5, 3), np.uint8)
-    together = cpu_runtime.infer_many(frames, policy="robust")
-    for frame, got in zip(frames, together):
-        alone = cpu_runtime.infer_many([frame], policy="robust")[0]
-        assert got.ok == alone.ok and (got.ok or "empty" in str(got.error))
-        if got.ok:
-            np.testing.assert_allclose(got.probabilities, alone.probabilities, atol=1e-6)
 
 
 def test_infer_in_calls_feeds_streams_at_a_time_and_keeps_order(cpu_runtime):

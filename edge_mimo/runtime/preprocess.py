@@ -7,7 +7,6 @@ each over the frame; normalisation runs once, vectorised, over the whole batch. 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol, runtime_checkable
@@ -257,26 +256,18 @@ def _prepared(frame, spec: InputSpec, roi: ROI | None) -> np.ndarray:
 
 
 def prepare_batch(
-    frames: list, spec: InputSpec, rois: list[ROI | None] | None = None, map_fn: Callable = map
+    frames: list, spec: InputSpec, rois: list[ROI | None] | None = None
 ) -> tuple[np.ndarray, list[int], dict[int, FrameError]]:
     """Frames -> (uint8 [M_ok, C, H, W] of the good frames, their indices, {index: FrameError} of the bad ones).
 
     Entries may be raw images, :class:`PreparedFrame` objects, or :class:`StreamFrame` objects (``.image``, and
-    ``.prepared`` when their reader thread prepared them): what is prepared already is not prepared again.
-    ``map_fn``: how the frames are mapped, e.g. a thread pool's ``map`` (OpenCV releases the GIL)."""
-
-    def one(i: int) -> np.ndarray | FrameError:
-        try:
-            return _prepared(frames[i], spec, rois[i] if rois else None)
-        except FrameError as e:
-            return e
-
+    ``.prepared`` when their reader thread prepared them): what is prepared already is not prepared again."""
     good, index, errors = [], [], {}
-    for i, out in enumerate(map_fn(one, range(len(frames)))):
-        if isinstance(out, FrameError):
-            errors[i] = out
-        else:
-            good.append(out)
+    for i, frame in enumerate(frames):
+        try:
+            good.append(_prepared(frame, spec, rois[i] if rois else None))
             index.append(i)
+        except FrameError as e:
+            errors[i] = e
     batch = np.stack(good) if good else np.zeros((0, *spec.tensor_shape), np.uint8)
     return batch, index, errors

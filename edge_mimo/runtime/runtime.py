@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Hashable, Mapping, Sequence
 
@@ -23,7 +20,6 @@ from .preprocess import Normalizer, PreparedFrame, check_roi, prepare_batch
 from .results import StreamResult, Timing, frame_statistics
 from .scheduler import InferOptions, Plan, gather, is_integer, min_replicas, plan
 
-PREPARE_THREADS = 4  # frames of one call prepared at once (colour, crop, resize release the GIL)
 MAX_GROUPS_PER_RUN = 64  # bounds the memory of one backend call on very large frame lists
 
 
@@ -66,10 +62,9 @@ class Runtime:
     ``engine``: a :class:`~edge_mimo.engines.base.Backend` already loaded for this bundle (e.g. Triton models
     called through BLS), used instead of loading one; the caller has checked the files it runs.
 
-    Thread safety: any thread may call :meth:`infer_many`; a call's frames are prepared on a small shared thread
-    pool (in the caller's thread on one core), the passes of concurrent calls are serialised (one pass uses all the
-    backend's threads), and no state is shared between calls except the per-width latency estimates used by
-    ``budget_ms``.
+    Thread safety: any thread may call :meth:`infer_many`; preprocessing runs in the caller's thread, the
+    passes of concurrent calls are serialised (one pass uses all the backend's threads), and no state is
+    shared between calls except the per-width latency estimates used by ``budget_ms``.
     """
 
     def __init__(self, bundle: str | Path, backend: str = "auto", precision: str = "auto",
@@ -99,9 +94,6 @@ class Runtime:
         self.backend_name, self.precision = self._backend.name, self._backend.precision
         self._lock = threading.Lock()
         self._closed = False
-        # threads start on first use; none on one core
-        self._preparers = (ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="edge-mimo-prepare")
-                           if (os.cpu_count() or 1) > 1 else None)
         self._ms_per_group = {n: None for n in self.widths}
         if warmup:
             for n in self.widths:  # first runs are slow (allocation); also seeds the latency estimates
@@ -163,7 +155,7 @@ class Runtime:
             raise BackendUnavailableError("this Runtime was closed: create a new Runtime(bundle) to infer again")
         keys, images = _streams(frames)
         roi_list = self._roi_list(rois, keys, isinstance(frames, Mapping))
-        batch, good, errors = prepare_batch(images, self.spec, roi_list, self._map_for(len(images)))
+        batch, good, errors = prepare_batch(images, self.spec, roi_list)
         x = batch if self.in_graph else self._normalize(batch)
         t_pre = time.perf_counter()
         schedule = self.plan(len(good), policy, budget_ms, width)
@@ -183,13 +175,6 @@ class Runtime:
         out = [StreamResult(stream=k, timing=timing, **by_index[i]) if i in by_index
                else StreamResult(stream=k, timing=timing, error=errors[i]) for i, k in enumerate(keys)]
         return dict(zip(keys, out)) if isinstance(frames, Mapping) else out
-
-    def _map_for(self, count: int) -> Callable:
-        """How a call prepares its frames: in parallel on a small thread pool (one thread per core, at most
-        PREPARE_THREADS) when there are several and more than one core, else in the caller's thread."""
-        if self._preparers is None or count < 2 or self._closed:
-            return map
-        return self._preparers.map
 
     def prepare(self, frame, roi: tuple[int, int, int, int] | None = None) -> PreparedFrame:
         """A frame (as :meth:`infer_many` takes it) -> model input for this Runtime, ready to be passed to
@@ -264,8 +249,6 @@ class Runtime:
         with self._lock:
             self._backend.close()
             self._closed = True
-        if self._preparers is not None:
-            self._preparers.shutdown()
 
     def __enter__(self) -> Runtime:
         return self
