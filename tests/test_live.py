@@ -341,3 +341,14 @@ def test_tile_lines_say_what_each_figure_is():
                                     replicas=4, width=1, uncertain=True))
     assert lines == ["Dress 91%  uncertain", "entropy 0.07  disagreement 0.011", "4 replicas at width 1"]
     assert tile_lines(StreamResult("cam0", error=ValueError("frame is empty"))) == ["frame is empty"]
+
+
+def test_a_video_rate_that_would_only_fill_the_disk_is_refused(cpu_bundle, numbered, tmp_path, capsys):
+    """The mosaic keeps the run's time by repeating frames: --video-fps 1e9 would write a billion a second."""
+    from edge_mimo.live.mosaic import MosaicWriter
+
+    video = tmp_path / "m.avi"
+    assert main(["run", str(cpu_bundle), "--source", numbered["a"], "--video", str(video), "--video-fps", "1e9"]) == 2
+    assert "--video-fps 1e+09 is above 120" in capsys.readouterr().err and not video.exists()
+    with pytest.raises(ConfigError, match="video frame rate"):
+        MosaicWriter(video, 1, fps=float("inf"))

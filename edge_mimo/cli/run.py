@@ -17,7 +17,7 @@ from ..bundle.manifest import RESIZE_MODES
 from ..engines import BACKENDS, PRECISIONS
 from ..errors import ConfigError
 from ..live.loop import check_limit
-from ..live.mosaic import MosaicWriter, draw_tile, tile_lines
+from ..live.mosaic import MAX_VIDEO_FPS, MosaicWriter, draw_tile, tile_lines
 from ..live.sources import SourcesFile, parse_sources
 from ..live.stats import Stats
 from ..runtime import POLICIES, InferOptions, Runtime
@@ -84,6 +84,9 @@ def check_limits(args) -> None:
                                           ("--video-fps", args.video_fps, 0, True)):
         check_limit(option, value, lowest, strict, optional=option in ("--duration", "--max-age"))
     check_limit("--max-frames", args.max_frames, 1, whole=True)
+    if args.video_fps > MAX_VIDEO_FPS:
+        raise ConfigError(f"--video-fps {args.video_fps:g} is above {MAX_VIDEO_FPS:g}: the video keeps the run's time, "
+                          "so a higher rate only repeats frames; give e.g. 15 or 30")
     InferOptions(args.policy, args.budget_ms, args.width)
 
 

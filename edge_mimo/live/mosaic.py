@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..runtime.results import StreamResult
 
 TILE = (320, 240)
+MAX_VIDEO_FPS = 120.0  # the mosaic repeats its image to keep time: a higher rate only fills the disk
 GREEN, RED, GREY = (60, 200, 60), (40, 40, 230), (150, 150, 150)
 
 
@@ -64,6 +65,8 @@ class MosaicWriter:
     is fixed by the number of streams."""
 
     def __init__(self, path: str | Path, streams: int, fps: float = 15.0) -> None:
+        if not (isinstance(fps, (int, float)) and 0 < fps <= MAX_VIDEO_FPS):
+            raise ConfigError(f"video frame rate {fps!r} must be a number in (0, {MAX_VIDEO_FPS:g}]: e.g. 15")
         cols = math.ceil(math.sqrt(streams))
         rows = math.ceil(streams / cols)
         size = (TILE[0] * cols, TILE[1] * rows)
