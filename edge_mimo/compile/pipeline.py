@@ -324,7 +324,8 @@ def _build_graphs(tmp: Path, model, widths: list[int], profile: TargetProfile, d
         steps.update()
         steps.set_postfix_str(f"quantize n={n}")
         quant = quantize_width(tmp / fp32_rel, tmp / int8_rel, data.calib.images, n, cfg.mean, cfg.std,
-                               data_sha256=data.calib_sha, method=opts.calibration_method or calibration_method(cfg.arch),
+                               data_sha256=data.calib_sha,
+                               method=opts.calibration_method or calibration_method(cfg.arch),
                                flavour=flavour, cache=cache)
         cache_status[n] = quant.cache
         steps.update()
@@ -394,10 +395,11 @@ def _manifest(opts: CompileOptions, model, model_dir: Path, model_sha: str, widt
     from ..models.weights import count_macs  # torch: the compile extra
 
     cfg, quant, accuracy = model.config, graphs.quant, graphs.accuracy
+    spec = spec_for(cfg)
     return Manifest(
         edge_mimo_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         model=cfg, model_sha256=model_sha, model_source=str(model_dir),
-        input=spec_for(cfg).with_crop(profile.crop_factor) if profile.in_graph else spec_for(cfg),
+        input=spec.with_crop(profile.crop_factor) if profile.in_graph else spec,
         widths=tuple(widths), target=profile, artifacts=graphs.artifacts,
         quantization=Quantization(
             method=quant.method, flavour=quant.flavour, tool=quant.tool,

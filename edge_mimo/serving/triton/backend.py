@@ -14,7 +14,6 @@ other Triton models called through BLS (:class:`~edge_mimo.serving.triton.bls.Tr
 from __future__ import annotations
 
 import json
-import math
 import re
 import reprlib
 from dataclasses import dataclass
@@ -84,18 +83,19 @@ def _bundle(value: str) -> str:
 
 
 def _policy(value: str) -> str:
-    if value not in POLICIES:
-        raise ValueError(f"is not a policy (one of {', '.join(POLICIES)})")
+    try:
+        InferOptions(policy=value)  # the one check of a policy
+    except ConfigError:
+        raise ValueError(f"is not a policy (one of {', '.join(POLICIES)})") from None
     return value
 
 
 def _budget(value: str) -> float:
     try:
         budget = float(value)
-    except ValueError:
-        budget = math.nan
-    if not (math.isfinite(budget) and budget > 0):
-        raise ValueError("is not a number of milliseconds > 0")
+        InferOptions(budget_ms=budget)  # the one check of a budget: finite and > 0
+    except (ValueError, ConfigError):
+        raise ValueError("is not a number of milliseconds > 0") from None
     return budget
 
 
