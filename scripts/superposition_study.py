@@ -104,7 +104,7 @@ def train_runs(args) -> None:
     data, val, test = (load_fashion_mnist(s) for s in ("train", "val", "test"))
     for run, config, recipe in runs(args.arms):
         out = args.root / run
-        if (out / "model" / "config.json").exists():
+        if (out / "model" / "config.json").exists() or (args.only and run not in args.only):
             continue
         recipe = dict(recipe)
         epochs = args.epochs * recipe.pop("epochs_multiplier")
@@ -216,6 +216,8 @@ def main() -> None:
     p.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of: " + ", ".join(ARMS))
     p.add_argument("--root", type=Path, default=Path.home() / ".cache" / "edge-mimo" / "study")
     p.add_argument("--epochs", type=int, default=12, help="epochs of a 1x arm (the authors' arm runs N times more)")
+    p.add_argument("--only", default="", help="train only these runs of the arms (comma-separated run names, e.g. "
+                   "'ours/twin'), so that runs can train side by side in separate processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--camera-images", type=int, default=1000, help="test images rendered under each condition")
@@ -223,9 +225,12 @@ def main() -> None:
     p.add_argument("--table", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "study" / "superposition.md")
     args = p.parse_args()
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    args.only = {r.strip() for r in args.only.split(",") if r.strip()}
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown:
         p.error(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
+    if args.only - set(_runs_of(args.arms)):
+        p.error(f"--only names runs the arms do not have: choose from {', '.join(_runs_of(args.arms))}")
     {"train": train_runs, "evaluate": evaluate_runs, "bench": bench_runs, "report": report}[args.stage](args)
 
 
