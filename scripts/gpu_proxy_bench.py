@@ -99,9 +99,8 @@ def main() -> None:
     rows = []
     with torch.inference_mode():
         for name, (model, width) in candidates().items():
-            model = model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)
-            macs = count_macs(model.float(), width) / width
-            model = model.to(dtype=dtype)
+            macs = count_macs(model.eval().float().cpu(), width) / width  # counted on the CPU (the MIMO model is shared)
+            model = model.to(device=device, dtype=dtype, memory_format=torch.channels_last)
             for s in streams:
                 groups = math.ceil(s / width)  # frames of the call packed into superposed groups of this width
                 x = torch.randn(groups, width, model.config.in_channels, model.config.image_size,

@@ -49,6 +49,7 @@ def main() -> None:
     p.add_argument("--arms", default="ours,n2,fixed-keys", help="study arms (each with its twin)")
     p.add_argument("--only", default="ours/twin,ours,n2,fixed-keys", help="the study runs to train")
     p.add_argument("--max-epochs", type=int, default=60)
+    p.add_argument("--benches-only", action="store_true", help="steps 1-3 only")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a smoke test of this script")
     p.add_argument("--study-root", type=Path, default=Path("/tmp/study-gpu"))
     args = p.parse_args()
@@ -86,6 +87,9 @@ def main() -> None:
     run([sys.executable, "scripts/gpu_preprocess_bench.py", "--device", args.device,
          *(["--repeats", "5"] if small else []), "-o", str(args.out / "gpu_preprocess.json")], 45)
 
+    if args.benches_only:
+        say("done")
+        return
     only = [r for r in args.only.split(",") if r]
     calibration = Path("/tmp/study-calibration")
 

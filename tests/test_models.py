@@ -156,3 +156,26 @@ def test_config_validation_names_the_fix():
         ModelConfig(arch="resnet")
     with pytest.raises(ValueError, match="newer edge-mimo"):
         ModelConfig.from_dict({"arch": "mimoconv", "colour_space": "hsv"})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU and a CUDA build of torch")
+@pytest.mark.parametrize("width", [1, 4])
+def test_a_pass_captures_in_a_cuda_graph_and_replays_the_eager_logits(width):
+    # On the lent H200 the binding built its circulant index on the host, so every pass copied it to the GPU and a
+    # CUDA graph could not be captured at all (docs/study/gpu/session_log.txt).
+    model = build_model(small_config()).cuda().eval()
+    x = torch.randn(3, width, 1, 28, 28, device="cuda")
+    with torch.inference_mode():
+        eager = model(x)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            model(x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = model(x)
+        graph.replay()
+        torch.cuda.synchronize()
+    assert torch.allclose(captured, eager, atol=1e-5)

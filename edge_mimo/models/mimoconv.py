@@ -21,7 +21,8 @@ def circulant(keys: torch.Tensor) -> torch.Tensor:
     ``M @ x`` is the circular convolution of x with the key (HRR binding).
     """
     c = keys.shape[-1]
-    idx = (torch.arange(c)[:, None] - torch.arange(c)[None, :]) % c
+    i = torch.arange(c, device=keys.device)  # on the keys' device: no host copy per pass (nor in a CUDA graph)
+    idx = (i[:, None] - i[None, :]) % c
     return keys[:, idx]
 
 
