@@ -40,6 +40,7 @@ from edge_mimo.models.weights import load_model
 from edge_mimo.runtime.batching import spec_for, width_groups
 from edge_mimo.runtime.ingraph import prepare_crop
 from edge_mimo.runtime.preprocess import Normalizer, prepare_frame
+from gpu_proxy_bench import runner, timed  # this folder's CUDA-graph capture and device timing
 
 CROP_FACTOR = 17  # the cpu target's [preprocess] crop_factor: 476 = 17 x 28
 
@@ -67,29 +68,15 @@ class Call:
 
     def __init__(self, net: torch.nn.Module, host_shape: tuple, host_dtype, device: torch.device, graphs: bool,
                  compute_dtype) -> None:
-        self.device, self.compute_dtype = device, compute_dtype
+        self.device = device
         pin = device.type == "cuda"
         self.host = torch.empty(host_shape, dtype=host_dtype, pin_memory=pin)
         self.input = torch.empty(host_shape, dtype=host_dtype, device=device)
-        self.net = net
 
         def step() -> torch.Tensor:
             return net(self.input if host_dtype == torch.uint8 else self.input.to(compute_dtype))
 
-        self.step, self.output = step, None
-        if graphs:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    step()
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self.output = step()
-            self.replay = graph.replay
-        else:
-            self.replay = None
+        self.forward = runner(step, graphs)
 
     def run(self, frames: list[np.ndarray], order: np.ndarray) -> np.ndarray:
         """Prepared frames written once, straight into the pinned buffer in the groups' order, then the pass."""
@@ -97,29 +84,11 @@ class Call:
         for (g, j), i in np.ndenumerate(order):
             host[g, j] = frames[i]
         self.input.copy_(self.host, non_blocking=True)
-        if self.replay is not None:
-            self.replay()
-            out = self.output
-        else:
-            out = self.step()
-        return out.float().cpu().numpy()
+        return self.forward().float().cpu().numpy()
 
     def pass_ms(self, repeats: int) -> float:
         """Median milliseconds of the pass alone (device timing on CUDA)."""
-        times = []
-        for _ in range(repeats):
-            if self.device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                self.replay() if self.replay is not None else self.step()
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                self.step()
-                times.append((time.perf_counter() - t0) * 1e3)
-        return float(np.median(times))
+        return timed(self.forward, repeats, self.device)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -61,20 +62,25 @@ def timed(fn, repeats: int, device: torch.device) -> float:
     return times[len(times) // 2]
 
 
-def runner(model: torch.nn.Module, x: torch.Tensor, graphs: bool):
-    """A callable running one pass on ``x``: eager, or replaying a captured CUDA graph."""
+def runner(fn: Callable[[], torch.Tensor], graphs: bool) -> Callable[[], torch.Tensor]:
+    """``fn`` (one pass, returning its output), or a replay of it captured in a CUDA graph, returning the same."""
     if not graphs:
-        return lambda: model(x)
+        return fn
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         for _ in range(3):  # warm-up on a side stream before capture, as CUDA graphs require
-            model(x)
+            fn()
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        model(x)
-    return graph.replay
+        out = fn()
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return out
+
+    return replay
 
 
 def main() -> None:
@@ -106,7 +112,7 @@ def main() -> None:
                 x = torch.randn(groups, width, model.config.in_channels, model.config.image_size,
                                 model.config.image_size, device=device, dtype=dtype)
                 for graphs in ((False, True) if device.type == "cuda" else (False,)):
-                    ms = timed(runner(model, x, graphs), args.repeats, device)
+                    ms = timed(runner(lambda: model(x), graphs), args.repeats, device)
                     rows.append({"model": name, "width": width, "streams": s, "groups": groups, "cuda_graphs": graphs,
                                  "ms": ms, "frames_per_s": 1e3 * s / ms, "mmac_per_frame": macs / 1e6})
                     print(f"{name:38s} streams {s:3d} graphs {graphs!s:5s} {ms:8.3f} ms "
