@@ -8,9 +8,13 @@
    calibration epoch. The speed benches run first, never while training runs.
 
 Everything lands in ``--out`` (``log.txt``, the benches' JSON, ``study-gpu.tar.gz`` with the trained models for
-``superposition_study.py evaluate`` on the CPU). On the lent machine, with Fashion-MNIST's IDX files carried:
+``superposition_study.py evaluate`` on the CPU, and the checkpoints of runs the deadline interrupted). On the lent
+machine, with Fashion-MNIST's IDX files carried:
 
     python scripts/gpu_session.py --data .gpu/fashion-mnist --out $OUT --seconds 530
+
+A budget larger than one lease: ``--epochs 192 --only ours/twin,n2`` trains until the deadline and packs the
+checkpoints; a later session carries that archive and adds ``--resume .gpu/study-gpu.tar.gz --no-benches``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -48,8 +53,12 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=530, help="the whole session's deadline")
     p.add_argument("--arms", default="ours,n2,fixed-keys", help="study arms (each with its twin)")
     p.add_argument("--only", default="ours/twin,ours,n2,fixed-keys", help="the study runs to train")
-    p.add_argument("--max-epochs", type=int, default=60)
+    p.add_argument("--max-epochs", type=int, default=60, help="the most epochs a calibrated run may take")
+    p.add_argument("--epochs", type=int, default=0, help="train this many epochs instead of calibrating: a budget "
+                   "larger than one lease, trained until the deadline and resumed in a later session (--resume)")
+    p.add_argument("--resume", type=Path, help="a study-gpu.tar.gz an earlier session wrote (its checkpoints)")
     p.add_argument("--benches-only", action="store_true", help="steps 1-3 only")
+    p.add_argument("--no-benches", action="store_true", help="steps 1 and 4 only (a resumed study)")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a smoke test of this script")
     p.add_argument("--study-root", type=Path, default=Path("/tmp/study-gpu"))
     args = p.parse_args()
@@ -82,18 +91,19 @@ def main() -> None:
          "torch.version.cuda, torch.cuda.is_available(), 'ort', o.__version__, o.get_available_providers(), "
          "'numpy', numpy.__version__, 'cv2', cv2.__version__)"], 60)
     small = args.device == "cpu"
-    run([sys.executable, "scripts/gpu_proxy_bench.py", "--device", args.device, "--dtype", "fp16",
-         *(["--streams", "1,8", "--repeats", "3"] if small else []), "-o", str(args.out / "gpu_proxy.json")], 110)
-    run([sys.executable, "scripts/gpu_preprocess_bench.py", "--device", args.device,
-         *(["--repeats", "5"] if small else []), "-o", str(args.out / "gpu_preprocess.json")], 45)
+    if not args.no_benches:
+        run([sys.executable, "scripts/gpu_proxy_bench.py", "--device", args.device, "--dtype", "fp16",
+             *(["--streams", "1,8", "--repeats", "3"] if small else []), "-o", str(args.out / "gpu_proxy.json")], 110)
+        run([sys.executable, "scripts/gpu_preprocess_bench.py", "--device", args.device,
+             *(["--repeats", "5"] if small else []), "-o", str(args.out / "gpu_preprocess.json")], 45)
 
     if args.benches_only:
         say("done")
         return
     only = [r for r in args.only.split(",") if r]
-    calibration = Path("/tmp/study-calibration")
 
     def train_side_by_side(root: Path, epochs: int, seconds: float) -> None:
+        """One process per run; at the deadline each is interrupted (it writes its checkpoint), then killed."""
         say(f"training {', '.join(only)} side by side, {epochs} epochs each, at most {seconds:.0f} s")
         procs = [subprocess.Popen([sys.executable, str(STUDY), "train", "--arms", args.arms, "--only", run_name,
                                    "--epochs", str(epochs), "--threads", "1", "--root", str(root)],
@@ -103,34 +113,48 @@ def main() -> None:
             try:
                 proc.wait(timeout=max(1.0, end - time.time()))
             except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGINT)
+                say(f"   interrupted a run at the deadline (pid {proc.pid}): it saves its checkpoint")
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
                 proc.kill()
-                say(f"   killed a run at the deadline (pid {proc.pid})")
 
-    started = time.time()
-    train_side_by_side(calibration, 1, 150)
-    calibration_wall = time.time() - started
-    per_epoch = []
-    for run_name in only:
-        record = calibration / run_name / "model" / "training.json"
-        if record.exists():
-            per_epoch.append(json.loads(record.read_text())["history"]["seconds"])
-    if len(per_epoch) != len(only):
-        say("calibration did not finish every run: no study training")
-    else:
-        overhead = calibration_wall - max(per_epoch)  # start-up, BN statistics, FP32 test accuracy, saving
+    def calibrated_epochs() -> int:
+        """As many epochs as fit before the deadline, from one epoch of every run timed side by side."""
+        calibration = Path("/tmp/study-calibration")
+        started = time.time()
+        train_side_by_side(calibration, 1, 150)
+        wall = time.time() - started
+        records = [calibration / run_name / "model" / "training.json" for run_name in only]
+        if not all(r.exists() for r in records):
+            say("calibration did not finish every run: no study training")
+            return 0
+        per_epoch = [json.loads(r.read_text())["history"]["seconds"] for r in records]
+        overhead = wall - max(per_epoch)  # start-up, BN statistics, FP32 test accuracy, saving
         left = deadline - time.time() - overhead - 25.0
         step = 1 if small else 6  # whole multiples of 6 epochs on the GPU
         epochs = min(args.max_epochs, int(left / max(per_epoch)) // step * step)
         say(f"one epoch side by side: {', '.join(f'{s:.1f} s' for s in per_epoch)} (and {overhead:.0f} s around it); "
             f"{left:.0f} s left -> {epochs} epochs")
-        if epochs >= 12 or (small and epochs >= 1):
-            train_side_by_side(args.study_root, epochs, deadline - time.time() - 20.0)
-        with tarfile.open(args.out / "study-gpu.tar.gz", "w:gz") as tar:
-            for run_name in only:
-                model = args.study_root / run_name / "model"
-                if model.exists():
-                    tar.add(model, arcname=f"{run_name}/model")
-        say("wrote study-gpu.tar.gz")
+        return epochs if epochs >= 12 or (small and epochs >= 1) else 0
+
+    if args.resume:
+        with tarfile.open(args.resume) as tar:
+            tar.extractall(args.study_root, filter="data")
+        say(f"resumed {args.study_root} from {args.resume}")
+    epochs = args.epochs or calibrated_epochs()
+    if epochs:
+        train_side_by_side(args.study_root, epochs, deadline - time.time() - 30.0)
+    with tarfile.open(args.out / "study-gpu.tar.gz", "w:gz") as tar:  # finished models; unfinished: checkpoints
+        for run_name in only:
+            run_dir = args.study_root / run_name
+            for item in ("model", "train.ckpt"):
+                if (run_dir / item).exists():
+                    tar.add(run_dir / item, arcname=f"{run_name}/{item}")
+                    break
+    say("wrote study-gpu.tar.gz")
     say("done")
 
 
