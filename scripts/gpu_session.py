@@ -14,7 +14,8 @@ machine, with Fashion-MNIST's IDX files carried:
     python scripts/gpu_session.py --data .gpu/fashion-mnist --out $OUT --seconds 530
 
 A budget larger than one lease: ``--epochs 192 --only ours/twin,n2`` trains until the deadline and packs the
-checkpoints; a later session carries that archive and adds ``--resume .gpu/study-gpu.tar.gz --no-benches``.
+checkpoints; a later session carries that archive and runs the same command (the same ``--epochs``: the schedule
+spans them) with ``--resume .gpu/study-gpu.tar.gz --no-benches`` added.
 """
 
 from __future__ import annotations
