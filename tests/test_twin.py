@@ -49,6 +49,37 @@ def test_plain_twin_costs_what_the_model_costs_per_frame_at_its_widest_width(ove
         assert twin.stage_widths == (31, 62, 124) and error / target < 0.03  # ~ the WRN-16-2 of BENCHMARKS.md
 
 
+@pytest.mark.parametrize("overrides", [SMALL, dict(depth=16)])
+def test_gpu_targets_get_a_twin_in_multiples_of_eight_channels(overrides):
+    # fp16/INT8 tensor cores take channel counts in multiples of 8; on the H200 the 31/62/124 twin of the shipped
+    # model ran slower than a trunk of 4x its MACs, which would flatter superposition on GPU targets.
+    from edge_mimo.twin.workflow import channel_multiple
+
+    assert channel_multiple("jetson-orin") == channel_multiple("desktop-hopper") == 8 and channel_multiple("cpu") == 1
+    model = default_fashion_mnist_config(**overrides)
+    twin = plain_twin_config(model, multiple=8)
+    assert all(c % 8 == 0 for c in twin.stage_widths) and twin.stem_channels == model.stem_channels
+    target = macs_per_frame(model)
+    error = abs(wrn_macs(twin) - target)
+    for other in (twin.base_width - 8, twin.base_width + 8):  # no other multiple of 8 comes closer
+        assert abs(wrn_macs(dataclasses.replace(twin, base_width=other)) - target) >= error
+    if overrides == dict(depth=16):
+        assert twin.stage_widths == (32, 64, 128) and 1.0 < wrn_macs(twin) / target < 1.07
+
+
+def test_a_twin_trained_for_another_target_is_refused_not_reused(tmp_path):
+    from edge_mimo.errors import ConfigError
+    from edge_mimo.twin.workflow import TwinOptions, train_twin
+
+    model = default_fashion_mnist_config(**SMALL)
+    (tmp_path / "twin-model").mkdir()
+    plain_twin_config(model).save(tmp_path / "twin-model" / "config.json")  # the cpu target's twin: 7/14/28
+    opts = TwinOptions(model="unused", output=tmp_path, target="jetson-orin")  # takes 8/16/32
+    with pytest.raises(ConfigError, match="holds a twin of stages 7/14/28, but target jetson-orin takes one of "
+                                          "8/16/32: give another -o"):
+        train_twin(tmp_path, model, opts, {}, None)
+
+
 def test_isometry_penalty_is_zero_for_an_isometric_convolution_and_known_for_a_scaled_one():
     model = build_model(default_fashion_mnist_config(**dict(SMALL, arch="plain", capacity=1)))
     for conv in (m for m in model.trunk.modules() if isinstance(m, torch.nn.Conv2d)):
@@ -163,6 +194,8 @@ def test_twin_cli_trains_compiles_and_judges_a_users_model(tmp_path):
     assert "throughput (4 x 1)" in (tmp_path / "verdict" / "twin.md").read_text() and "verdict" in done.stdout
     again = run("twin", "mine", "-o", "verdict", "--test-limit", "50", "--camera-images", "8", "--no-bench")
     assert again.returncode == 0 and "twin already trained" in again.stderr  # resumes: nothing retrained
+    other = run("twin", "mine", "-o", "verdict", "--target", "jetson-orin", "--test-limit", "50", "--no-bench")
+    assert other.returncode == 2 and "compiled for target cpu, not jetson-orin" in other.stderr  # never judged as one
 
     plain = run("twin", "verdict/twin-model", "-o", "x")
     assert plain.returncode == 2 and "plain network already" in plain.stderr and "Traceback" not in plain.stderr

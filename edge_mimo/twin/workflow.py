@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..models.config import CONFIG_FILE, TRAINING_FILE, ModelConfig
 from ..models.default import resolve_model
 from .assess import assess_bundle, frames_per_second
-from .equal_cost import plain_twin_config
+from .equal_cost import TENSOR_CORE_CHANNELS, plain_twin_config
 from .verdict import compare, markdown
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,13 @@ def load_splits(record: dict, config: ModelConfig) -> tuple[ImageSet, ImageSet]:
     return train, test
 
 
+def channel_multiple(target: str) -> int:
+    """What the twin's channel counts are multiples of on ``target``: 8 where TensorRT runs it on a GPU, else 1."""
+    from ..compile.targets import load_target
+
+    return TENSOR_CORE_CHANNELS if load_target(target).backend == "tensorrt" else 1
+
+
 def train_twin(model_dir: Path, config: ModelConfig, opts: TwinOptions, record: dict, train_set: ImageSet) -> Path:
     """Train the twin (resumable from ``OUTPUT/twin.ckpt``) unless ``OUTPUT/twin-model`` exists; returns its dir."""
     import torch
@@ -101,10 +108,15 @@ def train_twin(model_dir: Path, config: ModelConfig, opts: TwinOptions, record: 
     from ..train import train
 
     out = opts.output / "twin-model"
+    twin = plain_twin_config(config, multiple=channel_multiple(opts.target))
     if (out / CONFIG_FILE).is_file():
+        trained = ModelConfig.load(out / CONFIG_FILE)
+        if trained != twin:
+            raise ConfigError(f"{out} holds a twin of stages {'/'.join(map(str, trained.stage_widths))}, but target "
+                              f"{opts.target} takes one of {'/'.join(map(str, twin.stage_widths))}: give another -o "
+                              f"(or delete {out})")
         logger.info("twin already trained: %s", out)
         return out
-    twin = plain_twin_config(config)
     cfg = recipe_of(record, opts, config.capacity)
     logger.info("training the plain twin (WRN-%d, stages %s, stem %d) on %d images, %d epochs, the model's recipe",
                 twin.depth, twin.stage_widths, twin.stem_channels, len(train_set), cfg.epochs)
@@ -121,10 +133,16 @@ def train_twin(model_dir: Path, config: ModelConfig, opts: TwinOptions, record: 
 def compile_for(model_dir: Path, target: str, out: Path) -> Path:
     """The model's INT8 bundle for ``target`` at ``out``, calibrated and validated on its own data (compile's
     defaults), reused when already compiled; the gate reports, never refuses."""
-    from ..bundle.manifest import is_bundle
+    from ..bundle.manifest import Manifest, is_bundle
     from ..compile.pipeline import CompileOptions, compile_bundle
+    from ..compile.targets import load_target
 
-    if not is_bundle(out):
+    if is_bundle(out):
+        compiled, wanted = Manifest.load(out).target, load_target(target)
+        if compiled is None or compiled.name != wanted.name:
+            raise ConfigError(f"{out} was compiled for target {compiled.name if compiled else 'unknown'}, not "
+                              f"{wanted.name}: give another -o (or delete {out.parent})")
+    else:
         capacity = ModelConfig.load(model_dir / CONFIG_FILE).capacity
         compile_bundle(CompileOptions(model=str(model_dir), target=target, max_width=capacity, allow_drop=True,
                                       output=out))
