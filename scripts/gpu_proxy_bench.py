@@ -28,16 +28,19 @@ from edge_mimo.models import build_model
 from edge_mimo.models.default import resolve_model
 from edge_mimo.models.weights import count_macs, load_model
 from edge_mimo.twin import plain_twin_config
+from edge_mimo.twin.equal_cost import TENSOR_CORE_CHANNELS
 
 STREAMS = (1, 2, 4, 8, 16, 32, 64)
 
 
 def candidates() -> dict[str, tuple[torch.nn.Module, int]]:
-    """name -> (model, width): the shipped MIMOConv per width, its equal-cost twin, the plain net of its trunk."""
+    """name -> (model, width): the shipped MIMOConv per width, its equal-cost twins (exact, and in multiples of 8
+    channels, as ``edge-mimo twin`` makes them for GPU targets), the plain net of its trunk."""
     mimo = load_model(resolve_model("default"))
     out = {f"mimo-width{n}": (mimo, n) for n in mimo.config.widths}
-    twin = plain_twin_config(mimo.config)
-    out[f"plain-twin ({'/'.join(map(str, twin.stage_widths))})"] = (build_model(twin), 1)
+    for multiple in (1, TENSOR_CORE_CHANNELS):  # MACs matched exactly, and in the channel multiples tensor cores take
+        twin = plain_twin_config(mimo.config, multiple=multiple)
+        out[f"plain-twin ({'/'.join(map(str, twin.stage_widths))})"] = (build_model(twin), 1)
     same = dataclasses.replace(mimo.config, arch="plain", capacity=1)
     out[f"plain-same-trunk ({'/'.join(map(str, same.stage_widths))})"] = (build_model(same), 1)
     return out
