@@ -74,6 +74,8 @@ def test_a_twin_trained_for_another_target_is_refused_not_reused(tmp_path):
     model = default_fashion_mnist_config(**SMALL)
     (tmp_path / "twin-model").mkdir()
     plain_twin_config(model).save(tmp_path / "twin-model" / "config.json")  # the cpu target's twin: 7/14/28
+    with pytest.raises(ConfigError, match="unknown target 'jetson'"):  # refused before anything is read or trained
+        TwinOptions(model="unused", output=tmp_path, target="jetson")
     opts = TwinOptions(model="unused", output=tmp_path, target="jetson-orin")  # takes 8/16/32
     with pytest.raises(ConfigError, match="holds a twin of stages 7/14/28, but target jetson-orin takes one of "
                                           "8/16/32: give another -o"):

@@ -33,6 +33,9 @@ class TwinOptions:
     threads: int = 0
 
     def __post_init__(self) -> None:
+        from ..compile.targets import load_target
+
+        load_target(self.target)  # an unknown target fails here, before any data is read or any twin trained
         for name in ("camera_images", "test_limit", "streams", "threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "streams" else 0):
