@@ -219,3 +219,31 @@ def test_width_warmup_phases_superposition_in_linearly():
     assert share_at[0.25] == pytest.approx(0.5, abs=0.03)  # halfway through the warm-up: half the steps at width 1
     assert np.mean([next_width(TrainConfig(single_prob=0.2), 4, gen, 0.0) == 1 for _ in range(4000)]) == \
         pytest.approx(0.2, abs=0.03)  # no warm-up: the recipe's 80/20 mix from the first step
+
+
+def test_a_users_model_trained_elsewhere_gets_its_twin_on_this_machine(tmp_path):
+    # The shipped model was trained on a GPU from a copy of Fashion-MNIST in `.data`: its twin must not ask for that
+    # GPU or that folder (found by running `edge-mimo twin default` on a CPU machine).
+    from edge_mimo.errors import ConfigError, NotFoundError
+    from edge_mimo.twin.workflow import TwinOptions, load_splits, recipe_of, train_twin
+
+    record = {"dataset": "fashion-mnist:/nowhere", "train_images": 300,
+              "history": {"config": {"epochs": 3, "batch": 64, "device": "cuda", "threads": 12, "lr": 0.05}}}
+    opts = TwinOptions(model="unused", output=tmp_path)
+    cfg = recipe_of(record, opts, capacity=4)
+    assert (cfg.device, cfg.threads, cfg.batch, cfg.epochs, cfg.lr) == ("auto", 0, 256, 3, 0.05)
+    assert recipe_of(record, dataclasses.replace(opts, threads=2), capacity=4).threads == 2
+
+    config = default_fashion_mnist_config(**SMALL)
+    with pytest.raises(NotFoundError, match=r"trained on 'fashion-mnist:/nowhere'.*--dataset fashion-mnist"):
+        load_splits(record, config)
+    train_set, test = load_splits(record, config, "fashion-mnist")  # the same images, where this machine has them
+    assert len(train_set) == 300 and len(test) == 10_000
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="-o .*file is a file: give a folder"):
+        TwinOptions(model="unused", output=tmp_path / "file")
+    (tmp_path / "twin-model").mkdir()
+    (tmp_path / "twin-model" / "config.json").write_text('{"arch": "plain"}')
+    with pytest.raises(ConfigError, match="twin-model/config.json is not a twin's config .*delete .*twin-model"):
+        train_twin(tmp_path, config, opts, record, train_set)

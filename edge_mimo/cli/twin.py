@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("--target", default="cpu", help="deployment target profile (`edge-mimo targets`)")
     p.add_argument("--epochs", type=int, help="train the twin this long instead of the model's epochs (the "
                                              "comparison is then not at equal training budget)")
+    p.add_argument("--dataset", help="train and test on this dataset spec instead of the one training.json names "
+                                      "(the same images, where they lie elsewhere on this machine: fashion-mnist, "
+                                      "fashion-mnist:FOLDER, cifar10:FOLDER, an image folder)")
     p.add_argument("--camera-images", type=int, default=1000, help="test images rendered as camera frames")
     p.add_argument("--test-limit", type=int, default=0, help="first LIMIT test images only (0: all)")
     p.add_argument("--streams", type=int, default=8, help="frames per infer_many call when timing")
@@ -37,7 +40,7 @@ def run(args) -> int:
 
     opts = TwinOptions(model=args.model, output=args.output, target=args.target, epochs=args.epochs,
                        camera_images=args.camera_images, test_limit=args.test_limit, streams=args.streams,
-                       bench=not args.no_bench, threads=args.threads)
+                       bench=not args.no_bench, threads=args.threads, dataset=args.dataset)
     if args.epochs:
         print(f"note: the twin trains {args.epochs} epochs, not the model's: not an equal-budget comparison")
     result = run_twin(opts)

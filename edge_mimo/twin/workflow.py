@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from ..datasets import ImageSet, holds_out_test_images, load_dataset, shipped_sample
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFoundError
 from ..models.config import CONFIG_FILE, TRAINING_FILE, ModelConfig
 from ..models.default import resolve_model
 from .assess import assess_bundle, frames_per_second
@@ -31,11 +31,14 @@ class TwinOptions:
     streams: int = 8
     bench: bool = True
     threads: int = 0
+    dataset: str | None = None  # None: the one the model's training.json names
 
     def __post_init__(self) -> None:
         from ..compile.targets import load_target
 
         load_target(self.target)  # an unknown target fails here, before any data is read or any twin trained
+        if self.output.exists() and not self.output.is_dir():
+            raise ConfigError(f"-o {self.output} is a file: give a folder for the twin, its bundles and the verdict")
         for name in ("camera_images", "test_limit", "streams", "threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "streams" else 0):
@@ -63,8 +66,8 @@ def training_record(model_dir: Path) -> dict:
 
 def recipe_of(record: dict, opts: TwinOptions, capacity: int):
     """The model's TrainConfig for its twin: as many images per step as the model took (``batch`` groups of
-    ``capacity`` images), so the twin gets the same steps, images, schedule and compute; ``--epochs`` and
-    ``--threads`` applied."""
+    ``capacity`` images), so the twin gets the same steps, images, schedule and compute; trained on this machine
+    (its GPU when it has one, not the device or threads the model used); ``--epochs`` and ``--threads`` applied."""
     from ..train import TrainConfig
 
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -74,6 +77,8 @@ def recipe_of(record: dict, opts: TwinOptions, capacity: int):
                           "(scripts/superposition_study.py does that); `edge-mimo twin` repeats label-only recipes")
     recipe.pop("self_distill", None)  # the model's own width-1 replicas: nothing to distil in a plain network
     recipe.pop("learn_keys", None)
+    recipe["device"] = "auto"  # where the model trained is not part of its recipe: this machine's GPU, else the CPU
+    recipe.pop("threads", None)
     recipe["batch"] = int(recipe.get("batch", fields["batch"].default)) * capacity
     if opts.epochs:
         recipe["epochs"] = opts.epochs
@@ -82,10 +87,17 @@ def recipe_of(record: dict, opts: TwinOptions, capacity: int):
     return TrainConfig(**recipe)
 
 
-def load_splits(record: dict, config: ModelConfig) -> tuple[ImageSet, ImageSet]:
-    """The model's training images (as many as it was trained on) and its test split."""
-    spec = record["dataset"]
-    train = load_dataset(spec, "train", config.image_size, config.in_channels)
+def load_splits(record: dict, config: ModelConfig, dataset: str | None = None) -> tuple[ImageSet, ImageSet]:
+    """The model's training images (as many as it was trained on) and its test split, from ``dataset`` or, by
+    default, the dataset its training record names."""
+    spec = dataset or record["dataset"]
+    try:
+        train = load_dataset(spec, "train", config.image_size, config.in_channels)
+    except NotFoundError as e:
+        if dataset:
+            raise
+        raise NotFoundError(f"the model was trained on {spec!r}, which this machine lacks ({e}). Give the same "
+                            "images with --dataset (e.g. --dataset fashion-mnist for Debian's copy)") from None
     count = record.get("train_images")
     if isinstance(count, int) and 0 < count < len(train):
         train = train.subset(slice(0, count))
@@ -113,7 +125,11 @@ def train_twin(model_dir: Path, config: ModelConfig, opts: TwinOptions, record: 
     out = opts.output / "twin-model"
     twin = plain_twin_config(config, multiple=channel_multiple(opts.target))
     if (out / CONFIG_FILE).is_file():
-        trained = ModelConfig.load(out / CONFIG_FILE)
+        try:
+            trained = ModelConfig.load(out / CONFIG_FILE)
+        except ConfigError as e:
+            raise ConfigError(f"{out / CONFIG_FILE} is not a twin's config ({e}): delete {out} to train the twin "
+                              "again") from None
         if trained != twin:
             raise ConfigError(f"{out} holds a twin of stages {'/'.join(map(str, trained.stage_widths))}, but target "
                               f"{opts.target} takes one of {'/'.join(map(str, twin.stage_widths))}: give another -o "
@@ -128,7 +144,7 @@ def train_twin(model_dir: Path, config: ModelConfig, opts: TwinOptions, record: 
     history = train(model, train_set, cfg, checkpoint=opts.output / "twin.ckpt")
     save_model(model, out)
     (out / TRAINING_FILE).write_text(json.dumps(
-        {"dataset": record["dataset"], "train_images": len(train_set), "history": history,
+        {"dataset": opts.dataset or record["dataset"], "train_images": len(train_set), "history": history,
          "twin_of": str(model_dir)}, indent=2) + "\n")
     return out
 
@@ -161,7 +177,7 @@ def run_twin(opts: TwinOptions) -> dict:
         raise ConfigError(f"{model_dir} is a plain network already (capacity {config.capacity}): give a superposed "
                           "model")
     opts.output.mkdir(parents=True, exist_ok=True)
-    train_set, test = load_splits(record, config)
+    train_set, test = load_splits(record, config, opts.dataset)
     twin_dir = train_twin(model_dir, config, opts, record, train_set)
     bundles = {name: compile_for(path, opts.target, opts.output / "bundles" / name)
                for name, path in (("model", model_dir), ("twin", twin_dir))}
