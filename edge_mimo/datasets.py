@@ -64,7 +64,7 @@ def load_fashion_mnist(split: str, root: str | Path = FASHION_MNIST_DIR) -> Imag
         if not f.exists() and not f.with_suffix("").exists():
             raise NotFoundError(
                 f"{f} not found: install Fashion-MNIST with `apt-get install -y dataset-fashion-mnist` "
-                "(or name the folder holding its IDX files: --dataset fashion-mnist:FOLDER)"
+                "(or name the folder holding its IDX files in the dataset spec: fashion-mnist:FOLDER)"
             )
     images, labels = (read_idx(f if f.exists() else f.with_suffix("")) for f in files)
     data = ImageSet(images[:, None].copy(), labels.astype(np.int64), FASHION_MNIST_CLASSES)
@@ -150,7 +150,7 @@ def load_cifar10(root: str | Path, split: str) -> ImageSet:
     images, labels = [], []
     for name in names:
         if not (root / name).exists():
-            raise NotFoundError(f"{root / name} not found: name the cifar-10-batches-py folder: --dataset cifar10:FOLDER")
+            raise NotFoundError(f"{root / name} not found: name the cifar-10-batches-py folder in the dataset spec: cifar10:FOLDER")
         with open(root / name, "rb") as f:
             batch = pickle.load(f, encoding="bytes")
         images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
