@@ -150,7 +150,8 @@ def load_cifar10(root: str | Path, split: str) -> ImageSet:
     images, labels = [], []
     for name in names:
         if not (root / name).exists():
-            raise NotFoundError(f"{root / name} not found: name the cifar-10-batches-py folder in the dataset spec: cifar10:FOLDER")
+            raise NotFoundError(f"{root / name} not found: name the cifar-10-batches-py folder in the dataset spec: "
+                                "cifar10:FOLDER")
         with open(root / name, "rb") as f:
             batch = pickle.load(f, encoding="bytes")
         images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
