@@ -28,17 +28,17 @@ from edge_mimo.models import build_model
 from edge_mimo.models.default import resolve_model
 from edge_mimo.models.weights import count_macs, load_model
 from edge_mimo.twin import plain_twin_config
-from edge_mimo.twin.equal_cost import TENSOR_CORE_CHANNELS
+from edge_mimo.twin.equal_cost import CHANNEL_MULTIPLE
 
 STREAMS = (1, 2, 4, 8, 16, 32, 64)
 
 
 def candidates() -> dict[str, tuple[torch.nn.Module, int]]:
     """name -> (model, width): the shipped MIMOConv per width, its equal-cost twins (exact, and in multiples of 8
-    channels, as ``edge-mimo twin`` makes them for GPU targets), the plain net of its trunk."""
+    channels, as ``edge-mimo twin`` makes them), the plain net of its trunk."""
     mimo = load_model(resolve_model("default"))
     out = {f"mimo-width{n}": (mimo, n) for n in mimo.config.widths}
-    for multiple in (1, TENSOR_CORE_CHANNELS):  # MACs matched exactly, and in the channel multiples tensor cores take
+    for multiple in (1, CHANNEL_MULTIPLE):  # MACs matched exactly, and in multiples of 8 channels (edge-mimo twin's)
         twin = plain_twin_config(mimo.config, multiple=multiple)
         out[f"plain-twin ({'/'.join(map(str, twin.stage_widths))})"] = (build_model(twin), 1)
     same = dataclasses.replace(mimo.config, arch="plain", capacity=1)

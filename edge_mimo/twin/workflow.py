@@ -13,7 +13,7 @@ from ..errors import ConfigError, NotFoundError
 from ..models.config import CONFIG_FILE, TRAINING_FILE, ModelConfig
 from ..models.default import resolve_model
 from .assess import assess_bundle, frames_per_second
-from .equal_cost import TENSOR_CORE_CHANNELS, plain_twin_config
+from .equal_cost import CHANNEL_MULTIPLE, plain_twin_config
 from .verdict import compare, markdown
 
 logger = logging.getLogger(__name__)
@@ -107,13 +107,6 @@ def load_splits(record: dict, config: ModelConfig, dataset: str | None = None) -
     return train, test
 
 
-def channel_multiple(target: str) -> int:
-    """What the twin's channel counts are multiples of on ``target``: 8 where TensorRT runs it on a GPU, else 1."""
-    from ..compile.targets import load_target
-
-    return TENSOR_CORE_CHANNELS if load_target(target).backend == "tensorrt" else 1
-
-
 def train_twin(model_dir: Path, config: ModelConfig, opts: TwinOptions, record: dict, train_set: ImageSet) -> Path:
     """Train the twin (resumable from ``OUTPUT/twin.ckpt``) unless ``OUTPUT/twin-model`` exists; returns its dir."""
     import torch
@@ -123,7 +116,7 @@ def train_twin(model_dir: Path, config: ModelConfig, opts: TwinOptions, record: 
     from ..train import train
 
     out = opts.output / "twin-model"
-    twin = plain_twin_config(config, multiple=channel_multiple(opts.target))
+    twin = plain_twin_config(config, multiple=CHANNEL_MULTIPLE)
     if (out / CONFIG_FILE).is_file():
         try:
             trained = ModelConfig.load(out / CONFIG_FILE)
@@ -131,9 +124,9 @@ def train_twin(model_dir: Path, config: ModelConfig, opts: TwinOptions, record: 
             raise ConfigError(f"{out / CONFIG_FILE} is not a twin's config ({e}): delete {out} to train the twin "
                               "again") from None
         if trained != twin:
-            raise ConfigError(f"{out} holds a twin of stages {'/'.join(map(str, trained.stage_widths))}, but target "
-                              f"{opts.target} takes one of {'/'.join(map(str, twin.stage_widths))}: give another -o "
-                              f"(or delete {out})")
+            raise ConfigError(f"{out} holds a twin of stages {'/'.join(map(str, trained.stage_widths))}, not the "
+                              f"{'/'.join(map(str, twin.stage_widths))} this version makes (channels in multiples of "
+                              f"{CHANNEL_MULTIPLE}): give another -o (or delete {out})")
         logger.info("twin already trained: %s", out)
         return out
     cfg = recipe_of(record, opts, config.capacity)
