@@ -45,9 +45,14 @@ ARMS: dict[str, tuple[dict, dict, int]] = {
     "authors": ({}, {"mixup": 1.0, "isometry": 1e-4}, 1),  # MIMONets' mixup and isometry regulariser
     "authors-4x": ({}, {"mixup": 1.0, "isometry": 1e-4}, 4),  # ... and their N data loops per epoch (twin: the same)
     "self-kd": ({}, {"self_distill": 0.5}, 1),  # width-1 replicas as the targets of the width-4 slots
+    # Scale: the landed recipe with every channel count halved (MACs / 4) or x1.4 (MACs x 2), twins matched again.
+    "ours-half": ({"base_width": 16, "stem_channels": 16}, {}, 1),
+    "n2-half": ({"capacity": 2, "base_width": 10, "stem_channels": 16}, {}, 1),
+    "ours-wide": ({"base_width": 45, "stem_channels": 45}, {}, 1),
+    "n2-wide": ({"capacity": 2, "base_width": 30, "stem_channels": 45}, {}, 1),
 }
 SHARED_TWINS = {"n2": "ours", "stem64": "ours", "fixed-keys": "ours", "self-kd": "ours", "warmup": "ours",
-                "kd-warmup": "kd"}  # same cost, same recipe  # same cost, same recipe
+                "kd-warmup": "kd", "n2-half": "ours-half", "n2-wide": "ours-wide"}  # same cost, same recipe
 
 
 def arm_config(name: str) -> ModelConfig:

@@ -247,3 +247,19 @@ def test_a_users_model_trained_elsewhere_gets_its_twin_on_this_machine(tmp_path)
     (tmp_path / "twin-model" / "config.json").write_text('{"arch": "plain"}')
     with pytest.raises(ConfigError, match="twin-model/config.json is not a twin's config .*delete .*twin-model"):
         train_twin(tmp_path, config, opts, record, train_set)
+
+
+def test_every_study_arm_is_judged_against_a_twin_of_its_own_cost():
+    """scripts/superposition_study.py lets arms of equal cost share one trained twin: the shared twin must cost within
+    5 % of the arm's own plain twin per frame, or the arm's verdict compares networks of different cost."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "superposition_study.py"
+    spec = importlib.util.spec_from_file_location("superposition_study", path)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    for arm in study.ARMS:
+        shared = plain_twin_config(study.arm_config(study.SHARED_TWINS.get(arm, arm)))
+        ratio = macs_per_frame(shared) / macs_per_frame(plain_twin_config(study.arm_config(arm)))
+        assert 0.95 <= ratio <= 1.05, f"{arm}: its shared twin costs {ratio:.3f}x its own twin per frame"
