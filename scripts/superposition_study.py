@@ -1,10 +1,11 @@
 """The equal-cost study of issue 20: does superposition beat a plain network of the same cost per frame?
 
-Every arm is a MIMOConv recipe variant; every arm is compared with a plain WideResNet whose MACs per frame equal
-the arm's at its widest width (``edge_mimo.twin.plain_twin_config``), trained on the same data passes with the same
-augmentation, schedule and INT8 pipeline, and (for the distillation arms) the same teacher. Proxy scale, so that
-a 2-core CPU trains a run in about 15 minutes: a WRN-10 trunk of stages 32/64/128 at N=4 (10 MMAC per frame at
-width 4). Figures and findings: BENCHMARKS.md, "Superposition at equal cost".
+Every arm is a MIMOConv recipe variant (or MixMo's binding on the same trunk); every arm is compared with a plain
+WideResNet whose MACs per frame equal the arm's at its widest width (``edge_mimo.twin.plain_twin_config``), trained
+on the same data passes with the same augmentation, schedule and INT8 pipeline, and (for the distillation arms) the
+same teacher. Proxy scale, so that a 2-core CPU trains a run in about 15 minutes: a WRN-10 trunk of stages
+32/64/128 at N=4 (10 MMAC per frame at width 4). Figures and findings: BENCHMARKS.md, "Superposition at equal
+cost".
 
     python scripts/superposition_study.py train      # trains every arm not yet trained (resumable)
     python scripts/superposition_study.py evaluate   # INT8 bundles, 10k test accuracy, camera suite, AUROC
@@ -50,13 +51,17 @@ ARMS: dict[str, tuple[dict, dict, int]] = {
     "n2-half": ({"capacity": 2, "base_width": 10, "stem_channels": 16}, {}, 1),
     "ours-wide": ({"base_width": 45, "stem_channels": 45}, {}, 1),
     "n2-wide": ({"capacity": 2, "base_width": 30, "stem_channels": 45}, {}, 1),
+    # MixMo's binding (Rame et al.): a first conv per slot, features CutMix-mixed in training and summed at test.
+    "mixmo": ({"arch": "mixmo"}, {}, 1),
+    "mixmo-n2": ({"arch": "mixmo", "capacity": 2, "base_width": 21}, {}, 1),
 }
 SHARED_TWINS = {"n2": "ours", "stem64": "ours", "fixed-keys": "ours", "self-kd": "ours", "warmup": "ours",
-                "kd-warmup": "kd", "n2-half": "ours-half", "n2-wide": "ours-wide"}  # same cost, same recipe
+                "kd-warmup": "kd", "n2-half": "ours-half", "n2-wide": "ours-wide",
+                "mixmo-n2": "mixmo"}  # same cost, same recipe
 
 
 def arm_config(name: str) -> ModelConfig:
-    """The MIMOConv config of an arm."""
+    """The model config of an arm."""
     return default_fashion_mnist_config(**dict(BASE, **ARMS[name][0]))
 
 
